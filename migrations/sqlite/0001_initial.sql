@@ -1,0 +1,30 @@
+-- The event log: every lead and message, in commit order. `payload` is the
+-- event body as JSON; `sequence` is the stream's cursor.
+CREATE TABLE events (
+    sequence     INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind         TEXT    NOT NULL,
+    integration  TEXT    NOT NULL,
+    lead_id      TEXT    NOT NULL,
+    receive_time INTEGER NOT NULL, -- Unix microseconds
+    payload      TEXT    NOT NULL
+);
+CREATE INDEX events_by_kind ON events (kind, sequence);
+
+-- One row per lead: the key that makes Roistat's retries idempotent, and the deal.
+CREATE TABLE leads (
+    integration      TEXT    NOT NULL,
+    lead_id          TEXT    NOT NULL,
+    sequence         INTEGER NOT NULL REFERENCES events (sequence),
+    deal_id          TEXT,
+    order_id         TEXT,    -- what Roistat was answered; never changes once set
+    deal_update_time INTEGER NOT NULL,
+    PRIMARY KEY (integration, lead_id)
+);
+
+-- One row per distinct message: an identical retry finds its first delivery here.
+CREATE TABLE messages (
+    integration TEXT    NOT NULL,
+    identity    TEXT    NOT NULL,
+    sequence    INTEGER NOT NULL REFERENCES events (sequence),
+    PRIMARY KEY (integration, identity)
+);

@@ -1,0 +1,176 @@
+//! The application: opens the store, binds both servers, runs them until shutdown,
+//! then closes the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::OrderIdMode;
+use crate::grpc::{LeadApi, LeadServiceServer};
+use crate::http::{self, HttpState, Limits};
+use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::relay::LeadRelay;
+use crate::roistat::Credentials;
+use crate::store::{self, LeadStore};
+
+/// Everything the application needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub database_url: String,
+    pub credentials: Credentials,
+    pub order_id_mode: OrderIdMode,
+    pub deal_wait: Duration,
+    /// Live events kept in memory for subscribers.
+    pub stream_buffer: usize,
+    pub limits: Limits,
+}
+
+/// A started application: store open, listeners bound, not yet serving.
+pub struct Application {
+    settings: Settings,
+    http_listener: TcpListener,
+    grpc_listener: TcpListener,
+    store: Arc<dyn LeadStore>,
+    relay: LeadRelay,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Opens the store (applying migrations) and binds both listeners, so that the
+    /// bound addresses are known before serving (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = store::open(&settings.database_url, settings.stream_buffer)
+            .await
+            .context("cannot open the store")?;
+        let http_listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+        let grpc_listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {}", settings.grpc_addr))?;
+        let shutdown = CancellationToken::new();
+        let relay = LeadRelay::new(
+            store.clone(),
+            settings.order_id_mode,
+            settings.deal_wait,
+            shutdown.clone(),
+        );
+        Ok(Self {
+            settings,
+            http_listener,
+            grpc_listener,
+            store,
+            relay,
+            shutdown,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .unwrap_or(self.settings.http_addr)
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .unwrap_or(self.settings.grpc_addr)
+    }
+
+    /// Cancelling it shuts the application down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled (or a server fails): stops
+    /// accepting, lets in-flight webhooks finish, ends streams, closes the store.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let (http_addr, grpc_addr) = (self.http_addr(), self.grpc_addr());
+        let Self {
+            settings,
+            http_listener,
+            grpc_listener,
+            store,
+            relay,
+            shutdown,
+        } = self;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<LeadServiceServer<LeadApi>>().await;
+        // Both reflection versions: older grpcurl releases speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let lead_api = LeadApi::new(relay.clone(), 64);
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(LeadServiceServer::new(lead_api));
+
+        let router = http::router(HttpState {
+            relay,
+            credentials: Arc::new(settings.credentials),
+            limits: settings.limits,
+        });
+
+        tracing::info!(%http_addr, %grpc_addr, "listening");
+        let grpc_shutdown = shutdown.clone();
+        let grpc_server = async {
+            let result = grpc
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(grpc_listener),
+                    grpc_shutdown.cancelled_owned(),
+                )
+                .await;
+            // If the gRPC server fails, the whole service stops.
+            shutdown.cancel();
+            result
+        };
+        let http_server = async {
+            http::serve(http_listener, router, settings.limits, shutdown.clone()).await;
+            shutdown.cancel();
+        };
+        let stop_reporting = async {
+            shutdown.cancelled().await;
+            health.set_not_serving::<LeadServiceServer<LeadApi>>().await;
+        };
+        let (grpc_result, (), ()) = tokio::join!(grpc_server, http_server, stop_reporting);
+        store.close().await;
+        tracing::info!("stopped");
+        grpc_result.context("gRPC server failed")
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

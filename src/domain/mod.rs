@@ -1,0 +1,179 @@
+//! The lead relay's model: leads, deal messages, deals and events.
+//! It knows neither HTTP, gRPC nor SQL; `parse` turns Roistat's parameters into it.
+
+mod parse;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use parse::{Params, ParseError, parse_lead, parse_message};
+
+/// The integration every lead belongs to until several Roistat projects can be configured.
+pub const DEFAULT_INTEGRATION: &str = "default";
+
+/// Identifies a lead: Roistat lead ids are unique only within one Roistat project.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeadKey {
+    pub integration: String,
+    pub lead_id: String,
+}
+
+impl LeadKey {
+    /// A key in `integration`, or in the default integration when it is empty.
+    pub fn new(integration: &str, lead_id: impl Into<String>) -> Self {
+        let integration = if integration.is_empty() {
+            DEFAULT_INTEGRATION
+        } else {
+            integration
+        };
+        Self {
+            integration: integration.to_owned(),
+            lead_id: lead_id.into(),
+        }
+    }
+}
+
+/// Where a lead came from, as told by the title Roistat gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeadSource {
+    LeadHunter,
+    Calltracking,
+    Crm,
+    Jivosite,
+    Other,
+}
+
+impl LeadSource {
+    /// Classifies a lead by its title, in the English and Russian forms Roistat uses.
+    pub fn from_title(title: &str) -> Self {
+        const PREFIXES: &[(&str, LeadSource)] = &[
+            ("incoming call from", LeadSource::Calltracking),
+            ("call from", LeadSource::Calltracking),
+            ("звонок от", LeadSource::Calltracking),
+            ("входящий звонок", LeadSource::Calltracking),
+            ("caught lead", LeadSource::LeadHunter),
+            ("hunted lead", LeadSource::LeadHunter),
+            ("пойманный лид", LeadSource::LeadHunter),
+            ("jivosite lead", LeadSource::Jivosite),
+            ("crm lead", LeadSource::Crm),
+        ];
+        let title = title.trim().to_lowercase();
+        PREFIXES
+            .iter()
+            .find(|(prefix, _)| title.starts_with(prefix))
+            .map_or(LeadSource::Other, |(_, source)| *source)
+    }
+}
+
+/// A lead as Roistat sent it with `action=lead`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lead {
+    pub integration: String,
+    pub lead_id: String,
+    pub visit: String,
+    pub title: String,
+    pub text: String,
+    pub name: String,
+    pub phone: String,
+    pub email: String,
+    /// The landing page: the `page` key of `data`.
+    pub page: String,
+    /// The other keys of `data`.
+    pub fields: BTreeMap<String, String>,
+    /// `data` exactly as received.
+    pub data_json: String,
+    /// `created_date`: when Roistat received the lead.
+    #[serde(with = "time::serde::timestamp::option")]
+    pub create_time: Option<OffsetDateTime>,
+    pub source: LeadSource,
+    pub manager_id: String,
+    /// Every parameter the service does not know, as received.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Lead {
+    pub fn key(&self) -> LeadKey {
+        LeadKey::new(&self.integration, self.lead_id.clone())
+    }
+}
+
+/// Additional information on a deal (`action=message`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DealMessage {
+    pub integration: String,
+    pub lead_id: String,
+    pub title: String,
+    pub text: String,
+    pub extra: BTreeMap<String, String>,
+}
+
+impl DealMessage {
+    /// What makes two messages the same message: Roistat retries send identical ones.
+    pub fn identity(&self) -> String {
+        use md5::{Digest, Md5};
+        let mut hasher = Md5::new();
+        for part in [&self.lead_id, &self.title, &self.text] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        format!("{:x}", hasher.finalize())
+    }
+}
+
+/// A record once committed: its event sequence and when it was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<T> {
+    pub sequence: u64,
+    pub receive_time: OffsetDateTime,
+    pub record: T,
+}
+
+/// What an event announces. Leads dominate the stream, so the size difference
+/// between variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum EventBody {
+    Lead(Lead),
+    Message(DealMessage),
+}
+
+/// One committed event of the lead stream.
+pub type Event = Stored<EventBody>;
+
+/// The deal state of a lead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deal {
+    pub key: LeadKey,
+    /// The CRM's deal id, once reported.
+    pub deal_id: Option<String>,
+    /// What Roistat was answered as `order_id`; fixed once set.
+    pub answered_order_id: Option<String>,
+    pub update_time: OffsetDateTime,
+}
+
+impl Deal {
+    /// The order id Roistat is, or will be, answered for this lead under `mode`;
+    /// `None` while the service still waits for the CRM's deal id.
+    pub fn order_id(&self, mode: OrderIdMode) -> Option<&str> {
+        self.answered_order_id
+            .as_deref()
+            .or(self.deal_id.as_deref())
+            .or(match mode {
+                OrderIdMode::Lead => Some(self.key.lead_id.as_str()),
+                OrderIdMode::Crm => None,
+            })
+    }
+}
+
+/// What Roistat is answered as `order_id` for a new lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderIdMode {
+    /// At once: the Roistat lead id, or the deal id if one was already reported.
+    Lead,
+    /// The CRM's deal id, once an internal service reports it.
+    Crm,
+}

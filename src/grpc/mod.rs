@@ -1,0 +1,147 @@
+//! The gRPC face: `roistat.leads.v1.LeadService`, with conversions between the
+//! generated messages and the domain model.
+
+mod convert;
+
+use std::pin::Pin;
+
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use crate::domain::LeadKey;
+use crate::error::Error;
+use crate::proto;
+use crate::proto::lead_service_server::LeadService;
+use crate::relay::{LeadRelay, StreamStart};
+
+pub use crate::proto::lead_service_server::LeadServiceServer;
+
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        Status::new(error.grpc_code(), error.to_string())
+    }
+}
+
+/// The LeadService implementation.
+pub struct LeadApi {
+    relay: LeadRelay,
+    /// Events buffered per subscriber between the store reader and the connection.
+    stream_buffer: usize,
+}
+
+impl LeadApi {
+    pub fn new(relay: LeadRelay, stream_buffer: usize) -> Self {
+        Self {
+            relay,
+            stream_buffer,
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::LeadEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LeadService for LeadApi {
+    type StreamLeadsStream = EventStream;
+
+    async fn stream_leads(
+        &self,
+        request: Request<proto::StreamLeadsRequest>,
+    ) -> Result<Response<Self::StreamLeadsStream>, Status> {
+        let request = request.into_inner();
+        let start = if request.only_new {
+            StreamStart::OnlyNew
+        } else {
+            StreamStart::After(request.after_sequence)
+        };
+        tracing::info!(?start, "stream opened");
+        let events = self.relay.stream(start, self.stream_buffer);
+        let stream = ReceiverStream::new(events).map(|event| {
+            event
+                .map(|event| convert::lead_event(&event))
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_lead(
+        &self,
+        request: Request<proto::GetLeadRequest>,
+    ) -> Result<Response<proto::Lead>, Status> {
+        let request = request.into_inner();
+        let key = lead_key(&request.integration, &request.lead_id)?;
+        let lead = self.relay.get_lead(&key).await?;
+        Ok(Response::new(convert::lead(
+            &lead.record,
+            lead.sequence,
+            lead.receive_time,
+        )))
+    }
+
+    async fn list_leads(
+        &self,
+        request: Request<proto::ListLeadsRequest>,
+    ) -> Result<Response<proto::ListLeadsResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = match request.page_size {
+            size if size < 0 => return Err(invalid("page_size must not be negative")),
+            0 => DEFAULT_PAGE_SIZE,
+            size => (size as u32).min(MAX_PAGE_SIZE),
+        };
+        let after = convert::parse_page_token(&request.page_token)
+            .ok_or_else(|| invalid("page_token is not one this service issued"))?;
+        let leads = self.relay.list_leads(after, page_size).await?;
+        let next_page_token = match leads.last() {
+            Some(last) if leads.len() == page_size as usize => convert::page_token(last.sequence),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListLeadsResponse {
+            leads: leads
+                .iter()
+                .map(|lead| convert::lead(&lead.record, lead.sequence, lead.receive_time))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_deal(
+        &self,
+        request: Request<proto::GetDealRequest>,
+    ) -> Result<Response<proto::Deal>, Status> {
+        let request = request.into_inner();
+        let key = lead_key(&request.integration, &request.lead_id)?;
+        let deal = self.relay.get_deal(&key).await?;
+        Ok(Response::new(convert::deal(
+            &deal,
+            self.relay.order_id_mode(),
+        )))
+    }
+
+    async fn report_deal(
+        &self,
+        request: Request<proto::ReportDealRequest>,
+    ) -> Result<Response<proto::Deal>, Status> {
+        let request = request.into_inner();
+        let key = lead_key(&request.integration, &request.lead_id)?;
+        let deal = self.relay.report_deal(&key, &request.deal_id).await?;
+        Ok(Response::new(convert::deal(
+            &deal,
+            self.relay.order_id_mode(),
+        )))
+    }
+}
+
+fn invalid(message: &str) -> Status {
+    Status::invalid_argument(message)
+}
+
+fn lead_key(integration: &str, lead_id: &str) -> Result<LeadKey, Status> {
+    let lead_id = lead_id.trim();
+    if lead_id.is_empty() {
+        return Err(invalid("lead_id must not be empty"));
+    }
+    Ok(LeadKey::new(integration, lead_id))
+}

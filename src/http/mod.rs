@@ -1,0 +1,280 @@
+//! The HTTP face: Roistat's webhook and the health endpoints.
+
+mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+pub use serve::serve;
+
+use crate::domain::{DEFAULT_INTEGRATION, Params, parse_lead, parse_message};
+use crate::error::Error;
+use crate::relay::LeadRelay;
+use crate::roistat::{self, Credentials, DecodeError, ErrorAnswer, OkAnswer, OrderAnswer};
+
+/// Limits on what a request may carry. Roistat puts whole leads in the query string,
+/// so the URI limit is generous.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: usize,
+    /// Time allowed for a request's head (slow clients are cut off).
+    pub header_timeout: Duration,
+    /// Time allowed for reading a request's body.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_uri_bytes: 64 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub relay: LeadRelay,
+    pub credentials: Arc<Credentials>,
+    pub limits: Limits,
+}
+
+/// The HTTP routes.
+pub fn router(state: HttpState) -> Router {
+    let limits = state.limits;
+    Router::new()
+        .route(
+            "/webhook",
+            get(receive_webhook)
+                .post(receive_webhook)
+                .fallback(|| async {
+                    HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST")
+                }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { roistat_json(StatusCode::OK, &OkAnswer::OK) }),
+        )
+        .route("/readyz", get(readyz))
+        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no such path") })
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            enforce_head_limits(limits, request, next)
+        }))
+        .with_state(state)
+}
+
+/// A refused request: an HTTP status and Roistat's error JSON.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for HttpError {
+    fn from(error: Error) -> Self {
+        let status =
+            StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, error.to_string())
+    }
+}
+
+impl From<DecodeError> for HttpError {
+    fn from(error: DecodeError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error.to_string())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        roistat_json(self.status, &ErrorAnswer::new(&self.message))
+    }
+}
+
+fn roistat_json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"status\":\"error\"}".to_vec());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Refuses an oversized URI (414) or header block (431) before any handler runs.
+async fn enforce_head_limits(limits: Limits, request: Request, next: Next) -> Response {
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if uri_bytes > limits.max_uri_bytes {
+        return HttpError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("request URI over {} bytes", limits.max_uri_bytes),
+        )
+        .into_response();
+    }
+    let headers = request.headers();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > limits.max_header_bytes || headers.len() > limits.max_headers {
+        return HttpError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "request headers over {} bytes or {} fields",
+                limits.max_header_bytes, limits.max_headers
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    if state.relay.ready().await {
+        roistat_json(StatusCode::OK, &OkAnswer::OK)
+    } else {
+        HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+    }
+}
+
+/// `GET|POST /webhook`: every Roistat action, dispatched on `action`.
+async fn receive_webhook(State(state): State<HttpState>, request: Request) -> Response {
+    match handle_webhook(&state, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle_webhook(state: &HttpState, request: Request) -> Result<Response, HttpError> {
+    let (parts, body) = request.into_parts();
+    let mut params = Params::new();
+    if let Some(query) = parts.uri.query() {
+        roistat::decode_form(query.as_bytes(), &mut params)?;
+    }
+    if parts.method == Method::POST {
+        // Like PHP's $_REQUEST, which Roistat's own modules read: body over query.
+        let body = read_body(body, &parts.headers, &state.limits).await?;
+        if !body.is_empty() {
+            match content_type(&parts.headers).as_deref() {
+                Some("application/json") => roistat::decode_json(&body, &mut params)?,
+                None | Some("application/x-www-form-urlencoded") | Some("text/plain") => {
+                    roistat::decode_form(&body, &mut params)?
+                }
+                Some(other) => {
+                    return Err(HttpError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        format!(
+                            "unsupported content type {other:?}: send a query string, a form or a JSON object"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    if let Err(error) = state
+        .credentials
+        .verify(params.get("user"), params.get("token"))
+    {
+        tracing::warn!(%error, "webhook refused: not authenticated");
+        return Err(HttpError::new(StatusCode::UNAUTHORIZED, error.to_string()));
+    }
+
+    let integration = DEFAULT_INTEGRATION;
+    match params.get("action").map(str::trim) {
+        Some("lead") => {
+            let lead = parse_lead(integration, &params).map_err(Error::from)?;
+            let answer = state.relay.receive_lead(lead).await?;
+            Ok(roistat_json(
+                StatusCode::OK,
+                &OrderAnswer::ok(&answer.order_id),
+            ))
+        }
+        Some("message") => {
+            let message = parse_message(integration, &params).map_err(Error::from)?;
+            state.relay.receive_message(message).await?;
+            Ok(roistat_json(StatusCode::OK, &OkAnswer::OK))
+        }
+        None | Some("") => Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "missing parameter: action",
+        )),
+        Some(other) => Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown action {other:?}: expected lead or message"),
+        )),
+    }
+}
+
+/// The media type of a request, lowercased, without parameters.
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    (!essence.is_empty()).then(|| essence.to_ascii_lowercase())
+}
+
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limits: &Limits,
+) -> Result<axum::body::Bytes, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {} bytes", limits.max_body_bytes),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limits.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(
+        limits.body_timeout,
+        axum::body::to_bytes(body, limits.max_body_bytes),
+    )
+    .await
+    {
+        Err(_) => Err(HttpError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) => {
+            let over_limit = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                Err(too_large())
+            } else {
+                Err(HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    "request body could not be read",
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The relay's use cases, shared by the HTTP and gRPC faces: receive a lead or a
+//! message, answer Roistat's order id, report deals, read and stream leads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Deal, DealMessage, Event, Lead, LeadKey, OrderIdMode, Stored};
+use crate::error::Error;
+use crate::store::{LeadStore, OrderIdAssignment, StoreError};
+
+/// Events read from the store per query while a subscriber catches up.
+const REPLAY_BATCH: u32 = 512;
+/// Deal reports a waiting webhook may fall behind before it re-reads the store.
+const DEAL_REPORTS_CAPACITY: usize = 1024;
+
+/// How a stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStart {
+    /// Events with a sequence greater than this (0: everything stored).
+    After(u64),
+    /// Only events committed after the subscription.
+    OnlyNew,
+}
+
+/// The relay: one per process, cheap to share.
+#[derive(Clone)]
+pub struct LeadRelay {
+    store: Arc<dyn LeadStore>,
+    order_id_mode: OrderIdMode,
+    deal_wait: Duration,
+    deal_reports: broadcast::Sender<LeadKey>,
+    shutdown: CancellationToken,
+}
+
+/// What Roistat is told about a received lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeadAnswer {
+    pub order_id: String,
+    /// False for a retry of a lead already stored.
+    pub created: bool,
+}
+
+impl LeadRelay {
+    pub fn new(
+        store: Arc<dyn LeadStore>,
+        order_id_mode: OrderIdMode,
+        deal_wait: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (deal_reports, _) = broadcast::channel(DEAL_REPORTS_CAPACITY);
+        Self {
+            store,
+            order_id_mode,
+            deal_wait,
+            deal_reports,
+            shutdown,
+        }
+    }
+
+    pub fn order_id_mode(&self) -> OrderIdMode {
+        self.order_id_mode
+    }
+
+    /// Stores a lead (once, however often Roistat retries) and returns the order id
+    /// to answer. In `crm` mode it waits up to the deal wait for the CRM's deal id,
+    /// and is [`Error::Unavailable`] without one, so that Roistat asks again.
+    pub async fn receive_lead(&self, lead: Lead) -> Result<LeadAnswer, Error> {
+        let key = lead.key();
+        let assignment = match self.order_id_mode {
+            OrderIdMode::Lead => OrderIdAssignment::DealOrLeadId,
+            OrderIdMode::Crm => OrderIdAssignment::DealIdOnly,
+        };
+        // Subscribed before the insert, so a report that lands in between is seen.
+        let reports = self.deal_reports.subscribe();
+        let receipt = self.store.insert_lead(lead, assignment).await?;
+        let created = receipt.created;
+        tracing::info!(
+            lead_id = %key.lead_id,
+            sequence = receipt.sequence,
+            created,
+            "lead stored"
+        );
+        let deal = match receipt.deal.answered_order_id {
+            Some(_) => receipt.deal,
+            None => self.wait_for_deal(&key, reports).await?,
+        };
+        let order_id = deal.answered_order_id.ok_or(Error::Internal)?;
+        Ok(LeadAnswer { order_id, created })
+    }
+
+    /// Waits for the CRM's deal id of a stored lead and fixes it as the order id.
+    async fn wait_for_deal(
+        &self,
+        key: &LeadKey,
+        mut reports: broadcast::Receiver<LeadKey>,
+    ) -> Result<Deal, Error> {
+        let deadline = Instant::now() + self.deal_wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::Unavailable("deal id not reported yet".to_owned()));
+                }
+                _ = self.shutdown.cancelled() => {
+                    return Err(Error::Unavailable("service is shutting down".to_owned()));
+                }
+                report = reports.recv() => match report {
+                    Ok(reported) if &reported != key => continue,
+                    // Our lead, or reports were missed: look at the store.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(Error::Unavailable("service is shutting down".to_owned()));
+                    }
+                },
+            }
+            let deal = self
+                .store
+                .assign_order_id(key, OrderIdAssignment::DealIdOnly)
+                .await?;
+            if deal.answered_order_id.is_some() {
+                return Ok(deal);
+            }
+        }
+    }
+
+    /// Stores a message once; an identical retry is not a second event.
+    pub async fn receive_message(&self, message: DealMessage) -> Result<(), Error> {
+        let lead_id = message.lead_id.clone();
+        let receipt = self.store.insert_message(message).await?;
+        tracing::info!(
+            %lead_id,
+            sequence = receipt.sequence,
+            created = receipt.created,
+            "message stored"
+        );
+        Ok(())
+    }
+
+    /// Records the CRM's deal id for a lead and wakes a webhook waiting for it.
+    pub async fn report_deal(&self, key: &LeadKey, deal_id: &str) -> Result<Deal, Error> {
+        let deal_id = deal_id.trim();
+        if deal_id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "deal_id must not be empty".to_owned(),
+            ));
+        }
+        let deal = self.store.report_deal(key, deal_id).await?;
+        tracing::info!(lead_id = %key.lead_id, "deal reported");
+        let _ = self.deal_reports.send(key.clone());
+        Ok(deal)
+    }
+
+    pub async fn get_deal(&self, key: &LeadKey) -> Result<Deal, Error> {
+        self.store.get_deal(key).await?.ok_or_else(lead_not_found)
+    }
+
+    pub async fn get_lead(&self, key: &LeadKey) -> Result<Stored<Lead>, Error> {
+        self.store.get_lead(key).await?.ok_or_else(lead_not_found)
+    }
+
+    pub async fn list_leads(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<Stored<Lead>>, Error> {
+        Ok(self.store.list_leads(after_sequence, limit).await?)
+    }
+
+    /// True when the store answers.
+    pub async fn ready(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
+    /// Streams events from `start`: stored history first, then live events, with no
+    /// gap and no duplicate at the switch. A subscriber that falls behind the live
+    /// feed catches up from the store. The stream ends when the receiver is dropped
+    /// or the service shuts down; a store failure is its last item.
+    pub fn stream(
+        &self,
+        start: StreamStart,
+        buffer: usize,
+    ) -> mpsc::Receiver<Result<Event, Error>> {
+        let (sender, receiver) = mpsc::channel(buffer.max(1));
+        let relay = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = relay.feed_subscriber(start, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        });
+        receiver
+    }
+
+    async fn feed_subscriber(
+        &self,
+        start: StreamStart,
+        out: &mpsc::Sender<Result<Event, Error>>,
+    ) -> Result<(), Error> {
+        // Subscribed before reading the store, so nothing committed in between is missed.
+        let mut live = self.store.subscribe();
+        let mut cursor = match start {
+            StreamStart::After(sequence) => sequence,
+            StreamStart::OnlyNew => self.store.latest_sequence().await?,
+        };
+        'catch_up: loop {
+            loop {
+                let batch = self.store.events_after(cursor, REPLAY_BATCH).await?;
+                let complete = batch.len() < REPLAY_BATCH as usize;
+                for event in batch {
+                    cursor = event.sequence;
+                    if !self.deliver(out, event).await {
+                        return Ok(());
+                    }
+                }
+                if complete {
+                    break;
+                }
+            }
+            loop {
+                let event = tokio::select! {
+                    _ = self.shutdown.cancelled() => return Ok(()),
+                    _ = out.closed() => return Ok(()),
+                    event = live.recv() => event,
+                };
+                match event {
+                    Ok(event) if event.sequence <= cursor => continue,
+                    Ok(event) if event.sequence == cursor + 1 => {
+                        cursor = event.sequence;
+                        if !self.deliver(out, Event::clone(&event)).await {
+                            return Ok(());
+                        }
+                    }
+                    // A gap, or the feed dropped events we did not take in time:
+                    // the store has them all.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue 'catch_up,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Hands an event to the subscriber; false when it is gone or the service stops.
+    async fn deliver(&self, out: &mpsc::Sender<Result<Event, Error>>, event: Event) -> bool {
+        tokio::select! {
+            sent = out.send(Ok(event)) => sent.is_ok(),
+            _ = self.shutdown.cancelled() => false,
+        }
+    }
+}
+
+fn lead_not_found() -> Error {
+    Error::from(StoreError::NotFound)
+}

@@ -1,0 +1,288 @@
+//! Roistat's wire dialect: decoding a request's parameters, checking its token, and
+//! the answers Roistat expects.
+
+use std::fmt;
+
+use md5::{Digest, Md5};
+use percent_encoding::percent_decode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::domain::Params;
+
+/// Why a request's parameters cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("request is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("body is not a JSON object")]
+    NotAJsonObject,
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+}
+
+/// Decodes `application/x-www-form-urlencoded` text (a query string or a form body)
+/// into `params`. Unlike lenient decoders, invalid UTF-8 is refused, not replaced.
+pub fn decode_form(input: &[u8], params: &mut Params) -> Result<(), DecodeError> {
+    for pair in input.split(|&byte| byte == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = match pair.iter().position(|&byte| byte == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &[][..]),
+        };
+        params.insert(decode_component(name)?, decode_component(value)?);
+    }
+    Ok(())
+}
+
+fn decode_component(raw: &[u8]) -> Result<String, DecodeError> {
+    // In form encoding `+` is a space; a literal plus arrives as %2B.
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&byte| if byte == b'+' { b' ' } else { byte })
+        .collect();
+    let bytes: Vec<u8> = percent_decode(&spaced).collect();
+    String::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
+}
+
+/// Decodes a JSON object body into `params`. Strings are taken as they are; numbers
+/// and booleans as their JSON text; nested objects and arrays (such as `data` sent
+/// as an object) as JSON text; nulls as empty strings.
+pub fn decode_json(body: &[u8], params: &mut Params) -> Result<(), DecodeError> {
+    let text = std::str::from_utf8(body).map_err(|_| DecodeError::InvalidUtf8)?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|error| DecodeError::InvalidJson(error.to_string()))?;
+    let serde_json::Value::Object(object) = value else {
+        return Err(DecodeError::NotAJsonObject);
+    };
+    for (name, value) in object {
+        let value = match value {
+            serde_json::Value::String(text) => text,
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        params.insert(name, value);
+    }
+    Ok(())
+}
+
+/// The credentials of a Roistat integration: Roistat sends `user` (the login, may be
+/// empty) and `token = md5(login + password)` as lowercase hex.
+#[derive(Clone)]
+pub struct Credentials {
+    login: Option<String>,
+    token: SecretString,
+}
+
+/// Why credentials cannot be built from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("a Roistat token is 32 hexadecimal digits (md5 of login + password)")]
+    MalformedToken,
+}
+
+impl Credentials {
+    /// From the login and password set in Roistat's integration settings.
+    pub fn from_password(login: &str, password: &SecretString) -> Self {
+        let mut hasher = Md5::new();
+        hasher.update(login.as_bytes());
+        hasher.update(password.expose_secret().as_bytes());
+        Self {
+            login: Some(login.to_owned()),
+            token: SecretString::from(format!("{:x}", hasher.finalize())),
+        }
+    }
+
+    /// From the token itself; `login`, when known, is checked against `user` too.
+    pub fn from_token(login: Option<&str>, token: &SecretString) -> Result<Self, CredentialsError> {
+        let token = token.expose_secret().trim().to_ascii_lowercase();
+        if token.len() != 32 || !token.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(CredentialsError::MalformedToken);
+        }
+        Ok(Self {
+            login: login.map(str::to_owned),
+            token: SecretString::from(token),
+        })
+    }
+
+    /// Checks a request's `user` and `token`. The token comparison takes the same
+    /// time wherever the first difference is.
+    pub fn verify(&self, user: Option<&str>, token: Option<&str>) -> Result<(), AuthError> {
+        let token = token.map(str::trim).unwrap_or_default();
+        if token.is_empty() {
+            return Err(AuthError::MissingToken);
+        }
+        let given = token.to_ascii_lowercase();
+        let matches: bool = given
+            .as_bytes()
+            .ct_eq(self.token.expose_secret().as_bytes())
+            .into();
+        if !matches {
+            return Err(AuthError::WrongToken);
+        }
+        match (
+            user.map(str::trim).filter(|user| !user.is_empty()),
+            &self.login,
+        ) {
+            (Some(user), Some(login)) if user != login => Err(AuthError::WrongUser),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("login", &self.login)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing token")]
+    MissingToken,
+    #[error("invalid token")]
+    WrongToken,
+    #[error("user does not match the integration login")]
+    WrongUser,
+}
+
+/// `{"status":"ok","order_id":"..."}`: the answer that stops Roistat's retries of a lead.
+#[derive(Debug, Serialize)]
+pub struct OrderAnswer<'a> {
+    pub status: &'static str,
+    pub order_id: &'a str,
+}
+
+impl<'a> OrderAnswer<'a> {
+    pub fn ok(order_id: &'a str) -> Self {
+        Self {
+            status: "ok",
+            order_id,
+        }
+    }
+}
+
+/// `{"status":"ok"}`.
+#[derive(Debug, Serialize)]
+pub struct OkAnswer {
+    pub status: &'static str,
+}
+
+impl OkAnswer {
+    pub const OK: OkAnswer = OkAnswer { status: "ok" };
+}
+
+/// `{"status":"error","error":"..."}`: any failure; Roistat retries.
+#[derive(Debug, Serialize)]
+pub struct ErrorAnswer<'a> {
+    pub status: &'static str,
+    pub error: &'a str,
+}
+
+impl<'a> ErrorAnswer<'a> {
+    pub fn new(error: &'a str) -> Self {
+        Self {
+            status: "error",
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding_handles_plus_and_percent() {
+        let mut params = Params::new();
+        decode_form(
+            b"created_date=2015-06-28+09%3A12%3A54&phone=%2B7999&x=a%20b&flag&=v",
+            &mut params,
+        )
+        .unwrap();
+        assert_eq!(params.get("created_date"), Some("2015-06-28 09:12:54"));
+        assert_eq!(params.get("phone"), Some("+7999"));
+        assert_eq!(params.get("x"), Some("a b"));
+        assert_eq!(params.get("flag"), Some(""));
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        let mut params = Params::new();
+        assert_eq!(
+            decode_form(b"name=%FF%FE", &mut params),
+            Err(DecodeError::InvalidUtf8)
+        );
+        assert_eq!(
+            decode_json(b"{\"a\":\"\xff\"}", &mut params),
+            Err(DecodeError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn json_values_become_text() {
+        let mut params = Params::new();
+        decode_json(br#"{"id":90,"data":{"page":"p"},"name":null}"#, &mut params).unwrap();
+        assert_eq!(params.get("id"), Some("90"));
+        assert_eq!(params.get("data"), Some(r#"{"page":"p"}"#));
+        assert_eq!(params.get("name"), Some(""));
+        assert_eq!(
+            decode_json(b"[1]", &mut params),
+            Err(DecodeError::NotAJsonObject)
+        );
+    }
+
+    #[test]
+    fn token_is_md5_of_login_and_password() {
+        let credentials = Credentials::from_password("demo", &SecretString::from("secret"));
+        let token = format!("{:x}", Md5::digest(b"demosecret"));
+        assert_eq!(credentials.verify(Some("demo"), Some(&token)), Ok(()));
+        assert_eq!(
+            credentials.verify(None, Some(&token.to_uppercase())),
+            Ok(())
+        );
+        assert_eq!(
+            credentials.verify(Some("other"), Some(&token)),
+            Err(AuthError::WrongUser)
+        );
+        assert_eq!(
+            credentials.verify(Some("demo"), Some("0".repeat(32).as_str())),
+            Err(AuthError::WrongToken)
+        );
+        assert_eq!(
+            credentials.verify(Some("demo"), None),
+            Err(AuthError::MissingToken)
+        );
+        assert!(!format!("{credentials:?}").contains(&token));
+    }
+
+    #[test]
+    fn empty_login_and_password_give_the_md5_of_nothing() {
+        let credentials = Credentials::from_password("", &SecretString::from(""));
+        assert_eq!(
+            credentials.verify(Some(""), Some("d41d8cd98f00b204e9800998ecf8427e")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn token_given_directly_must_be_hex() {
+        assert!(Credentials::from_token(None, &SecretString::from("xyz")).is_err());
+        let credentials = Credentials::from_token(
+            None,
+            &SecretString::from("6512BD43D9CAA6E02C990B0A82652DCA"),
+        )
+        .unwrap();
+        assert_eq!(
+            credentials.verify(Some("anyone"), Some("6512bd43d9caa6e02c990b0a82652dca")),
+            Ok(())
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Durable storage of leads, messages, deals and the event log behind them.
+//! Every backend implements [`LeadStore`]; `open` picks one from the database URL.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::domain::{Deal, DealMessage, Event, Lead, LeadKey, Stored};
+
+pub use sqlite::SqliteStore;
+
+/// A storage failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The change contradicts what is stored (e.g. a deal id Roistat was already answered).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store cannot be reached or cannot commit right now; retrying may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
+/// How `order_id` is fixed when a lead is stored and not answered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderIdAssignment {
+    /// The reported deal id if any, else the lead id.
+    DealOrLeadId,
+    /// The reported deal id only; stays unanswered without one.
+    DealIdOnly,
+}
+
+/// The outcome of storing a lead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadReceipt {
+    /// The lead's event sequence (of the first delivery, for a retry).
+    pub sequence: u64,
+    /// False when the lead was already stored: a retry, no new event.
+    pub created: bool,
+    pub deal: Deal,
+}
+
+/// The outcome of storing a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageReceipt {
+    pub sequence: u64,
+    pub created: bool,
+}
+
+/// Storage of the relay. Writes return only after they are durably committed;
+/// every new event is then published on the store's event feed in sequence order.
+#[async_trait]
+pub trait LeadStore: Send + Sync + 'static {
+    /// Stores a lead once: a lead already stored under the same key is left as it
+    /// was. Then fixes its order id per `assignment` if it has none yet.
+    async fn insert_lead(
+        &self,
+        lead: Lead,
+        assignment: OrderIdAssignment,
+    ) -> Result<LeadReceipt, StoreError>;
+
+    /// Fixes the order id of a stored lead per `assignment` if it has none yet;
+    /// returns the deal. [`StoreError::NotFound`] for an unknown lead.
+    async fn assign_order_id(
+        &self,
+        key: &LeadKey,
+        assignment: OrderIdAssignment,
+    ) -> Result<Deal, StoreError>;
+
+    /// Stores a message once: an identical message for the same lead is a retry.
+    async fn insert_message(&self, message: DealMessage) -> Result<MessageReceipt, StoreError>;
+
+    /// Records the CRM's deal id. [`StoreError::Conflict`] when it would change a
+    /// deal id Roistat was already answered.
+    async fn report_deal(&self, key: &LeadKey, deal_id: &str) -> Result<Deal, StoreError>;
+
+    async fn get_lead(&self, key: &LeadKey) -> Result<Option<Stored<Lead>>, StoreError>;
+
+    /// Leads in sequence order, after `after_sequence`, at most `limit`.
+    async fn list_leads(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<Stored<Lead>>, StoreError>;
+
+    async fn get_deal(&self, key: &LeadKey) -> Result<Option<Deal>, StoreError>;
+
+    /// Committed events with a sequence greater than `after_sequence`, in order, at most `limit`.
+    async fn events_after(&self, after_sequence: u64, limit: u32)
+    -> Result<Vec<Event>, StoreError>;
+
+    /// The greatest committed sequence, 0 when there is none.
+    async fn latest_sequence(&self) -> Result<u64, StoreError>;
+
+    /// A feed of events as they commit. A receiver that lags is told so and must
+    /// read the missed events with [`LeadStore::events_after`].
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
+
+    /// Succeeds when the store can read and write.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Finishes pending writes and closes connections.
+    async fn close(&self);
+}
+
+/// Opens the store a database URL names, applying its migrations.
+pub async fn open(url: &str, feed_capacity: usize) -> anyhow::Result<Arc<dyn LeadStore>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, feed_capacity).await?))
+    } else {
+        // Only the scheme is shown: the rest of a URL may hold a password.
+        let scheme = url.split(':').next().unwrap_or_default();
+        anyhow::bail!("unsupported database URL scheme {scheme:?}: expected sqlite://PATH")
+    }
+}
