@@ -178,32 +178,36 @@ impl LeadRelay {
     /// gap and no duplicate at the switch. A subscriber that falls behind the live
     /// feed catches up from the store. The stream ends when the receiver is dropped
     /// or the service shuts down; a store failure is its last item.
-    pub fn stream(
+    ///
+    /// The starting point is fixed before this returns: an event committed after
+    /// it is delivered even with [`StreamStart::OnlyNew`].
+    pub async fn stream(
         &self,
         start: StreamStart,
         buffer: usize,
-    ) -> mpsc::Receiver<Result<Event, Error>> {
+    ) -> Result<mpsc::Receiver<Result<Event, Error>>, Error> {
+        // Subscribed before reading the store, so nothing committed in between is missed.
+        let live = self.store.subscribe();
+        let cursor = match start {
+            StreamStart::After(sequence) => sequence,
+            StreamStart::OnlyNew => self.store.latest_sequence().await?,
+        };
         let (sender, receiver) = mpsc::channel(buffer.max(1));
         let relay = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = relay.feed_subscriber(start, &sender).await {
+            if let Err(error) = relay.feed_subscriber(cursor, live, &sender).await {
                 let _ = sender.send(Err(error)).await;
             }
         });
-        receiver
+        Ok(receiver)
     }
 
     async fn feed_subscriber(
         &self,
-        start: StreamStart,
+        mut cursor: u64,
+        mut live: broadcast::Receiver<Arc<Event>>,
         out: &mpsc::Sender<Result<Event, Error>>,
     ) -> Result<(), Error> {
-        // Subscribed before reading the store, so nothing committed in between is missed.
-        let mut live = self.store.subscribe();
-        let mut cursor = match start {
-            StreamStart::After(sequence) => sequence,
-            StreamStart::OnlyNew => self.store.latest_sequence().await?,
-        };
         'catch_up: loop {
             loop {
                 let batch = self.store.events_after(cursor, REPLAY_BATCH).await?;
@@ -234,7 +238,13 @@ impl LeadRelay {
                     }
                     // A gap, or the feed dropped events we did not take in time:
                     // the store has them all.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue 'catch_up,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        tracing::debug!(
+                            cursor,
+                            "subscriber fell behind the live feed; catching up from the store"
+                        );
+                        continue 'catch_up;
+                    }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
             }

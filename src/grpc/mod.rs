@@ -58,7 +58,7 @@ impl LeadService for LeadApi {
             StreamStart::After(request.after_sequence)
         };
         tracing::info!(?start, "stream opened");
-        let events = self.relay.stream(start, self.stream_buffer);
+        let events = self.relay.stream(start, self.stream_buffer).await?;
         let stream = ReceiverStream::new(events).map(|event| {
             event
                 .map(|event| convert::lead_event(&event))

@@ -21,7 +21,8 @@ use crate::relay::LeadRelay;
 use crate::roistat::{self, Credentials, DecodeError, ErrorAnswer, OkAnswer, OrderAnswer};
 
 /// Limits on what a request may carry. Roistat puts whole leads in the query string,
-/// so the URI limit is generous.
+/// so the URI limit is generous; it stays below the 65,534 bytes the `http` crate can
+/// represent at all (longer URIs get a bare 414 from the HTTP layer itself).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_uri_bytes: usize,
@@ -37,7 +38,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_uri_bytes: 64 * 1024,
+            max_uri_bytes: 60 * 1024,
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_body_bytes: 1024 * 1024,

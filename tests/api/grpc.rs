@@ -1,0 +1,182 @@
+//! LeadService's unary calls, health and reflection.
+
+use roistat_leads::proto::{GetLeadRequest, ListLeadsRequest};
+use tokio_stream::StreamExt;
+
+use crate::helpers::*;
+
+fn list(page_size: i32, page_token: &str) -> ListLeadsRequest {
+    ListLeadsRequest {
+        page_size,
+        page_token: page_token.into(),
+    }
+}
+
+#[tokio::test]
+async fn get_lead_refuses_unknown_and_empty_ids() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+
+    let unknown = client
+        .get_lead(GetLeadRequest {
+            lead_id: "404".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let empty = client
+        .get_lead(GetLeadRequest::default())
+        .await
+        .unwrap_err();
+
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn list_leads_pages_through_leads_in_receive_order() {
+    let app = TestApp::spawn().await;
+    for id in ["l1", "l2", "l3", "l4", "l5"] {
+        app.lead(id).await;
+    }
+    // Messages are not leads and do not appear in the listing.
+    app.webhook(&[("action", "message"), ("leadId", "l1"), ("text", "x")])
+        .await;
+    let mut client = app.grpc().await;
+
+    let mut pages = vec![];
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_leads(list(2, &token))
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(
+            page.leads
+                .iter()
+                .map(|lead| lead.lead_id.clone())
+                .collect::<Vec<_>>(),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let everything = client.list_leads(list(0, "")).await.unwrap().into_inner();
+
+    assert_eq!(pages, [vec!["l1", "l2"], vec!["l3", "l4"], vec!["l5"]]);
+    assert_eq!(everything.leads.len(), 5);
+    assert!(everything.next_page_token.is_empty());
+}
+
+#[tokio::test]
+async fn list_leads_refuses_bad_arguments() {
+    let app = TestApp::spawn().await;
+    let mut client = app.grpc().await;
+
+    let bad_token = client
+        .list_leads(list(10, "not-a-token"))
+        .await
+        .unwrap_err();
+    let negative = client.list_leads(list(-1, "")).await.unwrap_err();
+
+    assert_eq!(bad_token.code(), tonic::Code::InvalidArgument);
+    assert_eq!(negative.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn health_reports_serving() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let app = TestApp::spawn().await;
+    let mut health = HealthClient::new(app.channel().await);
+
+    for service in ["", "roistat.leads.v1.LeadService"] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            answer.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_lists_the_service_in_v1_and_v1alpha() {
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+
+    let v1 = {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .unwrap()
+            .into_inner();
+        match within("reflection", responses.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .message_response
+        {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|service| service.name)
+                .collect::<Vec<_>>(),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    };
+    let v1alpha = {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .unwrap()
+            .into_inner();
+        match within("reflection", responses.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .message_response
+        {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|service| service.name)
+                .collect::<Vec<_>>(),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    };
+
+    for services in [v1, v1alpha] {
+        assert!(
+            services.contains(&"roistat.leads.v1.LeadService".to_owned()),
+            "{services:?}"
+        );
+        assert!(
+            services.contains(&"grpc.health.v1.Health".to_owned()),
+            "{services:?}"
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Start-up, restarts on the same database, and shutdown.
+
+use roistat_leads::proto::{GetLeadRequest, StreamLeadsRequest};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn leads_survive_a_restart_and_a_stream_resumes_from_its_cursor() {
+    let app = TestApp::spawn().await;
+    for id in ["1", "2", "3"] {
+        assert_eq!(app.lead(id).await.0, 200);
+    }
+    let mut stream = app.stream(StreamLeadsRequest::default()).await;
+    let mut cursor = 0;
+    for _ in 0..2 {
+        cursor = next_event(&mut stream).await.sequence;
+    }
+    drop(stream);
+
+    let app = app.restart().await;
+    let retry = app.lead("2").await;
+    app.lead("4").await;
+    let mut resumed = app
+        .stream(StreamLeadsRequest {
+            after_sequence: cursor,
+            ..Default::default()
+        })
+        .await;
+
+    assert_eq!(
+        retry.1["order_id"], "2",
+        "a retry after the restart is still a retry"
+    );
+    let third = next_event(&mut resumed).await;
+    let fourth = next_event(&mut resumed).await;
+    assert_eq!((third.sequence, lead_id(&third)), (3, Some("3")));
+    assert_eq!((fourth.sequence, lead_id(&fourth)), (4, Some("4")));
+    let lead = app
+        .grpc()
+        .await
+        .get_lead(GetLeadRequest {
+            lead_id: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lead.sequence, 1);
+}
+
+#[tokio::test]
+async fn serve_without_credentials_exits_with_a_one_line_explanation() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"))
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .env_clear()
+        .output();
+    let output = within("the process to exit", output).await.unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("ROISTAT_PASSWORD"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_service_with_exit_code_zero() {
+    let mut app = TestApp::spawn().await;
+    app.lead("1").await;
+
+    let status = app.terminate().await;
+
+    assert!(status.success(), "{status}");
+    assert!(app.logs().iter().any(|line| line.contains("stopped")));
+}
+
+#[tokio::test]
+async fn logs_carry_ids_but_no_lead_content_or_secrets() {
+    let app = TestApp::spawn().await;
+    let params = roistat_example_lead("77");
+    let query: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    app.webhook(&query).await;
+    app.get_webhook(&[
+        ("user", LOGIN),
+        ("token", "0123456789abcdef0123456789abcdef"),
+        ("action", "lead"),
+        ("id", "78"),
+    ])
+    .await;
+
+    let logs = app.logs().join("\n");
+
+    assert!(logs.contains("lead_id=77"), "{logs}");
+    for secret in [
+        "Robert",
+        "11230001122",
+        "email@mail.com",
+        "Promo-code",
+        PASSWORD,
+        &token(),
+        "0123456789abcdef",
+    ] {
+        assert!(!logs.contains(secret), "logs contain {secret:?}:\n{logs}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real binary on random ports, over real HTTP and gRPC.
+
+mod deals;
+mod grpc;
+mod helpers;
+mod lifecycle;
+mod stream;
+mod webhook;

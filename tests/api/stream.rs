@@ -1,0 +1,172 @@
+//! StreamLeads: replay, live delivery, cursors, slow subscribers, shutdown.
+
+use roistat_leads::proto::StreamLeadsRequest;
+use roistat_leads::proto::lead_event::Event;
+
+use crate::helpers::*;
+
+fn after(sequence: u64) -> StreamLeadsRequest {
+    StreamLeadsRequest {
+        after_sequence: sequence,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn history_is_replayed_then_live_events_follow_without_gap_or_duplicate() {
+    let app = TestApp::spawn().await;
+    for id in ["1", "2", "3"] {
+        assert_eq!(app.lead(id).await.0, 200);
+    }
+
+    let mut stream = app.stream(after(0)).await;
+    let mut received = vec![];
+    for _ in 0..3 {
+        received.push(next_event(&mut stream).await);
+    }
+    for id in ["4", "5"] {
+        assert_eq!(app.lead(id).await.0, 200);
+    }
+    app.lead("2").await; // a retry: no event
+    assert_eq!(
+        app.webhook(&[
+            ("action", "message"),
+            ("leadId", "5"),
+            ("title", "t"),
+            ("text", "x")
+        ])
+        .await
+        .0,
+        200
+    );
+    for _ in 0..3 {
+        received.push(next_event(&mut stream).await);
+    }
+
+    let sequences: Vec<u64> = received.iter().map(|event| event.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3, 4, 5, 6]);
+    let ids: Vec<_> = received
+        .iter()
+        .map(|event| lead_id(event).unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5", "5"]);
+    assert!(matches!(received[5].event, Some(Event::Message(_))));
+    let Some(Event::Lead(lead)) = &received[0].event else {
+        panic!("not a lead")
+    };
+    assert_eq!(lead.sequence, 1);
+    assert_eq!(lead.receive_time, received[0].receive_time);
+}
+
+#[tokio::test]
+async fn a_stream_resumes_after_a_cursor() {
+    let app = TestApp::spawn().await;
+    for id in ["a", "b", "c", "d"] {
+        app.lead(id).await;
+    }
+
+    let mut stream = app.stream(after(2)).await;
+
+    let third = next_event(&mut stream).await;
+    let fourth = next_event(&mut stream).await;
+    assert_eq!((third.sequence, lead_id(&third)), (3, Some("c")));
+    assert_eq!((fourth.sequence, lead_id(&fourth)), (4, Some("d")));
+}
+
+#[tokio::test]
+async fn only_new_skips_the_history() {
+    let app = TestApp::spawn().await;
+    app.lead("old-1").await;
+    app.lead("old-2").await;
+
+    let mut stream = app
+        .stream(StreamLeadsRequest {
+            only_new: true,
+            ..Default::default()
+        })
+        .await;
+    // The subscription is registered once the stream answered; a lead sent now is new.
+    app.lead("new").await;
+
+    let event = next_event(&mut stream).await;
+    assert_eq!((event.sequence, lead_id(&event)), (3, Some("new")));
+}
+
+#[tokio::test]
+async fn a_subscriber_slower_than_the_live_buffer_catches_up_from_the_store() {
+    // A live buffer of one event: any subscriber that does not keep pace falls behind.
+    let app = TestApp::spawn_with(Options::default().arg("--stream-buffer").arg("1")).await;
+    let mut stream = app.stream(after(0)).await;
+    let first = app.lead("0").await;
+    assert_eq!(first.0, 200);
+    assert_eq!(next_event(&mut stream).await.sequence, 1);
+
+    // Large leads sent concurrently, while the subscriber reads nothing: far more
+    // than the connection's flow-control window and the buffers behind it.
+    const LEADS: usize = 300;
+    let text = "t".repeat(8 * 1024);
+    let mut senders = tokio::task::JoinSet::new();
+    let ids: Vec<String> = (1..=LEADS).map(|n| n.to_string()).collect();
+    for chunk in ids.chunks(LEADS / 8) {
+        let (http, url, text, chunk) = (
+            app.http.clone(),
+            format!("{}/webhook", app.http_base),
+            text.clone(),
+            chunk.to_vec(),
+        );
+        senders.spawn(async move {
+            for id in chunk {
+                let response = http
+                    .get(&url)
+                    .query(&[
+                        ("user", LOGIN),
+                        ("token", &token()),
+                        ("action", "lead"),
+                        ("id", &id),
+                        ("text", &text),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        });
+    }
+    while let Some(sent) = within("the webhooks", senders.join_next()).await {
+        sent.unwrap();
+    }
+
+    let mut sequences = vec![];
+    for _ in 0..LEADS {
+        sequences.push(next_event(&mut stream).await.sequence);
+    }
+    let expected: Vec<u64> = (2..=LEADS as u64 + 1).collect();
+    assert_eq!(sequences, expected, "every event once, in order");
+    assert!(
+        app.logs()
+            .iter()
+            .any(|line| line.contains("catching up from the store")),
+        "the subscriber should have fallen behind the live buffer"
+    );
+}
+
+#[tokio::test]
+async fn streams_end_cleanly_on_shutdown() {
+    let mut app = TestApp::spawn().await;
+    app.lead("1").await;
+    let mut replaying = app.stream(after(0)).await;
+    let mut live = app.stream(after(1)).await;
+    assert_eq!(next_event(&mut replaying).await.sequence, 1);
+
+    let status = app.terminate().await;
+
+    assert!(status.success(), "exit status {status}");
+    assert!(matches!(
+        within("the end of the stream", replaying.message()).await,
+        Ok(None)
+    ));
+    assert!(matches!(
+        within("the end of the stream", live.message()).await,
+        Ok(None)
+    ));
+}

@@ -1,0 +1,602 @@
+//! The HTTP ingress, as Roistat uses it.
+
+use roistat_leads::proto::lead_event::Event;
+use roistat_leads::proto::{GetLeadRequest, LeadSource};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+fn get_lead(lead_id: &str) -> GetLeadRequest {
+    GetLeadRequest {
+        lead_id: lead_id.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_lead_is_parsed_stored_and_answered_with_its_id() {
+    let app = TestApp::spawn().await;
+    let params = roistat_example_lead("90");
+    let mut query: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    query.push(("utm_campaign", "spring"));
+
+    let (status, body) = app.webhook(&query).await;
+
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"status": "ok", "order_id": "90"}));
+    let lead = app
+        .grpc()
+        .await
+        .get_lead(get_lead("90"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lead.integration, "default");
+    assert_eq!(lead.visit, "9");
+    assert_eq!(lead.title, "Caught lead: 11230001122");
+    assert_eq!(lead.text, "Data of the form: 11230001122\nPromo-code: 1674");
+    assert_eq!(lead.name, "Robert");
+    assert_eq!(lead.phone, "+11230001122");
+    assert_eq!(lead.email, "email@mail.com");
+    assert_eq!(lead.page, "http://site.com/");
+    assert_eq!(lead.fields.get("640163").map(String::as_str), Some("test"));
+    assert_eq!(lead.fields.len(), 1);
+    assert_eq!(
+        lead.data_json,
+        r#"{"page":"http:\/\/site.com\/","640163":"test"}"#
+    );
+    assert_eq!(lead.create_time.unwrap().seconds, 1_435_482_774);
+    assert_eq!(lead.source(), LeadSource::LeadHunter);
+    assert_eq!(lead.manager_id, "12");
+    assert_eq!(
+        lead.extra.get("utm_campaign").map(String::as_str),
+        Some("spring")
+    );
+    assert!(
+        !lead.extra.contains_key("token"),
+        "credentials are not lead data"
+    );
+    assert_eq!(lead.sequence, 1);
+    assert!(lead.receive_time.is_some());
+}
+
+#[tokio::test]
+async fn roistat_quirks_in_the_raw_query_are_undone() {
+    let app = TestApp::spawn().await;
+    let token = token();
+    // An unencoded `+` in the phone (decoded as a space), a `%20` in the date,
+    // `data` with escaped slashes, a Russian calltracking title.
+    let query = format!(
+        "/webhook?user={LOGIN}&token={token}&action=lead&id=7&phone=+79990001122\
+         &created_date=2015-06-28%2009:12:54&title=%D0%97%D0%B2%D0%BE%D0%BD%D0%BE%D0%BA+%D0%BE%D1%82+79990001122"
+    );
+
+    let (status, _) = app.get_raw(&query).await;
+
+    assert_eq!(status, 200);
+    let lead = app
+        .grpc()
+        .await
+        .get_lead(get_lead("7"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lead.phone, "+79990001122");
+    assert_eq!(lead.create_time.unwrap().seconds, 1_435_482_774);
+    assert_eq!(lead.title, "Звонок от 79990001122");
+    assert_eq!(lead.source(), LeadSource::Calltracking);
+}
+
+#[tokio::test]
+async fn sources_are_classified_from_the_title() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        (
+            "1",
+            "Incoming call from 11230001122",
+            LeadSource::Calltracking,
+        ),
+        ("2", "Пойманный лид: 79990001122", LeadSource::LeadHunter),
+        ("3", "CRM Lead", LeadSource::Crm),
+        ("4", "JivoSite Lead", LeadSource::Jivosite),
+        ("5", "Order from the site", LeadSource::Other),
+    ];
+    let mut client = app.grpc().await;
+    for (id, title, source) in cases {
+        let (status, _) = app
+            .webhook(&[("action", "lead"), ("id", id), ("title", title)])
+            .await;
+        assert_eq!(status, 200);
+        let lead = client.get_lead(get_lead(id)).await.unwrap().into_inner();
+        assert_eq!(lead.source(), source, "{title}");
+    }
+}
+
+#[tokio::test]
+async fn a_retried_lead_gets_the_same_answer_and_no_second_event() {
+    let app = TestApp::spawn().await;
+
+    let first = app.lead("42").await;
+    let second = app.lead("42").await;
+
+    assert_eq!(first, (200, json!({"status": "ok", "order_id": "42"})));
+    assert_eq!(second, first);
+    let events = app.stored_events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(lead_id(&events[0]), Some("42"));
+}
+
+#[tokio::test]
+async fn malformed_data_json_does_not_reject_the_lead() {
+    let app = TestApp::spawn().await;
+
+    let (status, body) = app
+        .webhook(&[
+            ("action", "lead"),
+            ("id", "5"),
+            ("data", "{\"page\": broken"),
+        ])
+        .await;
+
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let lead = app
+        .grpc()
+        .await
+        .get_lead(get_lead("5"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lead.data_json, "{\"page\": broken");
+    assert!(lead.fields.is_empty());
+    assert_eq!(lead.page, "");
+    assert!(
+        app.logs()
+            .iter()
+            .any(|line| line.contains("malformed `data`"))
+    );
+}
+
+#[tokio::test]
+async fn form_and_json_bodies_are_accepted() {
+    let app = TestApp::spawn().await;
+    let token = token();
+    let url = format!("{}/webhook", app.http_base);
+
+    let form = app
+        .http
+        .post(&url)
+        .form(&[
+            ("user", LOGIN),
+            ("token", &token),
+            ("action", "lead"),
+            ("id", "100"),
+            ("name", "Anna"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let json_body = app
+        .http
+        .post(&url)
+        .json(
+            &json!({"user": LOGIN, "token": token, "action": "lead", "id": 101,
+                      "data": {"page": "http://site.com", "color": "red"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Query and body together: the body's value wins, as in PHP's $_REQUEST.
+    let mixed = app
+        .http
+        .post(format!(
+            "{url}?action=lead&id=999&user={LOGIN}&token={token}"
+        ))
+        .form(&[("id", "102")])
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        form.json::<serde_json::Value>().await.unwrap()["order_id"],
+        "100"
+    );
+    assert_eq!(
+        json_body.json::<serde_json::Value>().await.unwrap()["order_id"],
+        "101"
+    );
+    assert_eq!(
+        mixed.json::<serde_json::Value>().await.unwrap()["order_id"],
+        "102"
+    );
+    let mut client = app.grpc().await;
+    assert_eq!(
+        client
+            .get_lead(get_lead("100"))
+            .await
+            .unwrap()
+            .into_inner()
+            .name,
+        "Anna"
+    );
+    let lead = client.get_lead(get_lead("101")).await.unwrap().into_inner();
+    assert_eq!(lead.page, "http://site.com");
+    assert_eq!(lead.fields.get("color").map(String::as_str), Some("red"));
+}
+
+#[tokio::test]
+async fn a_message_is_stored_streamed_and_deduplicated() {
+    let app = TestApp::spawn().await;
+    let message = [
+        ("action", "message"),
+        ("leadId", "155"),
+        ("title", "Duplicated lead"),
+        ("text", "Duplicated lead from Robert"),
+    ];
+
+    let first = app.webhook(&message).await;
+    let retry = app.webhook(&message).await;
+    // Some senders name the body `message`.
+    let other = app
+        .webhook(&[
+            ("action", "message"),
+            ("leadId", "155"),
+            ("title", "History"),
+            ("message", "Hello"),
+        ])
+        .await;
+
+    for answer in [&first, &retry, &other] {
+        assert_eq!(answer, &(200, json!({"status": "ok"})));
+    }
+    let events = app.stored_events().await;
+    assert_eq!(events.len(), 2, "the retry is not a second event");
+    let texts: Vec<_> = events
+        .iter()
+        .map(|event| match &event.event {
+            Some(Event::Message(message)) => (
+                message.lead_id.as_str(),
+                message.title.as_str(),
+                message.text.as_str(),
+            ),
+            other => panic!("not a message: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("155", "Duplicated lead", "Duplicated lead from Robert"),
+            ("155", "History", "Hello")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let token = token();
+    let wrong = token_for(LOGIN, "guess");
+    let cases: [&[(&str, &str)]; 4] = [
+        &[
+            ("user", LOGIN),
+            ("token", &wrong),
+            ("action", "lead"),
+            ("id", "1"),
+        ],
+        &[("user", LOGIN), ("action", "lead"), ("id", "1")],
+        &[
+            ("user", "intruder"),
+            ("token", &token),
+            ("action", "lead"),
+            ("id", "1"),
+        ],
+        &[
+            ("user", LOGIN),
+            ("token", &wrong),
+            ("action", "message"),
+            ("leadId", "1"),
+        ],
+    ];
+
+    for query in cases {
+        let (status, body) = app.get_webhook(query).await;
+        assert_eq!(status, 401, "{query:?}");
+        assert_eq!(body["status"], "error");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|error| !error.is_empty())
+        );
+    }
+
+    let not_found = app.grpc().await.get_lead(get_lead("1")).await.unwrap_err();
+    assert_eq!(not_found.code(), tonic::Code::NotFound);
+    assert!(app.stored_events().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_user_is_accepted_with_the_right_token() {
+    let app = TestApp::spawn().await;
+    let token = token();
+
+    let (status, _) = app
+        .get_webhook(&[
+            ("user", ""),
+            ("token", &token),
+            ("action", "lead"),
+            ("id", "1"),
+        ])
+        .await;
+
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_token_can_be_configured_instead_of_a_password() {
+    let token = token_for("", "");
+    let app = TestApp::spawn_with(
+        Options::default()
+            .without_env("ROISTAT_USER")
+            .without_env("ROISTAT_PASSWORD")
+            .env("ROISTAT_TOKEN", &token),
+    )
+    .await;
+
+    let (ok, _) = app
+        .get_webhook(&[
+            ("user", ""),
+            ("token", "d41d8cd98f00b204e9800998ecf8427e"),
+            ("action", "lead"),
+            ("id", "1"),
+        ])
+        .await;
+    let (refused, _) = app
+        .get_webhook(&[
+            ("token", &token_for(LOGIN, PASSWORD)),
+            ("action", "lead"),
+            ("id", "2"),
+        ])
+        .await;
+
+    assert_eq!((ok, refused), (200, 401));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_400_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let token = token();
+    let base = [("user", LOGIN), ("token", token.as_str())];
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("action", "lead")], "missing parameter: id"),
+        (
+            vec![("action", "lead"), ("id", "   ")],
+            "missing parameter: id",
+        ),
+        (
+            vec![("action", "message"), ("text", "hi")],
+            "missing parameter: leadId",
+        ),
+        (vec![("action", "launch"), ("id", "1")], "unknown action"),
+        (vec![("id", "1")], "missing parameter: action"),
+    ];
+
+    for (params, expected) in cases {
+        let mut query = base.to_vec();
+        query.extend(params.iter().copied());
+        let (status, body) = app.get_webhook(&query).await;
+        assert_eq!(status, 400, "{params:?}");
+        assert_eq!(body["status"], "error");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains(expected),
+            "{error:?} should say {expected:?}"
+        );
+    }
+    let long_id = "9".repeat(300);
+    let (status, _) = app.webhook(&[("action", "lead"), ("id", &long_id)]).await;
+    assert_eq!(status, 400);
+
+    assert!(app.stored_events().await.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_refused_in_the_query_and_the_body() {
+    let app = TestApp::spawn().await;
+    let token = token();
+
+    let (query_status, query_body) = app
+        .get_raw(&format!(
+            "/webhook?user={LOGIN}&token={token}&action=lead&id=1&name=%FF%FE"
+        ))
+        .await;
+    let form = app
+        .http
+        .post(format!(
+            "{}/webhook?user={LOGIN}&token={token}&action=lead",
+            app.http_base
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(b"id=2&name=\xff".to_vec())
+        .send()
+        .await
+        .unwrap();
+    let json_body = app
+        .http
+        .post(format!(
+            "{}/webhook?user={LOGIN}&token={token}&action=lead",
+            app.http_base
+        ))
+        .header("content-type", "application/json")
+        .body(b"{\"id\":\"3\",\"name\":\"\xff\"}".to_vec())
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(query_status, 400);
+    assert_eq!(query_body["error"], "request is not valid UTF-8");
+    assert_eq!(form.status(), 400);
+    assert_eq!(json_body.status(), 400);
+    assert_eq!(
+        json_body.json::<serde_json::Value>().await.unwrap()["status"],
+        "error"
+    );
+    assert!(app.stored_events().await.is_empty());
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_roistat_requests_are_refused() {
+    let app = TestApp::spawn().await;
+    let url = format!(
+        "{}/webhook?user={LOGIN}&token={}&action=lead&id=1",
+        app.http_base,
+        token()
+    );
+
+    let array = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("[1,2]")
+        .send()
+        .await
+        .unwrap();
+    let broken = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    let xml = app
+        .http
+        .post(&url)
+        .header("content-type", "application/xml")
+        .body("<lead/>")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(array.status(), 400);
+    assert_eq!(broken.status(), 400);
+    assert_eq!(xml.status(), 415);
+    assert_eq!(
+        xml.json::<serde_json::Value>().await.unwrap()["status"],
+        "error"
+    );
+    assert!(app.stored_events().await.is_empty());
+}
+
+#[tokio::test]
+async fn oversized_requests_get_413_414_431_with_json_errors() {
+    let app = TestApp::spawn().await;
+    let url = format!("{}/webhook", app.http_base);
+    let token = token();
+    // A refused request's connection is closed: no connection is reused here.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+
+    let long_text = "x".repeat(62 * 1024);
+    let (uri_status, uri_body) = app
+        .webhook(&[("action", "lead"), ("id", "1"), ("text", &long_text)])
+        .await;
+    // Beyond what an HTTP URI can hold at all: only a raw socket can send it.
+    let beyond_http = raw_exchange(
+        &app,
+        format!(
+            "GET /webhook?id=1&text={} HTTP/1.1\r\nhost: x\r\n\r\n",
+            "x".repeat(100 * 1024)
+        )
+        .as_bytes(),
+    )
+    .await;
+    let big_body = http
+        .post(format!("{url}?user={LOGIN}&token={token}&action=lead&id=2"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("text={}", "y".repeat(1536 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    let mut many_headers = http.get(format!("{url}?user={LOGIN}&token={token}&action=lead&id=3"));
+    for i in 0..120 {
+        many_headers = many_headers.header(format!("x-filler-{i}"), "z");
+    }
+    let many_headers = many_headers.send().await.unwrap();
+    let huge_header = http
+        .get(format!("{url}?user={LOGIN}&token={token}&action=lead&id=4"))
+        .header("x-filler", "h".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(uri_status, 414);
+    assert!(
+        beyond_http.starts_with("HTTP/1.1 414"),
+        "{}",
+        &beyond_http[..40.min(beyond_http.len())]
+    );
+    assert_eq!(uri_body["status"], "error");
+    assert_eq!(big_body.status(), 413);
+    assert_eq!(
+        big_body.json::<serde_json::Value>().await.unwrap()["status"],
+        "error"
+    );
+    assert_eq!(many_headers.status(), 431);
+    assert_eq!(huge_header.status(), 431);
+    assert_eq!(
+        huge_header.json::<serde_json::Value>().await.unwrap()["status"],
+        "error"
+    );
+    assert!(app.stored_events().await.is_empty());
+}
+
+#[tokio::test]
+async fn garbage_on_the_socket_does_not_wedge_the_server() {
+    let app = TestApp::spawn().await;
+
+    for garbage in [
+        &b"\x00\x01\x02 GARBAGE\r\n\r\n"[..],
+        b"GET /webhook?id=%ZZ HTTP/1.1\r\n\r\n",
+        b"POST",
+    ] {
+        let answer = raw_exchange(&app, garbage).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+            "{answer}"
+        );
+    }
+
+    assert_eq!(app.lead("1").await.0, 200);
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = TestApp::spawn().await;
+
+    assert_eq!(
+        app.get_raw("/healthz").await,
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(app.get_raw("/readyz").await, (200, json!({"status": "ok"})));
+    let (status, body) = app.get_raw("/nowhere").await;
+    assert_eq!((status, body["status"].as_str()), (404, Some("error")));
+}
+
+/// Writes raw bytes to the HTTP port, closes the write side, and returns what the
+/// server answered before closing (possibly nothing).
+async fn raw_exchange(app: &TestApp, request: &[u8]) -> String {
+    let address = app.http_base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = socket.write_all(request).await;
+    let _ = socket.shutdown().await;
+    let mut answer = Vec::new();
+    let _ = within(
+        "the server to answer or close",
+        socket.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
