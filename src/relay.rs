@@ -14,8 +14,9 @@ use crate::store::{LeadStore, OrderIdAssignment, StoreError};
 
 /// Events read from the store per query while a subscriber catches up.
 const REPLAY_BATCH: u32 = 512;
-/// Deal reports a waiting webhook may fall behind before it re-reads the store.
-const DEAL_REPORTS_CAPACITY: usize = 1024;
+/// Waits between a subscriber's attempts to read an unavailable store.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// How a stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,6 @@ pub struct LeadRelay {
     store: Arc<dyn LeadStore>,
     order_id_mode: OrderIdMode,
     deal_wait: Duration,
-    deal_reports: broadcast::Sender<LeadKey>,
     shutdown: CancellationToken,
 }
 
@@ -51,12 +51,10 @@ impl LeadRelay {
         deal_wait: Duration,
         shutdown: CancellationToken,
     ) -> Self {
-        let (deal_reports, _) = broadcast::channel(DEAL_REPORTS_CAPACITY);
         Self {
             store,
             order_id_mode,
             deal_wait,
-            deal_reports,
             shutdown,
         }
     }
@@ -75,7 +73,7 @@ impl LeadRelay {
             OrderIdMode::Crm => OrderIdAssignment::DealIdOnly,
         };
         // Subscribed before the insert, so a report that lands in between is seen.
-        let reports = self.deal_reports.subscribe();
+        let reports = self.store.subscribe_deal_reports();
         let receipt = self.store.insert_lead(lead, assignment).await?;
         let created = receipt.created;
         tracing::info!(
@@ -139,7 +137,7 @@ impl LeadRelay {
         Ok(())
     }
 
-    /// Records the CRM's deal id for a lead and wakes a webhook waiting for it.
+    /// Records the CRM's deal id for a lead; the store wakes a webhook waiting for it.
     pub async fn report_deal(&self, key: &LeadKey, deal_id: &str) -> Result<Deal, Error> {
         let deal_id = deal_id.trim();
         if deal_id.is_empty() {
@@ -149,7 +147,6 @@ impl LeadRelay {
         }
         let deal = self.store.report_deal(key, deal_id).await?;
         tracing::info!(lead_id = %key.lead_id, "deal reported");
-        let _ = self.deal_reports.send(key.clone());
         Ok(deal)
     }
 
@@ -177,7 +174,7 @@ impl LeadRelay {
     /// Streams events from `start`: stored history first, then live events, with no
     /// gap and no duplicate at the switch. A subscriber that falls behind the live
     /// feed catches up from the store. The stream ends when the receiver is dropped
-    /// or the service shuts down; a store failure is its last item.
+    /// or the service shuts down; while the store is unavailable it waits and retries.
     ///
     /// The starting point is fixed before this returns: an event committed after
     /// it is delivered even with [`StreamStart::OnlyNew`].
@@ -185,7 +182,7 @@ impl LeadRelay {
         &self,
         start: StreamStart,
         buffer: usize,
-    ) -> Result<mpsc::Receiver<Result<Event, Error>>, Error> {
+    ) -> Result<mpsc::Receiver<Event>, Error> {
         // Subscribed before reading the store, so nothing committed in between is missed.
         let live = self.store.subscribe();
         let cursor = match start {
@@ -194,11 +191,7 @@ impl LeadRelay {
         };
         let (sender, receiver) = mpsc::channel(buffer.max(1));
         let relay = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = relay.feed_subscriber(cursor, live, &sender).await {
-                let _ = sender.send(Err(error)).await;
-            }
-        });
+        tokio::spawn(async move { relay.feed_subscriber(cursor, live, &sender).await });
         Ok(receiver)
     }
 
@@ -206,16 +199,18 @@ impl LeadRelay {
         &self,
         mut cursor: u64,
         mut live: broadcast::Receiver<Arc<Event>>,
-        out: &mpsc::Sender<Result<Event, Error>>,
-    ) -> Result<(), Error> {
+        out: &mpsc::Sender<Event>,
+    ) {
         'catch_up: loop {
             loop {
-                let batch = self.store.events_after(cursor, REPLAY_BATCH).await?;
+                let Some(batch) = self.read_events(cursor, out).await else {
+                    return;
+                };
                 let complete = batch.len() < REPLAY_BATCH as usize;
                 for event in batch {
                     cursor = event.sequence;
                     if !self.deliver(out, event).await {
-                        return Ok(());
+                        return;
                     }
                 }
                 if complete {
@@ -224,8 +219,8 @@ impl LeadRelay {
             }
             loop {
                 let event = tokio::select! {
-                    _ = self.shutdown.cancelled() => return Ok(()),
-                    _ = out.closed() => return Ok(()),
+                    _ = self.shutdown.cancelled() => return,
+                    _ = out.closed() => return,
                     event = live.recv() => event,
                 };
                 match event {
@@ -233,7 +228,7 @@ impl LeadRelay {
                     Ok(event) if event.sequence == cursor + 1 => {
                         cursor = event.sequence;
                         if !self.deliver(out, Event::clone(&event)).await {
-                            return Ok(());
+                            return;
                         }
                     }
                     // A gap, or the feed dropped events we did not take in time:
@@ -245,16 +240,37 @@ impl LeadRelay {
                         );
                         continue 'catch_up;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
         }
     }
 
+    /// Reads stored events after `cursor`, retrying while the store is unavailable
+    /// (a database restart should not end streams); `None` when the subscriber is
+    /// gone or the service stops.
+    async fn read_events(&self, cursor: u64, out: &mpsc::Sender<Event>) -> Option<Vec<Event>> {
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            match self.store.events_after(cursor, REPLAY_BATCH).await {
+                Ok(events) => return Some(events),
+                Err(error) => {
+                    tracing::warn!(%error, cursor, "cannot read events for a subscriber; retrying")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = out.closed() => return None,
+                _ = self.shutdown.cancelled() => return None,
+            }
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+    }
+
     /// Hands an event to the subscriber; false when it is gone or the service stops.
-    async fn deliver(&self, out: &mpsc::Sender<Result<Event, Error>>, event: Event) -> bool {
+    async fn deliver(&self, out: &mpsc::Sender<Event>, event: Event) -> bool {
         tokio::select! {
-            sent = out.send(Ok(event)) => sent.is_ok(),
+            sent = out.send(event) => sent.is_ok(),
             _ = self.shutdown.cancelled() => false,
         }
     }

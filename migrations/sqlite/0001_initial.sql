@@ -1,7 +1,7 @@
 -- The event log: every lead and message, in commit order. `payload` is the
 -- event body as JSON; `sequence` is the stream's cursor.
 CREATE TABLE events (
-    sequence     INTEGER PRIMARY KEY AUTOINCREMENT,
+    sequence     INTEGER PRIMARY KEY,
     kind         TEXT    NOT NULL,
     integration  TEXT    NOT NULL,
     lead_id      TEXT    NOT NULL,
@@ -9,6 +9,12 @@ CREATE TABLE events (
     payload      TEXT    NOT NULL
 );
 CREATE INDEX events_by_kind ON events (kind, sequence);
+
+-- The last sequence allocated; incremented by the transaction that appends an event.
+CREATE TABLE event_counter (
+    last_sequence INTEGER NOT NULL
+);
+INSERT INTO event_counter (last_sequence) VALUES (0);
 
 -- One row per lead: the key that makes Roistat's retries idempotent, and the deal.
 CREATE TABLE leads (

@@ -59,11 +59,7 @@ impl LeadService for LeadApi {
         };
         tracing::info!(?start, "stream opened");
         let events = self.relay.stream(start, self.stream_buffer).await?;
-        let stream = ReceiverStream::new(events).map(|event| {
-            event
-                .map(|event| convert::lead_event(&event))
-                .map_err(Status::from)
-        });
+        let stream = ReceiverStream::new(events).map(|event| Ok(convert::lead_event(&event)));
         Ok(Response::new(Box::pin(stream)))
     }
 

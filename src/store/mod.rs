@@ -1,7 +1,10 @@
 //! Durable storage of leads, messages, deals and the event log behind them.
 //! Every backend implements [`LeadStore`]; `open` picks one from the database URL.
 
+mod postgres;
+mod sql;
 mod sqlite;
+mod writer;
 
 use std::sync::Arc;
 
@@ -10,7 +13,11 @@ use tokio::sync::broadcast;
 
 use crate::domain::{Deal, DealMessage, Event, Lead, LeadKey, Stored};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Deal reports a waiting webhook may fall behind before it re-reads the store.
+const DEAL_REPORTS_CAPACITY: usize = 1024;
 
 /// A storage failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +113,10 @@ pub trait LeadStore: Send + Sync + 'static {
     /// read the missed events with [`LeadStore::events_after`].
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
 
+    /// A feed of leads whose CRM deal id was just reported (on any replica).
+    /// A receiver that lags must re-read the deals it waits for.
+    fn subscribe_deal_reports(&self) -> broadcast::Receiver<LeadKey>;
+
     /// Succeeds when the store can read and write.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -117,9 +128,13 @@ pub trait LeadStore: Send + Sync + 'static {
 pub async fn open(url: &str, feed_capacity: usize) -> anyhow::Result<Arc<dyn LeadStore>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url, feed_capacity).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::open(url, feed_capacity).await?))
     } else {
         // Only the scheme is shown: the rest of a URL may hold a password.
         let scheme = url.split(':').next().unwrap_or_default();
-        anyhow::bail!("unsupported database URL scheme {scheme:?}: expected sqlite://PATH")
+        anyhow::bail!(
+            "unsupported database URL scheme {scheme:?}: expected sqlite://PATH or postgres://..."
+        )
     }
 }

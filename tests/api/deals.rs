@@ -5,6 +5,15 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+backend_tests!(
+    lead_mode_answers_the_lead_id_and_keeps_it_after_a_deal_report,
+    crm_mode_holds_the_webhook_until_the_deal_id_is_reported,
+    crm_mode_answers_503_without_a_deal_id_and_ok_on_the_retry_after_it,
+    a_deal_id_answered_to_roistat_cannot_change,
+    report_deal_refuses_empty_deal_ids_and_unknown_leads,
+    a_lead_left_unanswered_in_crm_mode_is_answered_its_deal_id_in_lead_mode,
+);
+
 fn report(lead_id: &str, deal_id: &str) -> ReportDealRequest {
     ReportDealRequest {
         lead_id: lead_id.into(),
@@ -20,8 +29,8 @@ fn get_deal(lead_id: &str) -> GetDealRequest {
     }
 }
 
-fn crm_mode(wait_ms: &str) -> Options {
-    Options::default()
+fn crm_mode(options: Options, wait_ms: &str) -> Options {
+    options
         .arg("--order-id")
         .arg("crm")
         .env("ROISTAT_LEADS_DEAL_WAIT_MS", wait_ms)
@@ -44,9 +53,8 @@ async fn until_stored(app: &TestApp, lead_id: &str) {
     client.get_lead(request).await.expect("stored");
 }
 
-#[tokio::test]
-async fn lead_mode_answers_the_lead_id_and_keeps_it_after_a_deal_report() {
-    let app = TestApp::spawn().await;
+async fn lead_mode_answers_the_lead_id_and_keeps_it_after_a_deal_report(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let mut client = app.grpc().await;
 
     assert_eq!(
@@ -81,9 +89,8 @@ async fn lead_mode_answers_the_lead_id_and_keeps_it_after_a_deal_report() {
     assert_eq!(corrected.deal_id, "D-78");
 }
 
-#[tokio::test]
-async fn crm_mode_holds_the_webhook_until_the_deal_id_is_reported() {
-    let app = TestApp::spawn_with(crm_mode("15000")).await;
+async fn crm_mode_holds_the_webhook_until_the_deal_id_is_reported(options: Options) {
+    let app = TestApp::spawn_with(crm_mode(options, "15000")).await;
     let mut client = app.grpc().await;
 
     let webhook = {
@@ -126,9 +133,8 @@ async fn crm_mode_holds_the_webhook_until_the_deal_id_is_reported() {
     );
 }
 
-#[tokio::test]
-async fn crm_mode_answers_503_without_a_deal_id_and_ok_on_the_retry_after_it() {
-    let app = TestApp::spawn_with(crm_mode("0")).await;
+async fn crm_mode_answers_503_without_a_deal_id_and_ok_on_the_retry_after_it(options: Options) {
+    let app = TestApp::spawn_with(crm_mode(options, "0")).await;
     let mut client = app.grpc().await;
 
     let (status, body) = app.lead("30").await;
@@ -152,9 +158,8 @@ async fn crm_mode_answers_503_without_a_deal_id_and_ok_on_the_retry_after_it() {
     );
 }
 
-#[tokio::test]
-async fn a_deal_id_answered_to_roistat_cannot_change() {
-    let app = TestApp::spawn_with(crm_mode("0")).await;
+async fn a_deal_id_answered_to_roistat_cannot_change(options: Options) {
+    let app = TestApp::spawn_with(crm_mode(options, "0")).await;
     let mut client = app.grpc().await;
     assert_eq!(app.lead("40").await.0, 503);
     client.report_deal(report("40", "A")).await.unwrap();
@@ -173,9 +178,8 @@ async fn a_deal_id_answered_to_roistat_cannot_change() {
     assert_eq!(app.lead("40").await.1["order_id"], "B");
 }
 
-#[tokio::test]
-async fn report_deal_refuses_empty_deal_ids_and_unknown_leads() {
-    let app = TestApp::spawn().await;
+async fn report_deal_refuses_empty_deal_ids_and_unknown_leads(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let mut client = app.grpc().await;
     app.lead("50").await;
 
@@ -190,9 +194,8 @@ async fn report_deal_refuses_empty_deal_ids_and_unknown_leads() {
     assert_eq!(get_unknown.code(), tonic::Code::NotFound);
 }
 
-#[tokio::test]
-async fn a_lead_left_unanswered_in_crm_mode_is_answered_its_deal_id_in_lead_mode() {
-    let app = TestApp::spawn_with(crm_mode("0")).await;
+async fn a_lead_left_unanswered_in_crm_mode_is_answered_its_deal_id_in_lead_mode(options: Options) {
+    let app = TestApp::spawn_with(crm_mode(options, "0")).await;
     assert_eq!(app.lead("60").await.0, 503);
     app.grpc()
         .await
@@ -202,7 +205,7 @@ async fn a_lead_left_unanswered_in_crm_mode_is_answered_its_deal_id_in_lead_mode
     let mut app = app;
     assert!(app.terminate().await.success());
 
-    let app = TestApp::spawn_on(Options::default(), app.dir.clone()).await;
+    let app = TestApp::spawn_with(app.options.same_database()).await;
 
     assert_eq!(
         app.lead("60").await.1,

@@ -5,6 +5,14 @@ use tokio_stream::StreamExt;
 
 use crate::helpers::*;
 
+backend_tests!(
+    get_lead_refuses_unknown_and_empty_ids,
+    list_leads_pages_through_leads_in_receive_order,
+    list_leads_refuses_bad_arguments,
+    health_reports_serving,
+    reflection_lists_the_service_in_v1_and_v1alpha,
+);
+
 fn list(page_size: i32, page_token: &str) -> ListLeadsRequest {
     ListLeadsRequest {
         page_size,
@@ -12,9 +20,8 @@ fn list(page_size: i32, page_token: &str) -> ListLeadsRequest {
     }
 }
 
-#[tokio::test]
-async fn get_lead_refuses_unknown_and_empty_ids() {
-    let app = TestApp::spawn().await;
+async fn get_lead_refuses_unknown_and_empty_ids(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let mut client = app.grpc().await;
 
     let unknown = client
@@ -33,9 +40,8 @@ async fn get_lead_refuses_unknown_and_empty_ids() {
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn list_leads_pages_through_leads_in_receive_order() {
-    let app = TestApp::spawn().await;
+async fn list_leads_pages_through_leads_in_receive_order(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     for id in ["l1", "l2", "l3", "l4", "l5"] {
         app.lead(id).await;
     }
@@ -70,9 +76,8 @@ async fn list_leads_pages_through_leads_in_receive_order() {
     assert!(everything.next_page_token.is_empty());
 }
 
-#[tokio::test]
-async fn list_leads_refuses_bad_arguments() {
-    let app = TestApp::spawn().await;
+async fn list_leads_refuses_bad_arguments(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let mut client = app.grpc().await;
 
     let bad_token = client
@@ -85,11 +90,10 @@ async fn list_leads_refuses_bad_arguments() {
     assert_eq!(negative.code(), tonic::Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn health_reports_serving() {
+async fn health_reports_serving(options: Options) {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(options).await;
     let mut health = HealthClient::new(app.channel().await);
 
     for service in ["", "roistat.leads.v1.LeadService"] {
@@ -107,9 +111,8 @@ async fn health_reports_serving() {
     }
 }
 
-#[tokio::test]
-async fn reflection_lists_the_service_in_v1_and_v1alpha() {
-    let app = TestApp::spawn().await;
+async fn reflection_lists_the_service_in_v1_and_v1alpha(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let channel = app.channel().await;
 
     let v1 = {

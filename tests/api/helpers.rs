@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io::Write as _;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use nix::unistd::Pid;
 use roistat_leads::proto::lead_service_client::LeadServiceClient;
 use roistat_leads::proto::{LeadEvent, StreamLeadsRequest};
 use serde_json::Value;
+use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -41,26 +43,162 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// A database of the test's own: a SQLite file in a temporary directory, or a
+/// fresh PostgreSQL database (dropped when the last user is gone).
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self {
+            url: format!("sqlite://{}", dir.path().join("leads.db").display()),
+            _dir: Some(dir),
+            postgres: None,
+        }
+    }
+
+    /// A new database on the server `TEST_DATABASE_URL` names; `None` without it.
+    pub async fn postgres() -> Option<Self> {
+        static DATABASES: AtomicU64 = AtomicU64::new(1);
+        let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+            // Written to stderr directly: the test harness would capture `eprintln!`.
+            static NOTICE: std::sync::Once = std::sync::Once::new();
+            NOTICE.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "notice: TEST_DATABASE_URL is not set: the PostgreSQL variants of the tests are skipped"
+                );
+            });
+            return None;
+        };
+        let name = format!(
+            "roistat_leads_test_{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to TEST_DATABASE_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let url = url_with_database(&admin_url, &name);
+        Some(Self {
+            url,
+            _dir: None,
+            postgres: Some((admin_url, name)),
+        })
+    }
+
+    /// An administrative connection to the server of a PostgreSQL test database.
+    pub async fn admin(&self) -> sqlx::PgConnection {
+        let (admin_url, _) = self.postgres.as_ref().expect("a PostgreSQL database");
+        sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("connect")
+    }
+
+    /// The PostgreSQL database name.
+    pub fn name(&self) -> &str {
+        &self.postgres.as_ref().expect("a PostgreSQL database").1
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside any runtime guarantee: use a small one of our own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// `url` with its path (the database name) replaced by `database`.
+fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{database}", &base[..host_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// The storage backends a behavioural test runs against.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 /// How to start the service.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    pub database: Arc<TestDatabase>,
 }
 
 impl Default for Options {
     fn default() -> Self {
+        Self::on(Arc::new(TestDatabase::sqlite()))
+    }
+}
+
+impl Options {
+    /// Default options on `database`.
+    pub fn on(database: Arc<TestDatabase>) -> Self {
         Self {
             args: vec![],
             env: vec![
                 ("ROISTAT_USER".into(), LOGIN.into()),
                 ("ROISTAT_PASSWORD".into(), PASSWORD.into()),
             ],
+            database,
         }
     }
-}
 
-impl Options {
+    /// Default options on a new database of `backend`; `None` when that backend
+    /// is not available here (PostgreSQL without `TEST_DATABASE_URL`).
+    pub async fn for_backend(backend: Backend) -> Option<Self> {
+        let database = match backend {
+            Backend::Sqlite => TestDatabase::sqlite(),
+            Backend::Postgres => TestDatabase::postgres().await?,
+        };
+        Some(Self::on(Arc::new(database)))
+    }
+
+    /// Default options on the same database.
+    pub fn same_database(&self) -> Self {
+        Self::on(self.database.clone())
+    }
+
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
         self
@@ -84,25 +222,14 @@ pub struct TestApp {
     pub http_base: String,
     pub grpc_addr: String,
     pub http: reqwest::Client,
-    /// The database directory, kept across restarts.
-    pub dir: Arc<TempDir>,
-    options: Options,
+    pub options: Options,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestApp {
-    pub async fn spawn() -> Self {
-        Self::spawn_with(Options::default()).await
-    }
-
+    /// Starts the binary with `options` and waits until it listens.
     pub async fn spawn_with(options: Options) -> Self {
-        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        Self::spawn_on(options, dir).await
-    }
-
-    /// Starts the binary on the database in `dir` and waits until it listens.
-    pub async fn spawn_on(options: Options, dir: Arc<TempDir>) -> Self {
-        let database = format!("sqlite://{}", dir.path().join("leads.db").display());
+        let database = options.database.url.clone();
         let mut command = Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
         command
             .arg("serve")
@@ -146,7 +273,6 @@ impl TestApp {
             http_base: format!("http://{http}"),
             grpc_addr: format!("http://{grpc}"),
             http: reqwest::Client::new(),
-            dir,
             options,
             logs,
         }
@@ -156,7 +282,7 @@ impl TestApp {
     pub async fn restart(mut self) -> Self {
         let status = self.terminate().await;
         assert!(status.success(), "graceful stop failed: {status}");
-        Self::spawn_on(self.options.clone(), self.dir.clone()).await
+        Self::spawn_with(self.options.clone()).await
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -328,3 +454,30 @@ pub fn roistat_example_lead(id: &str) -> BTreeMap<&'static str, String> {
         ("manager_id", "12".to_owned()),
     ])
 }
+
+/// Runs behavioural tests, each an `async fn(Options)`, against every backend: as
+/// `NAME::sqlite` always, and as `NAME::postgres` where `TEST_DATABASE_URL` names a
+/// server (else it is skipped with a notice). Each run gets a fresh database.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    let options = $crate::helpers::Options::for_backend($crate::helpers::Backend::Sqlite).await;
+                    super::$name(options.expect("SQLite is always available")).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(options) =
+                        $crate::helpers::Options::for_backend($crate::helpers::Backend::Postgres).await
+                    {
+                        super::$name(options).await
+                    }
+                }
+            }
+        )*
+    };
+}
+pub(crate) use backend_tests;

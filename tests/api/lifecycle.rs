@@ -4,9 +4,14 @@ use roistat_leads::proto::{GetLeadRequest, StreamLeadsRequest};
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn leads_survive_a_restart_and_a_stream_resumes_from_its_cursor() {
-    let app = TestApp::spawn().await;
+backend_tests!(
+    leads_survive_a_restart_and_a_stream_resumes_from_its_cursor,
+    sigterm_stops_the_service_with_exit_code_zero,
+    logs_carry_ids_but_no_lead_content_or_secrets,
+);
+
+async fn leads_survive_a_restart_and_a_stream_resumes_from_its_cursor(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     for id in ["1", "2", "3"] {
         assert_eq!(app.lead(id).await.0, 200);
     }
@@ -68,9 +73,8 @@ async fn serve_without_credentials_exits_with_a_one_line_explanation() {
     assert!(stderr.contains("ROISTAT_PASSWORD"), "{stderr}");
 }
 
-#[tokio::test]
-async fn sigterm_stops_the_service_with_exit_code_zero() {
-    let mut app = TestApp::spawn().await;
+async fn sigterm_stops_the_service_with_exit_code_zero(options: Options) {
+    let mut app = TestApp::spawn_with(options).await;
     app.lead("1").await;
 
     let status = app.terminate().await;
@@ -79,9 +83,8 @@ async fn sigterm_stops_the_service_with_exit_code_zero() {
     assert!(app.logs().iter().any(|line| line.contains("stopped")));
 }
 
-#[tokio::test]
-async fn logs_carry_ids_but_no_lead_content_or_secrets() {
-    let app = TestApp::spawn().await;
+async fn logs_carry_ids_but_no_lead_content_or_secrets(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let params = roistat_example_lead("77");
     let query: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
     app.webhook(&query).await;

@@ -4,5 +4,6 @@ mod deals;
 mod grpc;
 mod helpers;
 mod lifecycle;
+mod replicas;
 mod stream;
 mod webhook;

@@ -5,6 +5,14 @@ use roistat_leads::proto::lead_event::Event;
 
 use crate::helpers::*;
 
+backend_tests!(
+    history_is_replayed_then_live_events_follow_without_gap_or_duplicate,
+    a_stream_resumes_after_a_cursor,
+    only_new_skips_the_history,
+    a_subscriber_slower_than_the_live_buffer_catches_up_from_the_store,
+    streams_end_cleanly_on_shutdown,
+);
+
 fn after(sequence: u64) -> StreamLeadsRequest {
     StreamLeadsRequest {
         after_sequence: sequence,
@@ -12,9 +20,8 @@ fn after(sequence: u64) -> StreamLeadsRequest {
     }
 }
 
-#[tokio::test]
-async fn history_is_replayed_then_live_events_follow_without_gap_or_duplicate() {
-    let app = TestApp::spawn().await;
+async fn history_is_replayed_then_live_events_follow_without_gap_or_duplicate(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     for id in ["1", "2", "3"] {
         assert_eq!(app.lead(id).await.0, 200);
     }
@@ -58,9 +65,8 @@ async fn history_is_replayed_then_live_events_follow_without_gap_or_duplicate() 
     assert_eq!(lead.receive_time, received[0].receive_time);
 }
 
-#[tokio::test]
-async fn a_stream_resumes_after_a_cursor() {
-    let app = TestApp::spawn().await;
+async fn a_stream_resumes_after_a_cursor(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     for id in ["a", "b", "c", "d"] {
         app.lead(id).await;
     }
@@ -73,9 +79,8 @@ async fn a_stream_resumes_after_a_cursor() {
     assert_eq!((fourth.sequence, lead_id(&fourth)), (4, Some("d")));
 }
 
-#[tokio::test]
-async fn only_new_skips_the_history() {
-    let app = TestApp::spawn().await;
+async fn only_new_skips_the_history(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     app.lead("old-1").await;
     app.lead("old-2").await;
 
@@ -92,10 +97,9 @@ async fn only_new_skips_the_history() {
     assert_eq!((event.sequence, lead_id(&event)), (3, Some("new")));
 }
 
-#[tokio::test]
-async fn a_subscriber_slower_than_the_live_buffer_catches_up_from_the_store() {
+async fn a_subscriber_slower_than_the_live_buffer_catches_up_from_the_store(options: Options) {
     // A live buffer of one event: any subscriber that does not keep pace falls behind.
-    let app = TestApp::spawn_with(Options::default().arg("--stream-buffer").arg("1")).await;
+    let app = TestApp::spawn_with(options.arg("--stream-buffer").arg("1")).await;
     let mut stream = app.stream(after(0)).await;
     let first = app.lead("0").await;
     assert_eq!(first.0, 200);
@@ -150,9 +154,8 @@ async fn a_subscriber_slower_than_the_live_buffer_catches_up_from_the_store() {
     );
 }
 
-#[tokio::test]
-async fn streams_end_cleanly_on_shutdown() {
-    let mut app = TestApp::spawn().await;
+async fn streams_end_cleanly_on_shutdown(options: Options) {
+    let mut app = TestApp::spawn_with(options).await;
     app.lead("1").await;
     let mut replaying = app.stream(after(0)).await;
     let mut live = app.stream(after(1)).await;

@@ -7,6 +7,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
 
+backend_tests!(
+    a_lead_is_parsed_stored_and_answered_with_its_id,
+    roistat_quirks_in_the_raw_query_are_undone,
+    sources_are_classified_from_the_title,
+    a_retried_lead_gets_the_same_answer_and_no_second_event,
+    malformed_data_json_does_not_reject_the_lead,
+    form_and_json_bodies_are_accepted,
+    a_message_is_stored_streamed_and_deduplicated,
+    wrong_credentials_are_refused_and_nothing_is_stored,
+    an_empty_user_is_accepted_with_the_right_token,
+    a_token_can_be_configured_instead_of_a_password,
+    bad_input_gets_a_clear_400_and_nothing_is_stored,
+    invalid_utf8_is_refused_in_the_query_and_the_body,
+    bodies_that_are_not_roistat_requests_are_refused,
+    oversized_requests_get_413_414_431_with_json_errors,
+    garbage_on_the_socket_does_not_wedge_the_server,
+    health_and_readiness_answer,
+);
+
 fn get_lead(lead_id: &str) -> GetLeadRequest {
     GetLeadRequest {
         lead_id: lead_id.into(),
@@ -14,9 +33,8 @@ fn get_lead(lead_id: &str) -> GetLeadRequest {
     }
 }
 
-#[tokio::test]
-async fn a_lead_is_parsed_stored_and_answered_with_its_id() {
-    let app = TestApp::spawn().await;
+async fn a_lead_is_parsed_stored_and_answered_with_its_id(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let params = roistat_example_lead("90");
     let mut query: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
     query.push(("utm_campaign", "spring"));
@@ -61,9 +79,8 @@ async fn a_lead_is_parsed_stored_and_answered_with_its_id() {
     assert!(lead.receive_time.is_some());
 }
 
-#[tokio::test]
-async fn roistat_quirks_in_the_raw_query_are_undone() {
-    let app = TestApp::spawn().await;
+async fn roistat_quirks_in_the_raw_query_are_undone(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let token = token();
     // An unencoded `+` in the phone (decoded as a space), a `%20` in the date,
     // `data` with escaped slashes, a Russian calltracking title.
@@ -88,9 +105,8 @@ async fn roistat_quirks_in_the_raw_query_are_undone() {
     assert_eq!(lead.source(), LeadSource::Calltracking);
 }
 
-#[tokio::test]
-async fn sources_are_classified_from_the_title() {
-    let app = TestApp::spawn().await;
+async fn sources_are_classified_from_the_title(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let cases = [
         (
             "1",
@@ -113,9 +129,8 @@ async fn sources_are_classified_from_the_title() {
     }
 }
 
-#[tokio::test]
-async fn a_retried_lead_gets_the_same_answer_and_no_second_event() {
-    let app = TestApp::spawn().await;
+async fn a_retried_lead_gets_the_same_answer_and_no_second_event(options: Options) {
+    let app = TestApp::spawn_with(options).await;
 
     let first = app.lead("42").await;
     let second = app.lead("42").await;
@@ -127,9 +142,8 @@ async fn a_retried_lead_gets_the_same_answer_and_no_second_event() {
     assert_eq!(lead_id(&events[0]), Some("42"));
 }
 
-#[tokio::test]
-async fn malformed_data_json_does_not_reject_the_lead() {
-    let app = TestApp::spawn().await;
+async fn malformed_data_json_does_not_reject_the_lead(options: Options) {
+    let app = TestApp::spawn_with(options).await;
 
     let (status, body) = app
         .webhook(&[
@@ -157,9 +171,8 @@ async fn malformed_data_json_does_not_reject_the_lead() {
     );
 }
 
-#[tokio::test]
-async fn form_and_json_bodies_are_accepted() {
-    let app = TestApp::spawn().await;
+async fn form_and_json_bodies_are_accepted(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let token = token();
     let url = format!("{}/webhook", app.http_base);
 
@@ -224,9 +237,8 @@ async fn form_and_json_bodies_are_accepted() {
     assert_eq!(lead.fields.get("color").map(String::as_str), Some("red"));
 }
 
-#[tokio::test]
-async fn a_message_is_stored_streamed_and_deduplicated() {
-    let app = TestApp::spawn().await;
+async fn a_message_is_stored_streamed_and_deduplicated(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let message = [
         ("action", "message"),
         ("leadId", "155"),
@@ -271,9 +283,8 @@ async fn a_message_is_stored_streamed_and_deduplicated() {
     );
 }
 
-#[tokio::test]
-async fn wrong_credentials_are_refused_and_nothing_is_stored() {
-    let app = TestApp::spawn().await;
+async fn wrong_credentials_are_refused_and_nothing_is_stored(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let token = token();
     let wrong = token_for(LOGIN, "guess");
     let cases: [&[(&str, &str)]; 4] = [
@@ -314,9 +325,8 @@ async fn wrong_credentials_are_refused_and_nothing_is_stored() {
     assert!(app.stored_events().await.is_empty());
 }
 
-#[tokio::test]
-async fn an_empty_user_is_accepted_with_the_right_token() {
-    let app = TestApp::spawn().await;
+async fn an_empty_user_is_accepted_with_the_right_token(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let token = token();
 
     let (status, _) = app
@@ -331,11 +341,10 @@ async fn an_empty_user_is_accepted_with_the_right_token() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
-async fn a_token_can_be_configured_instead_of_a_password() {
+async fn a_token_can_be_configured_instead_of_a_password(options: Options) {
     let token = token_for("", "");
     let app = TestApp::spawn_with(
-        Options::default()
+        options
             .without_env("ROISTAT_USER")
             .without_env("ROISTAT_PASSWORD")
             .env("ROISTAT_TOKEN", &token),
@@ -361,9 +370,8 @@ async fn a_token_can_be_configured_instead_of_a_password() {
     assert_eq!((ok, refused), (200, 401));
 }
 
-#[tokio::test]
-async fn bad_input_gets_a_clear_400_and_nothing_is_stored() {
-    let app = TestApp::spawn().await;
+async fn bad_input_gets_a_clear_400_and_nothing_is_stored(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let token = token();
     let base = [("user", LOGIN), ("token", token.as_str())];
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
@@ -399,9 +407,8 @@ async fn bad_input_gets_a_clear_400_and_nothing_is_stored() {
     assert!(app.stored_events().await.is_empty());
 }
 
-#[tokio::test]
-async fn invalid_utf8_is_refused_in_the_query_and_the_body() {
-    let app = TestApp::spawn().await;
+async fn invalid_utf8_is_refused_in_the_query_and_the_body(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let token = token();
 
     let (query_status, query_body) = app
@@ -443,9 +450,8 @@ async fn invalid_utf8_is_refused_in_the_query_and_the_body() {
     assert!(app.stored_events().await.is_empty());
 }
 
-#[tokio::test]
-async fn bodies_that_are_not_roistat_requests_are_refused() {
-    let app = TestApp::spawn().await;
+async fn bodies_that_are_not_roistat_requests_are_refused(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let url = format!(
         "{}/webhook?user={LOGIN}&token={}&action=lead&id=1",
         app.http_base,
@@ -487,9 +493,8 @@ async fn bodies_that_are_not_roistat_requests_are_refused() {
     assert!(app.stored_events().await.is_empty());
 }
 
-#[tokio::test]
-async fn oversized_requests_get_413_414_431_with_json_errors() {
-    let app = TestApp::spawn().await;
+async fn oversized_requests_get_413_414_431_with_json_errors(options: Options) {
+    let app = TestApp::spawn_with(options).await;
     let url = format!("{}/webhook", app.http_base);
     let token = token();
     // A refused request's connection is closed: no connection is reused here.
@@ -552,9 +557,8 @@ async fn oversized_requests_get_413_414_431_with_json_errors() {
     assert!(app.stored_events().await.is_empty());
 }
 
-#[tokio::test]
-async fn garbage_on_the_socket_does_not_wedge_the_server() {
-    let app = TestApp::spawn().await;
+async fn garbage_on_the_socket_does_not_wedge_the_server(options: Options) {
+    let app = TestApp::spawn_with(options).await;
 
     for garbage in [
         &b"\x00\x01\x02 GARBAGE\r\n\r\n"[..],
@@ -571,9 +575,8 @@ async fn garbage_on_the_socket_does_not_wedge_the_server() {
     assert_eq!(app.lead("1").await.0, 200);
 }
 
-#[tokio::test]
-async fn health_and_readiness_answer() {
-    let app = TestApp::spawn().await;
+async fn health_and_readiness_answer(options: Options) {
+    let app = TestApp::spawn_with(options).await;
 
     assert_eq!(
         app.get_raw("/healthz").await,

@@ -1,0 +1,39 @@
+-- The event log: every lead and message, in commit order. `payload` is the
+-- event body as JSON; `sequence` is the stream's cursor.
+CREATE TABLE events (
+    sequence     BIGINT  PRIMARY KEY,
+    kind         TEXT    NOT NULL,
+    integration  TEXT    NOT NULL,
+    lead_id      TEXT    NOT NULL,
+    receive_time BIGINT  NOT NULL, -- Unix microseconds
+    payload      TEXT    NOT NULL
+);
+CREATE INDEX events_by_kind ON events (kind, sequence);
+
+-- The last sequence allocated; incremented by the transaction that appends an event.
+-- Its row lock, held until that transaction commits, makes replicas allocate
+-- sequences in commit order (see src/store/sql.rs).
+CREATE TABLE event_counter (
+    only_row      BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    last_sequence BIGINT  NOT NULL
+);
+INSERT INTO event_counter (last_sequence) VALUES (0);
+
+-- One row per lead: the key that makes Roistat's retries idempotent, and the deal.
+CREATE TABLE leads (
+    integration      TEXT    NOT NULL,
+    lead_id          TEXT    NOT NULL,
+    sequence         BIGINT  NOT NULL REFERENCES events (sequence),
+    deal_id          TEXT,
+    order_id         TEXT,    -- what Roistat was answered; never changes once set
+    deal_update_time BIGINT  NOT NULL,
+    PRIMARY KEY (integration, lead_id)
+);
+
+-- One row per distinct message: an identical retry finds its first delivery here.
+CREATE TABLE messages (
+    integration TEXT    NOT NULL,
+    identity    TEXT    NOT NULL,
+    sequence    BIGINT  NOT NULL REFERENCES events (sequence),
+    PRIMARY KEY (integration, identity)
+);

@@ -1,0 +1,230 @@
+//! Several replicas on one PostgreSQL database, and PostgreSQL outages.
+//! These run only where `TEST_DATABASE_URL` names a server.
+
+use std::collections::BTreeSet;
+
+use roistat_leads::proto::{ReportDealRequest, StreamLeadsRequest};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::helpers::*;
+
+/// Two replicas on one fresh PostgreSQL database; `None` without a server.
+async fn two_replicas(extra: &[&str]) -> Option<(TestApp, TestApp)> {
+    let mut options = Options::for_backend(Backend::Postgres).await?;
+    for arg in extra {
+        options = options.arg(*arg);
+    }
+    let a = TestApp::spawn_with(options.clone()).await;
+    let b = TestApp::spawn_with(options).await;
+    Some((a, b))
+}
+
+/// Sends `ids` as leads to `app`, `concurrency` at a time; every answer must be ok.
+fn send_leads(app: &TestApp, ids: Vec<String>, concurrency: usize, tasks: &mut JoinSet<()>) {
+    for chunk in ids.chunks(ids.len().div_ceil(concurrency)) {
+        let (http, url, chunk) = (
+            app.http.clone(),
+            format!("{}/webhook", app.http_base),
+            chunk.to_vec(),
+        );
+        tasks.spawn(async move {
+            for id in chunk {
+                let response = http
+                    .get(&url)
+                    .query(&[
+                        ("user", LOGIN),
+                        ("token", &token()),
+                        ("action", "lead"),
+                        ("id", &id),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200, "lead {id}");
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_on_two_replicas_reach_every_subscriber_once_in_order() {
+    let Some((a, b)) = two_replicas(&[]).await else {
+        return;
+    };
+    let mut on_a = a.stream(StreamLeadsRequest::default()).await;
+    let mut on_b = b.stream(StreamLeadsRequest::default()).await;
+
+    const PER_REPLICA: usize = 150;
+    let mut senders = JoinSet::new();
+    send_leads(
+        &a,
+        (0..PER_REPLICA).map(|n| format!("a-{n}")).collect(),
+        8,
+        &mut senders,
+    );
+    send_leads(
+        &b,
+        (0..PER_REPLICA).map(|n| format!("b-{n}")).collect(),
+        8,
+        &mut senders,
+    );
+    while let Some(sent) = within("the webhooks", senders.join_next()).await {
+        sent.unwrap();
+    }
+
+    for stream in [&mut on_a, &mut on_b] {
+        let mut sequences = vec![];
+        let mut ids = BTreeSet::new();
+        for _ in 0..2 * PER_REPLICA {
+            let event = next_event(stream).await;
+            sequences.push(event.sequence);
+            assert!(
+                ids.insert(lead_id(&event).unwrap().to_owned()),
+                "a duplicate event"
+            );
+        }
+        let expected: Vec<u64> = (1..=2 * PER_REPLICA as u64).collect();
+        assert_eq!(
+            sequences, expected,
+            "every sequence once, in increasing order, no gap"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_lead_retried_on_two_replicas_at_once_is_one_lead() {
+    let Some((a, b)) = two_replicas(&[]).await else {
+        return;
+    };
+
+    let mut answers = JoinSet::new();
+    for round in 0..10 {
+        for app in [&a, &b] {
+            let (http, url) = (app.http.clone(), format!("{}/webhook", app.http_base));
+            let id = format!("same-{round}");
+            answers.spawn(async move {
+                let response = http
+                    .get(&url)
+                    .query(&[
+                        ("user", LOGIN),
+                        ("token", &token()),
+                        ("action", "lead"),
+                        ("id", &id),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    id,
+                    response.status().as_u16(),
+                    response.json::<serde_json::Value>().await.unwrap(),
+                )
+            });
+        }
+    }
+    let mut answered = vec![];
+    while let Some(answer) = within("the webhooks", answers.join_next()).await {
+        answered.push(answer.unwrap());
+    }
+
+    for (id, status, body) in &answered {
+        assert_eq!(
+            (*status, body),
+            (200, &json!({"status": "ok", "order_id": id}))
+        );
+    }
+    let events = a.stored_events().await;
+    let ids: Vec<_> = events.iter().map(|event| lead_id(event).unwrap()).collect();
+    assert_eq!(ids.len(), 10, "one event per lead: {ids:?}");
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 10);
+}
+
+#[tokio::test]
+async fn a_deal_reported_on_one_replica_answers_a_webhook_held_on_another() {
+    let Some((a, b)) = two_replicas(&["--order-id", "crm", "--deal-wait-ms", "15000"]).await else {
+        return;
+    };
+    let mut stream = b.stream(StreamLeadsRequest::default()).await;
+
+    let held = {
+        let (http, url) = (a.http.clone(), format!("{}/webhook", a.http_base));
+        tokio::spawn(async move {
+            let response = http
+                .get(&url)
+                .query(&[
+                    ("user", LOGIN),
+                    ("token", &token()),
+                    ("action", "lead"),
+                    ("id", "x"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            response.json::<serde_json::Value>().await.unwrap()
+        })
+    };
+    assert_eq!(lead_id(&next_event(&mut stream).await), Some("x"));
+    b.grpc()
+        .await
+        .report_deal(ReportDealRequest {
+            lead_id: "x".into(),
+            deal_id: "CRM-X".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let answer = within("the held webhook", held).await.unwrap();
+    assert_eq!(answer, json!({"status": "ok", "order_id": "CRM-X"}));
+}
+
+#[tokio::test]
+async fn a_database_outage_answers_503_and_the_service_recovers_by_itself() {
+    let Some(options) = Options::for_backend(Backend::Postgres).await else {
+        return;
+    };
+    let app = TestApp::spawn_with(options).await;
+    assert_eq!(app.lead("before").await.0, 200);
+    let mut stream = app
+        .stream(StreamLeadsRequest {
+            after_sequence: 1,
+            ..Default::default()
+        })
+        .await;
+    let database = app.options.database.clone();
+    let mut admin = database.admin().await;
+
+    // The database goes away: no new connections, existing ones cut.
+    for statement in [
+        format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", database.name()),
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            database.name()
+        ),
+    ] {
+        sqlx::query(&statement).execute(&mut admin).await.unwrap();
+    }
+    let (during_status, during_body) = app.lead("during").await;
+    let (ready_status, _) = app.get_raw("/readyz").await;
+
+    assert_eq!(during_status, 503, "{during_body}");
+    assert_eq!(during_body["status"], "error");
+    assert_eq!(ready_status, 503);
+
+    // It comes back: the service recovers without a restart.
+    sqlx::query(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+        database.name()
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let (after_status, _) = app.lead("after").await;
+    let (ready_again, _) = app.get_raw("/readyz").await;
+    let resumed = next_event(&mut stream).await;
+
+    assert_eq!(after_status, 200);
+    assert_eq!(ready_again, 200);
+    assert_eq!((resumed.sequence, lead_id(&resumed)), (2, Some("after")));
+}
