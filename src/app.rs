@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::domain::OrderIdMode;
 use crate::grpc::{LeadApi, LeadServiceServer};
@@ -17,6 +17,10 @@ use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::relay::LeadRelay;
 use crate::roistat::Credentials;
 use crate::store::{self, LeadStore};
+
+const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Everything the application needs to start.
 #[derive(Debug, Clone)]
@@ -29,6 +33,8 @@ pub struct Settings {
     pub deal_wait: Duration,
     /// Live events kept in memory for subscribers.
     pub stream_buffer: usize,
+    /// A stream quiet for this long gets a heartbeat.
+    pub heartbeat: Duration,
     pub limits: Limits,
 }
 
@@ -60,6 +66,7 @@ impl Application {
             store.clone(),
             settings.order_id_mode,
             settings.deal_wait,
+            settings.heartbeat,
             shutdown.clone(),
         );
         Ok(Self {
@@ -114,6 +121,10 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let lead_api = LeadApi::new(relay.clone(), 64);
         let grpc = tonic::transport::Server::builder()
+            // Pings keep idle streams alive through proxies and load balancers and
+            // find dead peers; TCP keepalive is the backstop.
+            .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -130,7 +141,9 @@ impl Application {
         let grpc_server = async {
             let result = grpc
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(grpc_listener),
+                    TcpIncoming::from(grpc_listener)
+                        .with_nodelay(Some(true))
+                        .with_keepalive(Some(TCP_KEEPALIVE)),
                     grpc_shutdown.cancelled_owned(),
                 )
                 .await;
@@ -153,24 +166,28 @@ impl Application {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled, so no signal in between is missed.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {},
+                        _ = terminate.recv() => {},
+                    }
+                }
+                _ => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook receiver (HTTP) and the LeadService (gRPC).
     Serve(ServeArgs),
+    /// Print the lead stream of a running service, one JSON object per line.
+    Tail(crate::tail::TailArgs),
 }
 
 /// What Roistat is answered as `order_id` for a new lead.
@@ -93,6 +95,15 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..=1_000_000)
     )]
     pub stream_buffer: u32,
+
+    /// A StreamLeads stream that delivered nothing for this long gets a heartbeat.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_HEARTBEAT_MS",
+        default_value_t = 15000,
+        value_parser = clap::value_parser!(u64).range(10..)
+    )]
+    pub heartbeat_ms: u64,
 }
 
 fn secret(value: &str) -> Result<SecretString, String> {
@@ -114,6 +125,7 @@ impl ServeArgs {
             },
             deal_wait: Duration::from_millis(self.deal_wait_ms),
             stream_buffer: self.stream_buffer as usize,
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
             limits: Limits::default(),
         })
     }

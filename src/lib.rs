@@ -14,6 +14,7 @@ pub mod http;
 pub mod relay;
 pub mod roistat;
 pub mod store;
+pub mod tail;
 pub mod telemetry;
 
 /// Code generated from `proto/roistat/leads/v1/leads.proto`.

@@ -25,8 +25,9 @@ async fn main() -> ExitCode {
                 }
             };
             let shutdown = app.shutdown_token();
+            let signal = shutdown_signal();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                signal.await;
                 tracing::info!("shutting down");
                 shutdown.cancel();
             });
@@ -38,5 +39,12 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Tail(args) => match roistat_leads::tail::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("roistat-leads tail: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

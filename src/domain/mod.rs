@@ -141,8 +141,71 @@ pub enum EventBody {
     Message(DealMessage),
 }
 
+impl EventBody {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventBody::Lead(_) => EventKind::Lead,
+            EventBody::Message(_) => EventKind::Message,
+        }
+    }
+}
+
 /// One committed event of the lead stream.
 pub type Event = Stored<EventBody>;
+
+/// The kinds of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Lead,
+    Message,
+}
+
+/// Which events a subscriber wants; an empty list admits everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Lead sources; messages have none and pass.
+    pub sources: Vec<LeadSource>,
+    pub kinds: Vec<EventKind>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, body: &EventBody) -> bool {
+        let kind_ok = self.kinds.is_empty() || self.kinds.contains(&body.kind());
+        let source_ok = match body {
+            EventBody::Lead(lead) => self.sources.is_empty() || self.sources.contains(&lead.source),
+            EventBody::Message(_) => true,
+        };
+        kind_ok && source_ok
+    }
+}
+
+/// A named, durable consumer of the lead stream and its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: String,
+    /// Every event up to and including this sequence is acknowledged.
+    pub acked_sequence: u64,
+    /// Events stored after `acked_sequence`.
+    pub pending: u64,
+    pub ack_time: Option<OffsetDateTime>,
+    pub create_time: OffsetDateTime,
+}
+
+/// Checks a consumer name: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+pub fn validate_consumer_name(name: &str) -> Result<(), ParseError> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ParseError::Invalid {
+            name: "consumer",
+            reason: "must be 1 to 64 of A-Z a-z 0-9 . _ -",
+        })
+    }
+}
 
 /// The deal state of a lead.
 #[derive(Debug, Clone, PartialEq)]

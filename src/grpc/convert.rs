@@ -1,15 +1,27 @@
 //! Domain model → generated protobuf messages.
 
 use time::OffsetDateTime;
+use tonic::Status;
 
-use crate::domain::{Deal, DealMessage, Event, EventBody, Lead, LeadSource, OrderIdMode};
+use super::invalid;
+use crate::domain::{
+    Consumer, Deal, DealMessage, Event, EventBody, EventFilter, EventKind, Lead, LeadSource,
+    OrderIdMode,
+};
 use crate::proto;
+use crate::relay::{StreamItem, StreamRequest, StreamStart};
 
 pub fn timestamp(time: OffsetDateTime) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.unix_timestamp(),
         nanos: time.nanosecond() as i32,
     }
+}
+
+/// A Timestamp as a time; `None` when out of range.
+pub fn from_timestamp(timestamp: &prost_types::Timestamp) -> Option<OffsetDateTime> {
+    let nanos = i128::from(timestamp.seconds) * 1_000_000_000 + i128::from(timestamp.nanos);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
 }
 
 pub fn source(source: LeadSource) -> proto::LeadSource {
@@ -19,6 +31,91 @@ pub fn source(source: LeadSource) -> proto::LeadSource {
         LeadSource::Crm => proto::LeadSource::Crm,
         LeadSource::Jivosite => proto::LeadSource::Jivosite,
         LeadSource::Other => proto::LeadSource::Other,
+    }
+}
+
+fn source_from_proto(value: i32) -> Result<LeadSource, Status> {
+    Ok(match proto::LeadSource::try_from(value) {
+        Ok(proto::LeadSource::LeadHunter) => LeadSource::LeadHunter,
+        Ok(proto::LeadSource::Calltracking) => LeadSource::Calltracking,
+        Ok(proto::LeadSource::Crm) => LeadSource::Crm,
+        Ok(proto::LeadSource::Jivosite) => LeadSource::Jivosite,
+        Ok(proto::LeadSource::Other) => LeadSource::Other,
+        Ok(proto::LeadSource::Unspecified) | Err(_) => {
+            return Err(invalid("sources: unknown or unspecified source"));
+        }
+    })
+}
+
+fn kind_from_proto(value: i32) -> Result<EventKind, Status> {
+    Ok(match proto::EventKind::try_from(value) {
+        Ok(proto::EventKind::Lead) => EventKind::Lead,
+        Ok(proto::EventKind::Message) => EventKind::Message,
+        Ok(proto::EventKind::Unspecified) | Err(_) => {
+            return Err(invalid("kinds: unknown or unspecified kind"));
+        }
+    })
+}
+
+/// What a StreamLeads request asks for. At most one explicit start may be given.
+pub fn stream_request(request: proto::StreamLeadsRequest) -> Result<StreamRequest, Status> {
+    let mut starts = vec![];
+    if request.after_sequence > 0 {
+        starts.push(StreamStart::After(request.after_sequence));
+    }
+    if let Some(time) = &request.start_time {
+        let time = from_timestamp(time).ok_or_else(|| invalid("start_time is out of range"))?;
+        starts.push(StreamStart::At(time));
+    }
+    if request.only_new {
+        starts.push(StreamStart::OnlyNew);
+    }
+    if starts.len() > 1 {
+        return Err(invalid(
+            "give at most one of after_sequence, start_time and only_new",
+        ));
+    }
+    Ok(StreamRequest {
+        start: starts.pop(),
+        consumer: Some(request.consumer).filter(|name| !name.is_empty()),
+        filter: EventFilter {
+            sources: request
+                .sources
+                .into_iter()
+                .map(source_from_proto)
+                .collect::<Result<_, _>>()?,
+            kinds: request
+                .kinds
+                .into_iter()
+                .map(kind_from_proto)
+                .collect::<Result<_, _>>()?,
+        },
+    })
+}
+
+pub fn stream_item(item: &StreamItem) -> proto::LeadEvent {
+    match item {
+        StreamItem::Event(event) => lead_event(event),
+        StreamItem::Heartbeat {
+            sequence,
+            latest_sequence,
+        } => proto::LeadEvent {
+            sequence: *sequence,
+            receive_time: None,
+            event: Some(proto::lead_event::Event::Heartbeat(proto::Heartbeat {
+                latest_sequence: *latest_sequence,
+            })),
+        },
+    }
+}
+
+pub fn consumer(consumer: &Consumer) -> proto::Consumer {
+    proto::Consumer {
+        name: consumer.name.clone(),
+        acked_sequence: consumer.acked_sequence,
+        pending: consumer.pending,
+        ack_time: consumer.ack_time.map(timestamp),
+        create_time: Some(timestamp(consumer.create_time)),
     }
 }
 
@@ -77,6 +174,22 @@ pub fn deal(deal: &Deal, mode: OrderIdMode) -> proto::Deal {
         order_id_answered: deal.answered_order_id.is_some(),
         update_time: Some(timestamp(deal.update_time)),
     }
+}
+
+const NAME_TOKEN_PREFIX: &str = "name:";
+
+/// The page token that continues a listing by name after `name`.
+pub fn name_token(name: &str) -> String {
+    format!("{NAME_TOKEN_PREFIX}{name}")
+}
+
+/// The name a page token continues after; empty for an empty token, `None` for a
+/// token this service did not issue.
+pub fn parse_name_token(token: &str) -> Option<String> {
+    if token.is_empty() {
+        return Some(String::new());
+    }
+    token.strip_prefix(NAME_TOKEN_PREFIX).map(str::to_owned)
 }
 
 const PAGE_TOKEN_PREFIX: &str = "after:";

@@ -3,6 +3,8 @@
 
 mod convert;
 
+pub use convert::{from_timestamp, timestamp};
+
 use std::pin::Pin;
 
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -12,7 +14,7 @@ use crate::domain::LeadKey;
 use crate::error::Error;
 use crate::proto;
 use crate::proto::lead_service_server::LeadService;
-use crate::relay::{LeadRelay, StreamStart};
+use crate::relay::LeadRelay;
 
 pub use crate::proto::lead_service_server::LeadServiceServer;
 
@@ -51,15 +53,9 @@ impl LeadService for LeadApi {
         &self,
         request: Request<proto::StreamLeadsRequest>,
     ) -> Result<Response<Self::StreamLeadsStream>, Status> {
-        let request = request.into_inner();
-        let start = if request.only_new {
-            StreamStart::OnlyNew
-        } else {
-            StreamStart::After(request.after_sequence)
-        };
-        tracing::info!(?start, "stream opened");
-        let events = self.relay.stream(start, self.stream_buffer).await?;
-        let stream = ReceiverStream::new(events).map(|event| Ok(convert::lead_event(&event)));
+        let request = convert::stream_request(request.into_inner())?;
+        let items = self.relay.stream(request, self.stream_buffer).await?;
+        let stream = ReceiverStream::new(items).map(|item| Ok(convert::stream_item(&item)));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -82,11 +78,7 @@ impl LeadService for LeadApi {
         request: Request<proto::ListLeadsRequest>,
     ) -> Result<Response<proto::ListLeadsResponse>, Status> {
         let request = request.into_inner();
-        let page_size = match request.page_size {
-            size if size < 0 => return Err(invalid("page_size must not be negative")),
-            0 => DEFAULT_PAGE_SIZE,
-            size => (size as u32).min(MAX_PAGE_SIZE),
-        };
+        let page_size = page_size(request.page_size)?;
         let after = convert::parse_page_token(&request.page_token)
             .ok_or_else(|| invalid("page_token is not one this service issued"))?;
         let leads = self.relay.list_leads(after, page_size).await?;
@@ -128,9 +120,69 @@ impl LeadService for LeadApi {
             self.relay.order_id_mode(),
         )))
     }
+
+    async fn ack_leads(
+        &self,
+        request: Request<proto::AckLeadsRequest>,
+    ) -> Result<Response<proto::AckLeadsResponse>, Status> {
+        let request = request.into_inner();
+        let consumer = self.relay.ack(&request.consumer, request.sequence).await?;
+        Ok(Response::new(proto::AckLeadsResponse {
+            consumer: Some(convert::consumer(&consumer)),
+        }))
+    }
+
+    async fn get_consumer(
+        &self,
+        request: Request<proto::GetConsumerRequest>,
+    ) -> Result<Response<proto::Consumer>, Status> {
+        let consumer = self
+            .relay
+            .get_consumer(&request.into_inner().consumer)
+            .await?;
+        Ok(Response::new(convert::consumer(&consumer)))
+    }
+
+    async fn list_consumers(
+        &self,
+        request: Request<proto::ListConsumersRequest>,
+    ) -> Result<Response<proto::ListConsumersResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = page_size(request.page_size)?;
+        let after = convert::parse_name_token(&request.page_token)
+            .ok_or_else(|| invalid("page_token is not one this service issued"))?;
+        let consumers = self.relay.list_consumers(&after, page_size).await?;
+        let next_page_token = match consumers.last() {
+            Some(last) if consumers.len() == page_size as usize => convert::name_token(&last.name),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListConsumersResponse {
+            consumers: consumers.iter().map(convert::consumer).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn delete_consumer(
+        &self,
+        request: Request<proto::DeleteConsumerRequest>,
+    ) -> Result<Response<proto::DeleteConsumerResponse>, Status> {
+        self.relay
+            .delete_consumer(&request.into_inner().consumer)
+            .await?;
+        Ok(Response::new(proto::DeleteConsumerResponse {}))
+    }
 }
 
-fn invalid(message: &str) -> Status {
+/// A request's page size: 0 means the default; larger than the maximum is capped.
+fn page_size(requested: i32) -> Result<u32, Status> {
+    match requested {
+        size if size < 0 => Err(invalid("page_size must not be negative")),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        size => Ok((size as u32).min(MAX_PAGE_SIZE)),
+    }
+}
+
+pub(crate) fn invalid(message: &str) -> Status {
     Status::invalid_argument(message)
 }
 

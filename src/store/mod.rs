@@ -11,7 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::domain::{Deal, DealMessage, Event, Lead, LeadKey, Stored};
+use time::OffsetDateTime;
+
+use crate::domain::{Consumer, Deal, DealMessage, Event, Lead, LeadKey, Stored};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -116,6 +118,32 @@ pub trait LeadStore: Send + Sync + 'static {
     /// A feed of leads whose CRM deal id was just reported (on any replica).
     /// A receiver that lags must re-read the deals it waits for.
     fn subscribe_deal_reports(&self) -> broadcast::Receiver<LeadKey>;
+
+    /// The smallest sequence of an event received at or after `time`.
+    async fn first_sequence_at(&self, time: OffsetDateTime) -> Result<Option<u64>, StoreError>;
+
+    /// Creates a consumer positioned after `acked_sequence` unless it exists; returns it.
+    async fn ensure_consumer(
+        &self,
+        name: &str,
+        acked_sequence: u64,
+    ) -> Result<Consumer, StoreError>;
+
+    /// Moves a consumer (created if new) to `sequence` unless it already stands
+    /// further; the caller checks that `sequence` is stored.
+    async fn ack_consumer(&self, name: &str, sequence: u64) -> Result<Consumer, StoreError>;
+
+    async fn get_consumer(&self, name: &str) -> Result<Option<Consumer>, StoreError>;
+
+    /// Consumers by name, after `after_name`, at most `limit`.
+    async fn list_consumers(
+        &self,
+        after_name: &str,
+        limit: u32,
+    ) -> Result<Vec<Consumer>, StoreError>;
+
+    /// False when there was no such consumer.
+    async fn delete_consumer(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Succeeds when the store can read and write.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -86,6 +86,7 @@ impl PostgresStore {
         Ok(Self {
             shared: Shared {
                 commands,
+                write_pool: pool.clone(),
                 pool,
                 feed,
                 deal_reports,

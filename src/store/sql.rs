@@ -25,6 +25,9 @@ pub(super) struct Shared<DB: Database> {
     pub commands: mpsc::Sender<Command>,
     /// Reads go to the pool; writes go through `commands` to the writer task.
     pub pool: sqlx::Pool<DB>,
+    /// For the few writes outside the writer task (consumer positions). On SQLite
+    /// it is the writer's own single connection, so writes never contend.
+    pub write_pool: sqlx::Pool<DB>,
     pub feed: broadcast::Sender<Arc<Event>>,
     pub deal_reports: broadcast::Sender<LeadKey>,
     /// The writer first, then any other background task.
@@ -61,6 +64,7 @@ impl<DB: Database> Shared<DB> {
             let _ = task.await;
         }
         self.pool.close().await;
+        self.write_pool.close().await;
     }
 }
 
@@ -238,6 +242,97 @@ macro_rules! sql_store {
                 self.shared.deal_reports.subscribe()
             }
 
+            async fn first_sequence_at(
+                &self,
+                time: time::OffsetDateTime,
+            ) -> Result<Option<u64>, $crate::store::StoreError> {
+                let first: Option<i64> =
+                    sqlx::query_scalar("SELECT MIN(sequence) FROM events WHERE receive_time >= $1")
+                        .bind($crate::store::sql::to_micros(time))
+                        .fetch_one(&self.shared.pool)
+                        .await?;
+                Ok(first.map(|sequence| sequence as u64))
+            }
+
+            async fn ensure_consumer(
+                &self,
+                name: &str,
+                acked_sequence: u64,
+            ) -> Result<$crate::domain::Consumer, $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO consumers (name, acked_sequence, ack_time, create_time) \
+                     VALUES ($1, $2, NULL, $3) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind($crate::store::sql::to_db_sequence(acked_sequence))
+                .bind($crate::store::sql::to_micros(time::OffsetDateTime::now_utc()))
+                .execute(&self.shared.write_pool)
+                .await?;
+                self.get_consumer(name).await?.ok_or_else(|| {
+                    $crate::store::StoreError::Unavailable("consumer vanished".to_owned())
+                })
+            }
+
+            async fn ack_consumer(
+                &self,
+                name: &str,
+                sequence: u64,
+            ) -> Result<$crate::domain::Consumer, $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO consumers (name, acked_sequence, ack_time, create_time) \
+                     VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO UPDATE SET \
+                       acked_sequence = CASE WHEN excluded.acked_sequence > consumers.acked_sequence \
+                         THEN excluded.acked_sequence ELSE consumers.acked_sequence END, \
+                       ack_time = excluded.ack_time",
+                )
+                .bind(name)
+                .bind($crate::store::sql::to_db_sequence(sequence))
+                .bind($crate::store::sql::to_micros(time::OffsetDateTime::now_utc()))
+                .execute(&self.shared.write_pool)
+                .await?;
+                self.get_consumer(name).await?.ok_or_else(|| {
+                    $crate::store::StoreError::Unavailable("consumer vanished".to_owned())
+                })
+            }
+
+            async fn get_consumer(
+                &self,
+                name: &str,
+            ) -> Result<Option<$crate::domain::Consumer>, $crate::store::StoreError> {
+                let row = sqlx::query("SELECT name, acked_sequence, ack_time, create_time, \
+                     (SELECT last_sequence FROM event_counter) - acked_sequence AS pending \
+                     FROM consumers WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.shared.pool)
+                    .await?;
+                row.as_ref().map(consumer_from_row).transpose()
+            }
+
+            async fn list_consumers(
+                &self,
+                after_name: &str,
+                limit: u32,
+            ) -> Result<Vec<$crate::domain::Consumer>, $crate::store::StoreError> {
+                sqlx::query("SELECT name, acked_sequence, ack_time, create_time, \
+                     (SELECT last_sequence FROM event_counter) - acked_sequence AS pending \
+                     FROM consumers WHERE name > $1 ORDER BY name LIMIT $2")
+                    .bind(after_name)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.shared.pool)
+                    .await?
+                    .iter()
+                    .map(consumer_from_row)
+                    .collect()
+            }
+
+            async fn delete_consumer(&self, name: &str) -> Result<bool, $crate::store::StoreError> {
+                let deleted = sqlx::query("DELETE FROM consumers WHERE name = $1")
+                    .bind(name)
+                    .execute(&self.shared.write_pool)
+                    .await?;
+                Ok(deleted.rows_affected() > 0)
+            }
+
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
                 sqlx::query("SELECT 1").execute(&self.shared.pool).await?;
                 self.shared
@@ -248,6 +343,21 @@ macro_rules! sql_store {
             async fn close(&self) {
                 self.shared.close().await;
             }
+        }
+
+        /// A consumer row, with `pending`: the events stored after its position.
+        fn consumer_from_row(row: &Row) -> Result<$crate::domain::Consumer, $crate::store::StoreError> {
+            use sqlx::Row as _;
+            let acked: i64 = row.try_get("acked_sequence")?;
+            let pending: i64 = row.try_get("pending")?;
+            let ack_time: Option<i64> = row.try_get("ack_time")?;
+            Ok($crate::domain::Consumer {
+                name: row.try_get("name")?,
+                acked_sequence: acked as u64,
+                pending: pending.max(0) as u64,
+                ack_time: ack_time.map($crate::store::sql::from_micros),
+                create_time: $crate::store::sql::from_micros(row.try_get("create_time")?),
+            })
         }
 
         /// Committed events after `after_sequence`, in order, at most `limit`.

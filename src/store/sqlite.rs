@@ -48,7 +48,7 @@ impl SqliteStore {
         let (deal_reports, _) = broadcast::channel(super::DEAL_REPORTS_CAPACITY);
         let (commands, queue) = mpsc::channel(writer::MAX_BATCH * 4);
         let transactor = SqliteWriter {
-            pool: write_pool,
+            pool: write_pool.clone(),
             feed: feed.clone(),
             deal_reports: deal_reports.clone(),
         };
@@ -57,6 +57,7 @@ impl SqliteStore {
             shared: Shared {
                 commands,
                 pool,
+                write_pool,
                 feed,
                 deal_reports,
                 tasks: Mutex::new(vec![writer]),

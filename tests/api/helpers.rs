@@ -224,6 +224,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub options: Options,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Copies the service's standard error into `logs` until it closes.
+    log_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestApp {
@@ -249,7 +251,7 @@ impl TestApp {
         let (addresses, mut listening) = watch::channel(None);
         let stderr = child.stderr.take().expect("stderr");
         let sink = logs.clone();
-        tokio::spawn(async move {
+        let log_reader = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains("listening") {
@@ -275,6 +277,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             options,
             logs,
+            log_reader: Some(log_reader),
         }
     }
 
@@ -285,13 +288,17 @@ impl TestApp {
         Self::spawn_with(self.options.clone()).await
     }
 
-    /// Sends SIGTERM and waits for the process to exit.
+    /// Sends SIGTERM and waits for the process to exit and its last log line.
     pub async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().expect("running") as i32;
         kill(Pid::from_raw(pid), Signal::SIGTERM).expect("send SIGTERM");
-        within("the process to exit", self.child.wait())
+        let status = within("the process to exit", self.child.wait())
             .await
-            .expect("wait")
+            .expect("wait");
+        if let Some(reader) = self.log_reader.take() {
+            let _ = within("the end of the logs", reader).await;
+        }
+        status
     }
 
     pub fn logs(&self) -> Vec<String> {
@@ -405,6 +412,7 @@ pub fn lead_id(event: &LeadEvent) -> Option<&str> {
     match event.event.as_ref()? {
         Event::Lead(lead) => Some(&lead.lead_id),
         Event::Message(message) => Some(&message.lead_id),
+        Event::Heartbeat(_) => None,
     }
 }
 

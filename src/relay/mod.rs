@@ -1,31 +1,21 @@
 //! The relay's use cases, shared by the HTTP and gRPC faces: receive a lead or a
-//! message, answer Roistat's order id, report deals, read and stream leads.
+//! message, answer Roistat's order id, report deals, read leads; `stream` holds
+//! streaming and named consumers.
+
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Deal, DealMessage, Event, Lead, LeadKey, OrderIdMode, Stored};
+use crate::domain::{Deal, DealMessage, Lead, LeadKey, OrderIdMode, Stored};
+
 use crate::error::Error;
 use crate::store::{LeadStore, OrderIdAssignment, StoreError};
-
-/// Events read from the store per query while a subscriber catches up.
-const REPLAY_BATCH: u32 = 512;
-/// Waits between a subscriber's attempts to read an unavailable store.
-const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// How a stream starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamStart {
-    /// Events with a sequence greater than this (0: everything stored).
-    After(u64),
-    /// Only events committed after the subscription.
-    OnlyNew,
-}
+pub use stream::{StreamItem, StreamRequest, StreamStart};
 
 /// The relay: one per process, cheap to share.
 #[derive(Clone)]
@@ -33,6 +23,8 @@ pub struct LeadRelay {
     store: Arc<dyn LeadStore>,
     order_id_mode: OrderIdMode,
     deal_wait: Duration,
+    /// A stream that delivered nothing for this long gets a heartbeat.
+    heartbeat: Duration,
     shutdown: CancellationToken,
 }
 
@@ -49,12 +41,14 @@ impl LeadRelay {
         store: Arc<dyn LeadStore>,
         order_id_mode: OrderIdMode,
         deal_wait: Duration,
+        heartbeat: Duration,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
             order_id_mode,
             deal_wait,
+            heartbeat,
             shutdown,
         }
     }
@@ -169,110 +163,6 @@ impl LeadRelay {
     /// True when the store answers.
     pub async fn ready(&self) -> bool {
         self.store.ping().await.is_ok()
-    }
-
-    /// Streams events from `start`: stored history first, then live events, with no
-    /// gap and no duplicate at the switch. A subscriber that falls behind the live
-    /// feed catches up from the store. The stream ends when the receiver is dropped
-    /// or the service shuts down; while the store is unavailable it waits and retries.
-    ///
-    /// The starting point is fixed before this returns: an event committed after
-    /// it is delivered even with [`StreamStart::OnlyNew`].
-    pub async fn stream(
-        &self,
-        start: StreamStart,
-        buffer: usize,
-    ) -> Result<mpsc::Receiver<Event>, Error> {
-        // Subscribed before reading the store, so nothing committed in between is missed.
-        let live = self.store.subscribe();
-        let cursor = match start {
-            StreamStart::After(sequence) => sequence,
-            StreamStart::OnlyNew => self.store.latest_sequence().await?,
-        };
-        let (sender, receiver) = mpsc::channel(buffer.max(1));
-        let relay = self.clone();
-        tokio::spawn(async move { relay.feed_subscriber(cursor, live, &sender).await });
-        Ok(receiver)
-    }
-
-    async fn feed_subscriber(
-        &self,
-        mut cursor: u64,
-        mut live: broadcast::Receiver<Arc<Event>>,
-        out: &mpsc::Sender<Event>,
-    ) {
-        'catch_up: loop {
-            loop {
-                let Some(batch) = self.read_events(cursor, out).await else {
-                    return;
-                };
-                let complete = batch.len() < REPLAY_BATCH as usize;
-                for event in batch {
-                    cursor = event.sequence;
-                    if !self.deliver(out, event).await {
-                        return;
-                    }
-                }
-                if complete {
-                    break;
-                }
-            }
-            loop {
-                let event = tokio::select! {
-                    _ = self.shutdown.cancelled() => return,
-                    _ = out.closed() => return,
-                    event = live.recv() => event,
-                };
-                match event {
-                    Ok(event) if event.sequence <= cursor => continue,
-                    Ok(event) if event.sequence == cursor + 1 => {
-                        cursor = event.sequence;
-                        if !self.deliver(out, Event::clone(&event)).await {
-                            return;
-                        }
-                    }
-                    // A gap, or the feed dropped events we did not take in time:
-                    // the store has them all.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        tracing::debug!(
-                            cursor,
-                            "subscriber fell behind the live feed; catching up from the store"
-                        );
-                        continue 'catch_up;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }
-    }
-
-    /// Reads stored events after `cursor`, retrying while the store is unavailable
-    /// (a database restart should not end streams); `None` when the subscriber is
-    /// gone or the service stops.
-    async fn read_events(&self, cursor: u64, out: &mpsc::Sender<Event>) -> Option<Vec<Event>> {
-        let mut backoff = RETRY_BACKOFF_MIN;
-        loop {
-            match self.store.events_after(cursor, REPLAY_BATCH).await {
-                Ok(events) => return Some(events),
-                Err(error) => {
-                    tracing::warn!(%error, cursor, "cannot read events for a subscriber; retrying")
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = out.closed() => return None,
-                _ = self.shutdown.cancelled() => return None,
-            }
-            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-        }
-    }
-
-    /// Hands an event to the subscriber; false when it is gone or the service stops.
-    async fn deliver(&self, out: &mpsc::Sender<Event>, event: Event) -> bool {
-        tokio::select! {
-            sent = out.send(event) => sent.is_ok(),
-            _ = self.shutdown.cancelled() => false,
-        }
     }
 }
 

@@ -1,0 +1,248 @@
+//! Streaming events to subscribers, and named consumers' durable positions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use super::LeadRelay;
+use crate::domain::{Consumer, Event, EventFilter, validate_consumer_name};
+use crate::error::Error;
+
+/// Events read from the store per query while a subscriber catches up.
+const REPLAY_BATCH: u32 = 512;
+/// Waits between a subscriber's attempts to read an unavailable store.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// An explicit start of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStart {
+    /// Events with a sequence greater than this (0: everything stored).
+    After(u64),
+    /// Events received at or after this time.
+    At(OffsetDateTime),
+    /// Only events committed after the subscription.
+    OnlyNew,
+}
+
+/// What a subscriber asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// `None`: the consumer's position, or the beginning for an ephemeral stream.
+    pub start: Option<StreamStart>,
+    /// A named, durable consumer; `None` for an ephemeral stream.
+    pub consumer: Option<String>,
+    pub filter: EventFilter,
+}
+
+/// What a stream carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    Event(Arc<Event>),
+    /// The stream delivered nothing for the heartbeat interval. Every event up to
+    /// `sequence` was delivered or filtered out.
+    Heartbeat {
+        sequence: u64,
+        latest_sequence: u64,
+    },
+}
+
+impl LeadRelay {
+    /// Streams events: stored history first, then live events, with no gap and no
+    /// duplicate at the switch; events the filter refuses are skipped, heartbeats
+    /// mark quiet periods. A subscriber that falls behind the live feed catches up
+    /// from the store. The stream ends when the receiver is dropped or the service
+    /// shuts down; while the store is unavailable it waits and retries.
+    ///
+    /// The starting point is fixed before this returns: an event committed after
+    /// it is delivered even with [`StreamStart::OnlyNew`].
+    pub async fn stream(
+        &self,
+        request: StreamRequest,
+        buffer: usize,
+    ) -> Result<mpsc::Receiver<StreamItem>, Error> {
+        if let Some(name) = &request.consumer {
+            validate_consumer_name(name)?;
+        }
+        // Subscribed before reading the store, so nothing committed in between is missed.
+        let live = self.store.subscribe();
+        let explicit = match request.start {
+            None => None,
+            Some(StreamStart::After(sequence)) => Some(sequence),
+            Some(StreamStart::OnlyNew) => Some(self.store.latest_sequence().await?),
+            Some(StreamStart::At(time)) => Some(match self.store.first_sequence_at(time).await? {
+                Some(first) => first - 1,
+                None => self.store.latest_sequence().await?,
+            }),
+        };
+        let cursor = match &request.consumer {
+            Some(name) => {
+                let consumer = self
+                    .store
+                    .ensure_consumer(name, explicit.unwrap_or(0))
+                    .await?;
+                explicit.unwrap_or(consumer.acked_sequence)
+            }
+            None => explicit.unwrap_or(0),
+        };
+        tracing::info!(
+            cursor,
+            consumer = request.consumer.as_deref().unwrap_or(""),
+            "stream opened"
+        );
+        let (sender, receiver) = mpsc::channel(buffer.max(1));
+        let relay = self.clone();
+        tokio::spawn(async move {
+            relay
+                .feed_subscriber(cursor, live, &request.filter, &sender)
+                .await
+        });
+        Ok(receiver)
+    }
+
+    async fn feed_subscriber(
+        &self,
+        mut cursor: u64,
+        mut live: broadcast::Receiver<Arc<Event>>,
+        filter: &EventFilter,
+        out: &mpsc::Sender<StreamItem>,
+    ) {
+        let mut last_delivery = Instant::now();
+        'catch_up: loop {
+            loop {
+                let Some(batch) = self.read_events(cursor, out).await else {
+                    return;
+                };
+                let complete = batch.len() < REPLAY_BATCH as usize;
+                for event in batch {
+                    cursor = event.sequence;
+                    if filter.matches(&event.record) {
+                        if !self.deliver(out, StreamItem::Event(Arc::new(event))).await {
+                            return;
+                        }
+                        last_delivery = Instant::now();
+                    }
+                }
+                if complete {
+                    break;
+                }
+            }
+            loop {
+                let event = tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = out.closed() => return,
+                    _ = tokio::time::sleep_until(last_delivery + self.heartbeat) => {
+                        let latest_sequence = self.store.latest_sequence().await.unwrap_or(cursor).max(cursor);
+                        let heartbeat = StreamItem::Heartbeat { sequence: cursor, latest_sequence };
+                        if !self.deliver(out, heartbeat).await {
+                            return;
+                        }
+                        last_delivery = Instant::now();
+                        continue;
+                    }
+                    event = live.recv() => event,
+                };
+                match event {
+                    Ok(event) if event.sequence <= cursor => continue,
+                    Ok(event) if event.sequence == cursor + 1 => {
+                        cursor = event.sequence;
+                        if filter.matches(&event.record) {
+                            if !self.deliver(out, StreamItem::Event(event)).await {
+                                return;
+                            }
+                            last_delivery = Instant::now();
+                        }
+                    }
+                    // A gap, or the feed dropped events we did not take in time:
+                    // the store has them all.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        tracing::debug!(
+                            cursor,
+                            "subscriber fell behind the live feed; catching up from the store"
+                        );
+                        continue 'catch_up;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+
+    /// Reads stored events after `cursor`, retrying while the store is unavailable
+    /// (a database restart should not end streams); `None` when the subscriber is
+    /// gone or the service stops.
+    async fn read_events(&self, cursor: u64, out: &mpsc::Sender<StreamItem>) -> Option<Vec<Event>> {
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            match self.store.events_after(cursor, REPLAY_BATCH).await {
+                Ok(events) => return Some(events),
+                Err(error) => {
+                    tracing::warn!(%error, cursor, "cannot read events for a subscriber; retrying")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = out.closed() => return None,
+                _ = self.shutdown.cancelled() => return None,
+            }
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+    }
+
+    /// Hands an item to the subscriber; false when it is gone or the service stops.
+    async fn deliver(&self, out: &mpsc::Sender<StreamItem>, item: StreamItem) -> bool {
+        tokio::select! {
+            sent = out.send(item) => sent.is_ok(),
+            _ = self.shutdown.cancelled() => false,
+        }
+    }
+
+    /// Acknowledges every event up to and including `sequence` for a consumer
+    /// (created if new). Never moves a consumer backwards.
+    pub async fn ack(&self, name: &str, sequence: u64) -> Result<Consumer, Error> {
+        validate_consumer_name(name)?;
+        let latest = self.store.latest_sequence().await?;
+        if sequence > latest {
+            return Err(Error::InvalidArgument(format!(
+                "sequence {sequence} is not stored yet (the latest is {latest})"
+            )));
+        }
+        let consumer = self.store.ack_consumer(name, sequence).await?;
+        tracing::debug!(consumer = name, sequence, "acknowledged");
+        Ok(consumer)
+    }
+
+    pub async fn get_consumer(&self, name: &str) -> Result<Consumer, Error> {
+        validate_consumer_name(name)?;
+        self.store
+            .get_consumer(name)
+            .await?
+            .ok_or_else(consumer_not_found)
+    }
+
+    /// Consumers by name, after `after_name`, at most `limit`.
+    pub async fn list_consumers(
+        &self,
+        after_name: &str,
+        limit: u32,
+    ) -> Result<Vec<Consumer>, Error> {
+        Ok(self.store.list_consumers(after_name, limit).await?)
+    }
+
+    pub async fn delete_consumer(&self, name: &str) -> Result<(), Error> {
+        validate_consumer_name(name)?;
+        if self.store.delete_consumer(name).await? {
+            tracing::info!(consumer = name, "consumer deleted");
+            Ok(())
+        } else {
+            Err(consumer_not_found())
+        }
+    }
+}
+
+fn consumer_not_found() -> Error {
+    Error::NotFound("consumer not found".to_owned())
+}

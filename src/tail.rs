@@ -1,0 +1,220 @@
+//! `roistat-leads tail`: a command-line client of StreamLeads that prints one JSON
+//! object per line, and with `--consumer` acknowledges each event once printed.
+
+use std::io::Write;
+
+use clap::{Args, ValueEnum};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::transport::Channel;
+
+use crate::proto::lead_event::Event;
+use crate::proto::lead_service_client::LeadServiceClient;
+use crate::proto::{self, AckLeadsRequest, LeadEvent, StreamLeadsRequest};
+
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Address of the service's gRPC server (host:port or http://host:port).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+
+    /// A named, durable consumer: resume where it stands and acknowledge each event
+    /// after printing it.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+
+    /// Start after this sequence.
+    #[arg(long, value_name = "N", conflicts_with_all = ["only_new", "since"])]
+    pub after: Option<u64>,
+
+    /// Only events that arrive from now on.
+    #[arg(long, conflicts_with = "since")]
+    pub only_new: bool,
+
+    /// Start with the events received at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<OffsetDateTime>,
+
+    /// Only leads from these sources (repeat or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub source: Vec<SourceArg>,
+
+    /// Only these kinds of events (repeat or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub kind: Vec<KindArg>,
+
+    /// Print heartbeats too (they are acknowledged either way).
+    #[arg(long)]
+    pub heartbeats: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    LeadHunter,
+    Calltracking,
+    Crm,
+    Jivosite,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Lead,
+    Message,
+}
+
+fn parse_time(value: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(value, &Rfc3339).map_err(|error| format!("not an RFC 3339 time: {error}"))
+}
+
+impl TailArgs {
+    fn request(&self) -> StreamLeadsRequest {
+        StreamLeadsRequest {
+            after_sequence: self.after.unwrap_or(0),
+            only_new: self.only_new,
+            consumer: self.consumer.clone().unwrap_or_default(),
+            start_time: self.since.map(crate::grpc::timestamp),
+            sources: self
+                .source
+                .iter()
+                .map(|source| {
+                    (match source {
+                        SourceArg::LeadHunter => proto::LeadSource::LeadHunter,
+                        SourceArg::Calltracking => proto::LeadSource::Calltracking,
+                        SourceArg::Crm => proto::LeadSource::Crm,
+                        SourceArg::Jivosite => proto::LeadSource::Jivosite,
+                        SourceArg::Other => proto::LeadSource::Other,
+                    }) as i32
+                })
+                .collect(),
+            kinds: self
+                .kind
+                .iter()
+                .map(|kind| {
+                    (match kind {
+                        KindArg::Lead => proto::EventKind::Lead,
+                        KindArg::Message => proto::EventKind::Message,
+                    }) as i32
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Runs `tail` until the stream ends, Ctrl-C, or a closed output pipe.
+pub async fn run(args: TailArgs) -> anyhow::Result<()> {
+    let url = if args.grpc_addr.contains("://") {
+        args.grpc_addr.clone()
+    } else {
+        format!("http://{}", args.grpc_addr)
+    };
+    let channel = Channel::from_shared(url.clone())?
+        .connect()
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot connect to {url}: {error}"))?;
+    let mut client = LeadServiceClient::new(channel);
+    let mut stream = client
+        .stream_leads(args.request())
+        .await
+        .map_err(|status| anyhow::anyhow!("StreamLeads: {}", status.message()))?
+        .into_inner();
+    let mut stdout = std::io::stdout().lock();
+    // Created before the loop, so a Ctrl-C that arrives while an ack is under way
+    // is not missed.
+    let interrupted = crate::app::shutdown_signal();
+    tokio::pin!(interrupted);
+    loop {
+        let event = tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            message = stream.message() => message,
+        };
+        let event = match event {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(status) => anyhow::bail!("stream failed: {}", status.message()),
+        };
+        let heartbeat = matches!(event.event, Some(Event::Heartbeat(_)));
+        if !heartbeat || args.heartbeats {
+            let mut line = serde_json::to_vec(&event_json(&event))?;
+            line.push(b'\n');
+            let written = stdout.write_all(&line).and_then(|()| stdout.flush());
+            if let Err(error) = written {
+                // The reader went away (`| head`): a clean end, and no ack.
+                if error.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(error.into());
+            }
+        }
+        if let Some(consumer) = &args.consumer {
+            let ack = AckLeadsRequest {
+                consumer: consumer.clone(),
+                sequence: event.sequence,
+            };
+            client
+                .ack_leads(ack)
+                .await
+                .map_err(|status| anyhow::anyhow!("AckLeads: {}", status.message()))?;
+        }
+    }
+}
+
+/// An event as JSON: proto field names, enum value names, RFC 3339 times.
+pub fn event_json(event: &LeadEvent) -> Value {
+    let mut object = Map::new();
+    object.insert("sequence".into(), json!(event.sequence));
+    if let Some(time) = &event.receive_time {
+        object.insert("receive_time".into(), time_json(time));
+    }
+    match &event.event {
+        Some(Event::Lead(lead)) => {
+            object.insert(
+                "lead".into(),
+                json!({
+                    "integration": lead.integration,
+                    "lead_id": lead.lead_id,
+                    "visit": lead.visit,
+                    "title": lead.title,
+                    "text": lead.text,
+                    "name": lead.name,
+                    "phone": lead.phone,
+                    "email": lead.email,
+                    "page": lead.page,
+                    "fields": lead.fields,
+                    "data_json": lead.data_json,
+                    "create_time": lead.create_time.as_ref().map(time_json),
+                    "source": lead.source().as_str_name(),
+                    "manager_id": lead.manager_id,
+                    "extra": lead.extra,
+                }),
+            );
+        }
+        Some(Event::Message(message)) => {
+            object.insert(
+                "message".into(),
+                json!({
+                    "integration": message.integration,
+                    "lead_id": message.lead_id,
+                    "title": message.title,
+                    "text": message.text,
+                    "extra": message.extra,
+                }),
+            );
+        }
+        Some(Event::Heartbeat(heartbeat)) => {
+            object.insert(
+                "heartbeat".into(),
+                json!({ "latest_sequence": heartbeat.latest_sequence }),
+            );
+        }
+        None => {}
+    }
+    Value::Object(object)
+}
+
+fn time_json(time: &prost_types::Timestamp) -> Value {
+    crate::grpc::from_timestamp(time)
+        .and_then(|time| time.format(&Rfc3339).ok())
+        .map_or(Value::Null, Value::String)
+}
