@@ -35,6 +35,8 @@ pub struct Settings {
     pub stream_buffer: usize,
     /// A stream quiet for this long gets a heartbeat.
     pub heartbeat: Duration,
+    /// Records per export page when Roistat gives no `limit`.
+    pub export_page_size: u64,
     pub limits: Limits,
 }
 
@@ -134,6 +136,7 @@ impl Application {
             relay,
             credentials: Arc::new(settings.credentials),
             limits: settings.limits,
+            export_page_size: settings.export_page_size,
         });
 
         tracing::info!(%http_addr, %grpc_addr, "listening");

@@ -104,6 +104,16 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(10..)
     )]
     pub heartbeat_ms: u64,
+
+    /// Orders (or clients) per page of Roistat's export when it gives no `limit`;
+    /// a larger `limit` it asks for is capped at 10000.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_EXPORT_PAGE_SIZE",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=10_000)
+    )]
+    pub export_page_size: u64,
 }
 
 fn secret(value: &str) -> Result<SecretString, String> {
@@ -126,6 +136,7 @@ impl ServeArgs {
             deal_wait: Duration::from_millis(self.deal_wait_ms),
             stream_buffer: self.stream_buffer as usize,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
+            export_page_size: self.export_page_size,
             limits: Limits::default(),
         })
     }

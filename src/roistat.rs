@@ -169,6 +169,77 @@ impl<'a> OrderAnswer<'a> {
     }
 }
 
+/// `{"status":"ok","task_id":"..."}` and the like: an action answered with the id
+/// this service gave the record.
+#[derive(Debug, Serialize)]
+pub struct IdAnswer<'a> {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<&'a str>,
+}
+
+/// `pagination` of an export page.
+#[derive(Debug, Serialize)]
+pub struct Pagination {
+    pub total_count: u64,
+    pub limit: u64,
+}
+
+/// An order as `action=export` lists it.
+#[derive(Debug, Serialize)]
+pub struct ExportOrder<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    /// Unix seconds, as a string.
+    pub date_create: String,
+    pub status: &'a str,
+    /// A JSON number written from the stored decimal: never through a float.
+    pub price: Box<serde_json::value::RawValue>,
+    pub cost: Box<serde_json::value::RawValue>,
+    /// The visit number.
+    pub roistat: &'a str,
+    pub client_id: &'a str,
+    pub manager_id: &'a str,
+    pub fields: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// `{"statuses":[...],"orders":[...],"pagination":{...}}`.
+#[derive(Debug, Serialize)]
+pub struct ExportAnswer<'a> {
+    pub statuses: &'a [crate::domain::SchemeEntry],
+    pub orders: Vec<ExportOrder<'a>>,
+    pub pagination: Pagination,
+}
+
+/// A client as `action=export_clients` lists it.
+#[derive(Debug, Serialize)]
+pub struct ExportClient<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub phone: &'a str,
+    pub email: &'a str,
+    pub company: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<&'a str>,
+}
+
+/// `{"clients":[...],"pagination":{...}}`.
+#[derive(Debug, Serialize)]
+pub struct ClientsAnswer<'a> {
+    pub clients: Vec<ExportClient<'a>>,
+    pub pagination: Pagination,
+}
+
+/// A decimal amount as a JSON number; 0 when the CRM reported none.
+pub fn money_json(amount: Option<crate::domain::Money>) -> Box<serde_json::value::RawValue> {
+    let text = amount.map_or_else(|| "0".to_owned(), |amount| amount.to_string());
+    serde_json::value::RawValue::from_string(text).unwrap_or_else(|_| {
+        serde_json::value::RawValue::from_string("0".to_owned()).expect("0 is JSON")
+    })
+}
+
 /// `{"status":"ok"}`.
 #[derive(Debug, Serialize)]
 pub struct OkAnswer {

@@ -62,6 +62,8 @@ pub enum SourceArg {
 pub enum KindArg {
     Lead,
     Message,
+    Task,
+    Call,
 }
 
 fn parse_time(value: &str) -> Result<OffsetDateTime, String> {
@@ -95,6 +97,8 @@ impl TailArgs {
                     (match kind {
                         KindArg::Lead => proto::EventKind::Lead,
                         KindArg::Message => proto::EventKind::Message,
+                        KindArg::Task => proto::EventKind::Task,
+                        KindArg::Call => proto::EventKind::Call,
                     }) as i32
                 })
                 .collect(),
@@ -199,6 +203,37 @@ pub fn event_json(event: &LeadEvent) -> Value {
                     "title": message.title,
                     "text": message.text,
                     "extra": message.extra,
+                }),
+            );
+        }
+        Some(Event::Task(task)) => {
+            object.insert(
+                "task".into(),
+                json!({
+                    "integration": task.integration,
+                    "element_id": task.element_id,
+                    "deadline": task.deadline.as_ref().map(time_json),
+                    "text": task.text,
+                    "extra": task.extra,
+                }),
+            );
+        }
+        Some(Event::Call(call)) => {
+            object.insert(
+                "call".into(),
+                json!({
+                    "integration": call.integration,
+                    "call_id": call.call_id,
+                    "callee": call.callee,
+                    "caller": call.caller,
+                    "date": call.date.as_ref().map(time_json),
+                    "visit": call.visit,
+                    "marker": call.marker,
+                    "status": call.status,
+                    "order_id": call.order_id,
+                    "duration": call.duration,
+                    "file_url": call.file_url,
+                    "extra": call.extra,
                 }),
             );
         }

@@ -27,8 +27,8 @@ CREATE TABLE leads (
     PRIMARY KEY (integration, lead_id)
 );
 
--- One row per distinct message: an identical retry finds its first delivery here.
-CREATE TABLE messages (
+-- One row per distinct message, task or call: a retry finds its first delivery here.
+CREATE TABLE event_identities (
     integration TEXT    NOT NULL,
     identity    TEXT    NOT NULL,
     sequence    INTEGER NOT NULL REFERENCES events (sequence),

@@ -1,6 +1,7 @@
 //! The lead relay's model: leads, deal messages, deals and events.
 //! It knows neither HTTP, gRPC nor SQL; `parse` turns Roistat's parameters into it.
 
+mod crm;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -8,7 +9,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use parse::{Params, ParseError, parse_lead, parse_message};
+pub use crm::{Call, Client, DealDetails, DealUpdate, Manager, Money, Scheme, SchemeEntry, Task};
+pub use parse::{
+    ExportQuery, Params, ParseError, parse_call, parse_export, parse_lead, parse_message,
+    parse_roistat_time, parse_task,
+};
 
 /// The integration every lead belongs to until several Roistat projects can be configured.
 pub const DEFAULT_INTEGRATION: &str = "default";
@@ -110,17 +115,15 @@ pub struct DealMessage {
     pub extra: BTreeMap<String, String>,
 }
 
-impl DealMessage {
-    /// What makes two messages the same message: Roistat retries send identical ones.
-    pub fn identity(&self) -> String {
-        use md5::{Digest, Md5};
-        let mut hasher = Md5::new();
-        for part in [&self.lead_id, &self.title, &self.text] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part.as_bytes());
-        }
-        format!("{:x}", hasher.finalize())
+/// A digest of `parts` that no other sequence of parts shares.
+fn digest(parts: &[&str]) -> String {
+    use md5::{Digest, Md5};
+    let mut hasher = Md5::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
     }
+    format!("{:x}", hasher.finalize())
 }
 
 /// A record once committed: its event sequence and when it was stored.
@@ -139,6 +142,8 @@ pub struct Stored<T> {
 pub enum EventBody {
     Lead(Lead),
     Message(DealMessage),
+    Task(Task),
+    Call(Call),
 }
 
 impl EventBody {
@@ -146,6 +151,58 @@ impl EventBody {
         match self {
             EventBody::Lead(_) => EventKind::Lead,
             EventBody::Message(_) => EventKind::Message,
+            EventBody::Task(_) => EventKind::Task,
+            EventBody::Call(_) => EventKind::Call,
+        }
+    }
+
+    /// The kind's name, as stored.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            EventBody::Lead(_) => "lead",
+            EventBody::Message(_) => "message",
+            EventBody::Task(_) => "task",
+            EventBody::Call(_) => "call",
+        }
+    }
+
+    pub fn integration(&self) -> &str {
+        match self {
+            EventBody::Lead(lead) => &lead.integration,
+            EventBody::Message(message) => &message.integration,
+            EventBody::Task(task) => &task.integration,
+            EventBody::Call(call) => &call.integration,
+        }
+    }
+
+    /// The lead id (or, for tasks and calls, the id Roistat names them by) the
+    /// event is filed under.
+    pub fn subject_id(&self) -> &str {
+        match self {
+            EventBody::Lead(lead) => &lead.lead_id,
+            EventBody::Message(message) => &message.lead_id,
+            EventBody::Task(task) => &task.element_id,
+            EventBody::Call(call) => &call.call_id,
+        }
+    }
+
+    /// What makes a retry the same event: Roistat resends identical requests.
+    /// Leads are identified by their key instead.
+    pub fn identity(&self) -> String {
+        match self {
+            EventBody::Lead(lead) => format!("lead:{}", lead.lead_id),
+            EventBody::Message(message) => {
+                format!(
+                    "message:{}",
+                    digest(&[&message.lead_id, &message.title, &message.text])
+                )
+            }
+            EventBody::Task(task) => {
+                let deadline = task.deadline.map(|time| time.unix_timestamp().to_string());
+                let deadline = deadline.as_deref().unwrap_or_default();
+                format!("task:{}", digest(&[&task.element_id, deadline, &task.text]))
+            }
+            EventBody::Call(call) => format!("call:{}", call.call_id),
         }
     }
 }
@@ -158,12 +215,14 @@ pub type Event = Stored<EventBody>;
 pub enum EventKind {
     Lead,
     Message,
+    Task,
+    Call,
 }
 
 /// Which events a subscriber wants; an empty list admits everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
-    /// Lead sources; messages have none and pass.
+    /// Lead sources; other events have none and pass.
     pub sources: Vec<LeadSource>,
     pub kinds: Vec<EventKind>,
 }
@@ -173,7 +232,7 @@ impl EventFilter {
         let kind_ok = self.kinds.is_empty() || self.kinds.contains(&body.kind());
         let source_ok = match body {
             EventBody::Lead(lead) => self.sources.is_empty() || self.sources.contains(&lead.source),
-            EventBody::Message(_) => true,
+            _ => true,
         };
         kind_ok && source_ok
     }
@@ -215,6 +274,7 @@ pub struct Deal {
     pub deal_id: Option<String>,
     /// What Roistat was answered as `order_id`; fixed once set.
     pub answered_order_id: Option<String>,
+    pub details: DealDetails,
     pub update_time: OffsetDateTime,
 }
 

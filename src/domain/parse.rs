@@ -8,7 +8,8 @@ use time::{
     OffsetDateTime, PrimitiveDateTime, format_description::FormatItem, macros::format_description,
 };
 
-use super::{DealMessage, Lead, LeadSource};
+use super::crm::parse_count;
+use super::{Call, DealMessage, Lead, LeadSource, Task};
 
 /// Longest id accepted for a lead: Roistat's are short numbers.
 const MAX_ID_LEN: usize = 256;
@@ -27,6 +28,11 @@ const LEAD_PARAMS: &[&str] = &[
     "manager_id",
 ];
 const MESSAGE_PARAMS: &[&str] = &["leadId", "title", "text", "message"];
+const TASK_PARAMS: &[&str] = &["element_id", "deadline", "text"];
+const CALL_PARAMS: &[&str] = &[
+    "id", "callee", "caller", "date", "visit", "marker", "status", "order_id", "duration",
+    "file_url",
+];
 /// Present on every request; authentication and dispatch, not lead content.
 const ENVELOPE_PARAMS: &[&str] = &["user", "token", "action"];
 
@@ -171,6 +177,87 @@ pub fn parse_message(integration: &str, params: &Params) -> Result<DealMessage, 
     })
 }
 
+/// Parses `action=task`: `element_id` (the deal), `deadline` (UTC) and `text`.
+pub fn parse_task(integration: &str, params: &Params) -> Result<Task, ParseError> {
+    Ok(Task {
+        integration: integration.to_owned(),
+        element_id: params.required_id("element_id")?,
+        deadline: required_time(params, "deadline")?,
+        text: params.text("text"),
+        extra: params.extra(TASK_PARAMS),
+    })
+}
+
+/// Parses `action=call`, a call Roistat's calltracking reports.
+pub fn parse_call(integration: &str, params: &Params) -> Result<Call, ParseError> {
+    Ok(Call {
+        integration: integration.to_owned(),
+        call_id: params.required_id("id")?,
+        callee: params.text("callee").trim().to_owned(),
+        caller: params.text("caller").trim().to_owned(),
+        date: required_time(params, "date")?,
+        visit: params.text("visit").trim().to_owned(),
+        marker: params.text("marker"),
+        status: params.text("status").trim().to_owned(),
+        order_id: params.text("order_id").trim().to_owned(),
+        duration: parse_count("duration", params.get("duration"))?,
+        file_url: params.text("file_url").trim().to_owned(),
+        extra: params.extra(CALL_PARAMS),
+    })
+}
+
+/// What `action=export` and `action=export_clients` ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportQuery {
+    /// Records changed at or after this time (`date`, Unix seconds; absent: all).
+    pub since: OffsetDateTime,
+    pub offset: u64,
+    /// Absent on Roistat's first call: the service's page size applies.
+    pub limit: Option<u64>,
+}
+
+pub fn parse_export(params: &Params) -> Result<ExportQuery, ParseError> {
+    let since = match params.get("date").map(str::trim) {
+        None | Some("") => OffsetDateTime::UNIX_EPOCH,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .and_then(|seconds| OffsetDateTime::from_unix_timestamp(seconds).ok())
+            .ok_or(ParseError::Invalid {
+                name: "date",
+                reason: "must be a Unix time in seconds",
+            })?,
+    };
+    let limit = parse_count("limit", params.get("limit"))?;
+    if limit == Some(0) {
+        return Err(ParseError::Invalid {
+            name: "limit",
+            reason: "must be positive",
+        });
+    }
+    Ok(ExportQuery {
+        since,
+        offset: parse_count("offset", params.get("offset"))?.unwrap_or(0),
+        limit,
+    })
+}
+
+/// A time parameter that may be absent but, when present, must be readable.
+fn required_time(
+    params: &Params,
+    name: &'static str,
+) -> Result<Option<OffsetDateTime>, ParseError> {
+    match params.get(name).map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => parse_roistat_time(raw)
+            .map(Some)
+            .ok_or(ParseError::Invalid {
+                name,
+                reason: "must be a time such as 2019-01-01T11:11:11 (UTC)",
+            }),
+    }
+}
+
 /// Splits `data` into the landing page and the other form fields; `None` when it is
 /// not a JSON object. An absent `data` is an empty object.
 fn split_data(raw: &str) -> Option<(String, BTreeMap<String, String>)> {
@@ -199,7 +286,7 @@ fn split_data(raw: &str) -> Option<(String, BTreeMap<String, String>)> {
 
 /// Reads Roistat's times: `2015-06-28 09:12:54` (UTC), also with a `T` separator,
 /// a trailing `Z`, or without seconds.
-pub(crate) fn parse_roistat_time(raw: &str) -> Option<OffsetDateTime> {
+pub fn parse_roistat_time(raw: &str) -> Option<OffsetDateTime> {
     const FORMATS: &[&[FormatItem<'static>]] = &[
         format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
@@ -325,7 +412,10 @@ mod tests {
         let from_message =
             parse_message("default", &params(&[("leadId", "5"), ("message", "a")])).unwrap();
         assert_eq!(from_text, from_message);
-        assert_eq!(from_text.identity(), from_message.identity());
+        assert_eq!(
+            super::super::EventBody::Message(from_text.clone()).identity(),
+            super::super::EventBody::Message(from_message).identity()
+        );
         assert_eq!(
             parse_message("default", &params(&[("text", "a")])),
             Err(ParseError::Missing("leadId"))
@@ -346,5 +436,68 @@ mod tests {
             );
         }
         assert_eq!(parse_roistat_time("01.01.2019"), None);
+    }
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn export_parameters() {
+        let query = parse_export(&params(&[
+            ("date", "1646747823"),
+            ("offset", "20"),
+            ("limit", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(query.since.unix_timestamp(), 1_646_747_823);
+        assert_eq!((query.offset, query.limit), (20, Some(10)));
+        let first = parse_export(&params(&[("date", "0")])).unwrap();
+        assert_eq!((first.offset, first.limit), (0, None));
+        for bad in [
+            ("date", "yesterday"),
+            ("offset", "-1"),
+            ("limit", "0"),
+            ("limit", "x"),
+        ] {
+            assert!(parse_export(&params(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn task_and_call() {
+        let task = parse_task(
+            "default",
+            &params(&[
+                ("element_id", "100"),
+                ("deadline", "2019-01-01T11:11:11"),
+                ("text", "Call back"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(task.deadline.unwrap().unix_timestamp(), 1_546_341_071);
+        assert!(
+            parse_task(
+                "default",
+                &params(&[("element_id", "1"), ("deadline", "soon")])
+            )
+            .is_err()
+        );
+        let call = parse_call(
+            "default",
+            &params(&[("id", "7"), ("duration", "42"), ("status", "ANSWER")]),
+        )
+        .unwrap();
+        assert_eq!((call.call_id.as_str(), call.duration), ("7", Some(42)));
+        assert!(parse_call("default", &params(&[("id", "7"), ("duration", "long")])).is_err());
+        assert_eq!(
+            parse_call("default", &params(&[])),
+            Err(ParseError::Missing("id"))
+        );
     }
 }

@@ -5,11 +5,12 @@ use tonic::Status;
 
 use super::invalid;
 use crate::domain::{
-    Consumer, Deal, DealMessage, Event, EventBody, EventFilter, EventKind, Lead, LeadSource,
-    OrderIdMode,
+    Call, Client, Consumer, Deal, DealMessage, DealUpdate, Event, EventBody, EventFilter,
+    EventKind, Lead, LeadKey, LeadSource, Manager, Money, OrderIdMode, Scheme, SchemeEntry, Task,
 };
 use crate::proto;
 use crate::relay::{StreamItem, StreamRequest, StreamStart};
+use crate::store::DealReport;
 
 pub fn timestamp(time: OffsetDateTime) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -51,6 +52,8 @@ fn kind_from_proto(value: i32) -> Result<EventKind, Status> {
     Ok(match proto::EventKind::try_from(value) {
         Ok(proto::EventKind::Lead) => EventKind::Lead,
         Ok(proto::EventKind::Message) => EventKind::Message,
+        Ok(proto::EventKind::Task) => EventKind::Task,
+        Ok(proto::EventKind::Call) => EventKind::Call,
         Ok(proto::EventKind::Unspecified) | Err(_) => {
             return Err(invalid("kinds: unknown or unspecified kind"));
         }
@@ -151,12 +154,41 @@ pub fn message(message: &DealMessage) -> proto::DealMessage {
     }
 }
 
+pub fn task(task: &Task) -> proto::Task {
+    proto::Task {
+        integration: task.integration.clone(),
+        element_id: task.element_id.clone(),
+        deadline: task.deadline.map(timestamp),
+        text: task.text.clone(),
+        extra: task.extra.clone().into_iter().collect(),
+    }
+}
+
+pub fn call(call: &Call) -> proto::Call {
+    proto::Call {
+        integration: call.integration.clone(),
+        call_id: call.call_id.clone(),
+        callee: call.callee.clone(),
+        caller: call.caller.clone(),
+        date: call.date.map(timestamp),
+        visit: call.visit.clone(),
+        marker: call.marker.clone(),
+        status: call.status.clone(),
+        order_id: call.order_id.clone(),
+        duration: call.duration.unwrap_or(0),
+        file_url: call.file_url.clone(),
+        extra: call.extra.clone().into_iter().collect(),
+    }
+}
+
 pub fn lead_event(event: &Event) -> proto::LeadEvent {
     let body = match &event.record {
         EventBody::Lead(record) => {
             proto::lead_event::Event::Lead(lead(record, event.sequence, event.receive_time))
         }
         EventBody::Message(record) => proto::lead_event::Event::Message(message(record)),
+        EventBody::Task(record) => proto::lead_event::Event::Task(task(record)),
+        EventBody::Call(record) => proto::lead_event::Event::Call(call(record)),
     };
     proto::LeadEvent {
         sequence: event.sequence,
@@ -173,6 +205,129 @@ pub fn deal(deal: &Deal, mode: OrderIdMode) -> proto::Deal {
         deal_id: deal.deal_id.clone().unwrap_or_default(),
         order_id_answered: deal.answered_order_id.is_some(),
         update_time: Some(timestamp(deal.update_time)),
+        name: deal.details.name.clone(),
+        status: deal.details.status.clone(),
+        price: deal.details.price.map(|money| money.to_string()),
+        cost: deal.details.cost.map(|money| money.to_string()),
+        manager_id: deal.details.manager_id.clone(),
+        client_id: deal.details.client_id.clone(),
+        fields: deal.details.fields.clone().into_iter().collect(),
+        create_time: deal.details.create_time.map(timestamp),
+    }
+}
+
+fn money(name: &str, value: Option<String>) -> Result<Option<Money>, Status> {
+    value
+        .map(|text| {
+            text.parse()
+                .map_err(|reason| invalid(&format!("{name} {reason}")))
+        })
+        .transpose()
+}
+
+/// What a ReportDeal request reports, and about which lead.
+pub fn deal_report(request: proto::ReportDealRequest) -> Result<(LeadKey, DealReport), Status> {
+    let key = super::lead_key(&request.integration, &request.lead_id)?;
+    let create_time = request
+        .create_time
+        .map(|time| from_timestamp(&time).ok_or_else(|| invalid("create_time is out of range")))
+        .transpose()?;
+    let report = DealReport {
+        deal_id: Some(request.deal_id).filter(|id| !id.is_empty()),
+        update: DealUpdate {
+            name: request.name,
+            status: request.status,
+            price: money("price", request.price)?,
+            cost: money("cost", request.cost)?,
+            manager_id: request.manager_id,
+            client_id: request.client_id,
+            fields: request.fields.into_iter().collect(),
+            create_time,
+        },
+    };
+    Ok((key, report))
+}
+
+pub fn scheme_from_proto(scheme: proto::Scheme) -> Scheme {
+    let entry = |id: String, name: String| SchemeEntry { id, name };
+    Scheme {
+        statuses: scheme
+            .statuses
+            .into_iter()
+            .map(|s| entry(s.id, s.name))
+            .collect(),
+        fields: scheme
+            .fields
+            .into_iter()
+            .map(|f| entry(f.id, f.name))
+            .collect(),
+        managers: scheme
+            .managers
+            .into_iter()
+            .map(|m| Manager {
+                id: m.id,
+                name: m.name,
+                phone: m.phone,
+                email: m.email,
+            })
+            .collect(),
+    }
+}
+
+pub fn scheme(integration: &str, scheme: &Scheme, update_time: OffsetDateTime) -> proto::Scheme {
+    proto::Scheme {
+        integration: integration.to_owned(),
+        statuses: scheme
+            .statuses
+            .iter()
+            .map(|s| proto::scheme::Status {
+                id: s.id.clone(),
+                name: s.name.clone(),
+            })
+            .collect(),
+        fields: scheme
+            .fields
+            .iter()
+            .map(|f| proto::scheme::Field {
+                id: f.id.clone(),
+                name: f.name.clone(),
+            })
+            .collect(),
+        managers: scheme
+            .managers
+            .iter()
+            .map(|m| proto::scheme::Manager {
+                id: m.id.clone(),
+                name: m.name.clone(),
+                phone: m.phone.clone(),
+                email: m.email.clone(),
+            })
+            .collect(),
+        update_time: Some(timestamp(update_time)),
+    }
+}
+
+pub fn client_from_proto(client: proto::Client) -> Client {
+    Client {
+        id: client.id.trim().to_owned(),
+        name: client.name,
+        phone: client.phone,
+        email: client.email,
+        company: client.company,
+        birth_date: Some(client.birth_date).filter(|date| !date.is_empty()),
+    }
+}
+
+pub fn client(integration: &str, client: &Client, update_time: OffsetDateTime) -> proto::Client {
+    proto::Client {
+        integration: integration.to_owned(),
+        id: client.id.clone(),
+        name: client.name.clone(),
+        phone: client.phone.clone(),
+        email: client.email.clone(),
+        company: client.company.clone(),
+        birth_date: client.birth_date.clone().unwrap_or_default(),
+        update_time: Some(timestamp(update_time)),
     }
 }
 

@@ -112,12 +112,61 @@ impl LeadService for LeadApi {
         &self,
         request: Request<proto::ReportDealRequest>,
     ) -> Result<Response<proto::Deal>, Status> {
-        let request = request.into_inner();
-        let key = lead_key(&request.integration, &request.lead_id)?;
-        let deal = self.relay.report_deal(&key, &request.deal_id).await?;
+        let (key, report) = convert::deal_report(request.into_inner())?;
+        let deal = self.relay.report_deal(&key, report).await?;
         Ok(Response::new(convert::deal(
             &deal,
             self.relay.order_id_mode(),
+        )))
+    }
+
+    async fn update_scheme(
+        &self,
+        request: Request<proto::Scheme>,
+    ) -> Result<Response<proto::Scheme>, Status> {
+        let request = request.into_inner();
+        let integration = integration(&request.integration);
+        let (scheme, update_time) = self
+            .relay
+            .update_scheme(&integration, convert::scheme_from_proto(request))
+            .await?;
+        Ok(Response::new(convert::scheme(
+            &integration,
+            &scheme,
+            update_time,
+        )))
+    }
+
+    async fn get_scheme(
+        &self,
+        request: Request<proto::GetSchemeRequest>,
+    ) -> Result<Response<proto::Scheme>, Status> {
+        let integration = integration(&request.into_inner().integration);
+        let (scheme, update_time) = self.relay.get_scheme(&integration).await?;
+        Ok(Response::new(convert::scheme(
+            &integration,
+            &scheme,
+            update_time,
+        )))
+    }
+
+    async fn report_client(
+        &self,
+        request: Request<proto::ReportClientRequest>,
+    ) -> Result<Response<proto::Client>, Status> {
+        let client = request
+            .into_inner()
+            .client
+            .ok_or_else(|| invalid("client is required"))?;
+        let integration = integration(&client.integration);
+        let (client, update_time) = self
+            .relay
+            .report_client(&integration, convert::client_from_proto(client))
+            .await?;
+        Ok(Response::new(convert::client(
+            &integration,
+            &client,
+            update_time,
         )))
     }
 
@@ -186,7 +235,12 @@ pub(crate) fn invalid(message: &str) -> Status {
     Status::invalid_argument(message)
 }
 
-fn lead_key(integration: &str, lead_id: &str) -> Result<LeadKey, Status> {
+/// A request's integration: empty means the default one.
+fn integration(name: &str) -> String {
+    LeadKey::new(name, String::new()).integration
+}
+
+pub(crate) fn lead_key(integration: &str, lead_id: &str) -> Result<LeadKey, Status> {
     let lead_id = lead_id.trim();
     if lead_id.is_empty() {
         return Err(invalid("lead_id must not be empty"));

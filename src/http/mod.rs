@@ -15,10 +15,16 @@ use axum::routing::get;
 
 pub use serve::serve;
 
-use crate::domain::{DEFAULT_INTEGRATION, Params, parse_lead, parse_message};
+use crate::domain::{
+    DEFAULT_INTEGRATION, EventBody, Params, Scheme, parse_call, parse_export, parse_lead,
+    parse_message, parse_task,
+};
 use crate::error::Error;
-use crate::relay::LeadRelay;
-use crate::roistat::{self, Credentials, DecodeError, ErrorAnswer, OkAnswer, OrderAnswer};
+use crate::relay::{ExportAnswer, LeadRelay, OrderExport};
+use crate::roistat::{
+    self, Credentials, DecodeError, ErrorAnswer, IdAnswer, OkAnswer, OrderAnswer,
+};
+use crate::store::ExportedClient;
 
 /// Limits on what a request may carry. Roistat puts whole leads in the query string,
 /// so the URI limit is generous; it stays below the 65,534 bytes the `http` crate can
@@ -54,6 +60,8 @@ pub struct HttpState {
     pub relay: LeadRelay,
     pub credentials: Arc<Credentials>,
     pub limits: Limits,
+    /// Orders or clients per export page when Roistat gives no `limit`.
+    pub export_page_size: u64,
 }
 
 /// The HTTP routes.
@@ -204,28 +212,133 @@ async fn handle_webhook(state: &HttpState, request: Request) -> Result<Response,
     }
 
     let integration = DEFAULT_INTEGRATION;
-    match params.get("action").map(str::trim) {
-        Some("lead") => {
+    let action = params.get("action").map(str::trim).unwrap_or_default();
+    let relay = &state.relay;
+    fn ok(body: &impl serde::Serialize) -> Response {
+        roistat_json(StatusCode::OK, body)
+    }
+    match action {
+        "lead" => {
             let lead = parse_lead(integration, &params).map_err(Error::from)?;
-            let answer = state.relay.receive_lead(lead).await?;
-            Ok(roistat_json(
-                StatusCode::OK,
-                &OrderAnswer::ok(&answer.order_id),
-            ))
+            let answer = relay.receive_lead(lead).await?;
+            Ok(ok(&OrderAnswer::ok(&answer.order_id)))
         }
-        Some("message") => {
+        "message" => {
             let message = parse_message(integration, &params).map_err(Error::from)?;
-            state.relay.receive_message(message).await?;
-            Ok(roistat_json(StatusCode::OK, &OkAnswer::OK))
+            relay.receive_event(EventBody::Message(message)).await?;
+            Ok(ok(&OkAnswer::OK))
         }
-        None | Some("") => Err(HttpError::new(
+        "task" => {
+            let task = parse_task(integration, &params).map_err(Error::from)?;
+            let id = relay
+                .receive_event(EventBody::Task(task))
+                .await?
+                .to_string();
+            Ok(ok(&IdAnswer {
+                status: "ok",
+                task_id: Some(&id),
+                call_id: None,
+            }))
+        }
+        "call" => {
+            let call = parse_call(integration, &params).map_err(Error::from)?;
+            let id = relay
+                .receive_event(EventBody::Call(call))
+                .await?
+                .to_string();
+            Ok(ok(&IdAnswer {
+                status: "ok",
+                task_id: None,
+                call_id: Some(&id),
+            }))
+        }
+        "import_scheme" => Ok(ok(&relay.scheme_or_empty(integration).await?)),
+        "export" => {
+            let query = parse_export(&params).map_err(Error::from)?;
+            let page = relay
+                .export_orders(integration, query, state.export_page_size)
+                .await?;
+            let scheme = relay.scheme_or_empty(integration).await?;
+            Ok(ok(&export_answer(&scheme, &page)))
+        }
+        "export_clients" => {
+            let query = parse_export(&params).map_err(Error::from)?;
+            let page = relay
+                .export_clients(integration, query, state.export_page_size)
+                .await?;
+            Ok(ok(&clients_answer(&page)))
+        }
+        "" => Err(HttpError::new(
             StatusCode::BAD_REQUEST,
             "missing parameter: action",
         )),
-        Some(other) => Err(HttpError::new(
+        other => Err(HttpError::new(
             StatusCode::BAD_REQUEST,
-            format!("unknown action {other:?}: expected lead or message"),
+            format!(
+                "unknown action {other:?}: expected lead, message, task, call, import_scheme, export or export_clients"
+            ),
         )),
+    }
+}
+
+fn export_answer<'a>(
+    scheme: &'a Scheme,
+    page: &'a ExportAnswer<OrderExport>,
+) -> roistat::ExportAnswer<'a> {
+    let orders = page
+        .records
+        .iter()
+        .map(|export| {
+            let deal = &export.order.deal;
+            let details = &deal.details;
+            let created = details
+                .create_time
+                .unwrap_or(export.order.lead_receive_time);
+            roistat::ExportOrder {
+                id: &export.order_id,
+                name: details.name.as_deref().unwrap_or_default(),
+                date_create: created.unix_timestamp().to_string(),
+                status: details.status.as_deref().unwrap_or_default(),
+                price: roistat::money_json(details.price),
+                cost: roistat::money_json(details.cost),
+                roistat: &export.order.visit,
+                client_id: details.client_id.as_deref().unwrap_or_default(),
+                manager_id: details.manager_id.as_deref().unwrap_or_default(),
+                fields: &details.fields,
+            }
+        })
+        .collect();
+    roistat::ExportAnswer {
+        statuses: &scheme.statuses,
+        orders,
+        pagination: roistat::Pagination {
+            total_count: page.total_count,
+            limit: page.limit,
+        },
+    }
+}
+
+fn clients_answer(page: &ExportAnswer<ExportedClient>) -> roistat::ClientsAnswer<'_> {
+    roistat::ClientsAnswer {
+        clients: page
+            .records
+            .iter()
+            .map(|exported| {
+                let client = &exported.client;
+                roistat::ExportClient {
+                    id: &client.id,
+                    name: &client.name,
+                    phone: &client.phone,
+                    email: &client.email,
+                    company: &client.company,
+                    birth_date: client.birth_date.as_deref(),
+                }
+            })
+            .collect(),
+        pagination: roistat::Pagination {
+            total_count: page.total_count,
+            limit: page.limit,
+        },
     }
 }
 

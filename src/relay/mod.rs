@@ -2,6 +2,7 @@
 //! message, answer Roistat's order id, report deals, read leads; `stream` holds
 //! streaming and named consumers.
 
+mod crm;
 mod stream;
 
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Deal, DealMessage, Lead, LeadKey, OrderIdMode, Stored};
+use crate::domain::{Deal, EventBody, Lead, LeadKey, OrderIdMode, Stored};
 
 use crate::error::Error;
 use crate::store::{LeadStore, OrderIdAssignment, StoreError};
+pub use crm::{ExportAnswer, OrderExport};
 pub use stream::{StreamItem, StreamRequest, StreamStart};
 
 /// The relay: one per process, cheap to share.
@@ -118,34 +120,20 @@ impl LeadRelay {
         }
     }
 
-    /// Stores a message once; an identical retry is not a second event.
-    pub async fn receive_message(&self, message: DealMessage) -> Result<(), Error> {
-        let lead_id = message.lead_id.clone();
-        let receipt = self.store.insert_message(message).await?;
+    /// Stores a message, task or call once; the same one sent again is not a
+    /// second event. Returns the event's sequence (of the first delivery).
+    pub async fn receive_event(&self, body: EventBody) -> Result<u64, Error> {
+        let kind = body.kind_name();
+        let subject = body.subject_id().to_owned();
+        let receipt = self.store.insert_event(body).await?;
         tracing::info!(
-            %lead_id,
+            kind,
+            id = %subject,
             sequence = receipt.sequence,
             created = receipt.created,
-            "message stored"
+            "event stored"
         );
-        Ok(())
-    }
-
-    /// Records the CRM's deal id for a lead; the store wakes a webhook waiting for it.
-    pub async fn report_deal(&self, key: &LeadKey, deal_id: &str) -> Result<Deal, Error> {
-        let deal_id = deal_id.trim();
-        if deal_id.is_empty() {
-            return Err(Error::InvalidArgument(
-                "deal_id must not be empty".to_owned(),
-            ));
-        }
-        let deal = self.store.report_deal(key, deal_id).await?;
-        tracing::info!(lead_id = %key.lead_id, "deal reported");
-        Ok(deal)
-    }
-
-    pub async fn get_deal(&self, key: &LeadKey) -> Result<Deal, Error> {
-        self.store.get_deal(key).await?.ok_or_else(lead_not_found)
+        Ok(receipt.sequence)
     }
 
     pub async fn get_lead(&self, key: &LeadKey) -> Result<Stored<Lead>, Error> {
@@ -166,6 +154,6 @@ impl LeadRelay {
     }
 }
 
-fn lead_not_found() -> Error {
+pub(crate) fn lead_not_found() -> Error {
     Error::from(StoreError::NotFound)
 }

@@ -13,7 +13,9 @@ use tokio::sync::broadcast;
 
 use time::OffsetDateTime;
 
-use crate::domain::{Consumer, Deal, DealMessage, Event, Lead, LeadKey, Stored};
+use crate::domain::{
+    Client, Consumer, Deal, DealUpdate, Event, EventBody, Lead, LeadKey, Scheme, Stored,
+};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -59,11 +61,63 @@ pub struct LeadReceipt {
     pub deal: Deal,
 }
 
-/// The outcome of storing a message.
+/// The outcome of storing a message, task or call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageReceipt {
+pub struct EventReceipt {
+    /// The event's sequence (of the first delivery, for a retry).
     pub sequence: u64,
     pub created: bool,
+}
+
+/// What the CRM reports about a lead's deal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DealReport {
+    /// The CRM's deal id; `None` leaves it as it is.
+    pub deal_id: Option<String>,
+    pub update: DealUpdate,
+}
+
+/// Which records an export walk reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    Orders,
+    Clients,
+}
+
+impl ExportKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportKind::Orders => "orders",
+            ExportKind::Clients => "clients",
+        }
+    }
+}
+
+/// A page of an export walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportPage {
+    /// The walk: records as of this version, changed at or after `since`.
+    pub snapshot: u64,
+    pub since: OffsetDateTime,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// An order as Roistat's export shows it: a deal with what its lead says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedOrder {
+    pub deal: Deal,
+    /// The lead's visit: Roistat's `roistat` field.
+    pub visit: String,
+    /// When the lead arrived: `date_create` when the CRM reported none.
+    pub lead_receive_time: OffsetDateTime,
+}
+
+/// A client as of a walk's snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedClient {
+    pub client: Client,
+    pub update_time: OffsetDateTime,
 }
 
 /// Storage of the relay. Writes return only after they are durably committed;
@@ -86,12 +140,60 @@ pub trait LeadStore: Send + Sync + 'static {
         assignment: OrderIdAssignment,
     ) -> Result<Deal, StoreError>;
 
-    /// Stores a message once: an identical message for the same lead is a retry.
-    async fn insert_message(&self, message: DealMessage) -> Result<MessageReceipt, StoreError>;
+    /// Stores a message, task or call once: the same one sent again is a retry.
+    async fn insert_event(&self, body: EventBody) -> Result<EventReceipt, StoreError>;
 
-    /// Records the CRM's deal id. [`StoreError::Conflict`] when it would change a
-    /// deal id Roistat was already answered.
-    async fn report_deal(&self, key: &LeadKey, deal_id: &str) -> Result<Deal, StoreError>;
+    /// Records what the CRM reports about a deal: its id and details (a new version
+    /// of them). [`StoreError::Conflict`] when it would change a deal id Roistat was
+    /// already answered; then nothing changes.
+    async fn report_deal(&self, key: &LeadKey, report: DealReport) -> Result<Deal, StoreError>;
+
+    /// Replaces an integration's scheme.
+    async fn put_scheme(
+        &self,
+        integration: &str,
+        scheme: &Scheme,
+    ) -> Result<OffsetDateTime, StoreError>;
+
+    /// The scheme and when it was published; `None` before the first one.
+    async fn get_scheme(
+        &self,
+        integration: &str,
+    ) -> Result<Option<(Scheme, OffsetDateTime)>, StoreError>;
+
+    /// Creates or replaces a client (a new version of it); returns its update time.
+    async fn put_client(
+        &self,
+        integration: &str,
+        client: &Client,
+    ) -> Result<OffsetDateTime, StoreError>;
+
+    /// The version an export walk reads: with `restart`, a new walk starts at the
+    /// latest version; otherwise the walk under way for the same query continues
+    /// (or starts, if there is none).
+    async fn export_snapshot(
+        &self,
+        integration: &str,
+        kind: ExportKind,
+        since: OffsetDateTime,
+        restart: bool,
+    ) -> Result<u64, StoreError>;
+
+    /// A page of deals as of a snapshot, by update time then lead id, and how many
+    /// the whole walk has.
+    async fn export_orders(
+        &self,
+        integration: &str,
+        page: ExportPage,
+    ) -> Result<(u64, Vec<ExportedOrder>), StoreError>;
+
+    /// A page of clients as of a snapshot, by update time then id, and how many the
+    /// whole walk has.
+    async fn export_clients(
+        &self,
+        integration: &str,
+        page: ExportPage,
+    ) -> Result<(u64, Vec<ExportedClient>), StoreError>;
 
     async fn get_lead(&self, key: &LeadKey) -> Result<Option<Stored<Lead>>, StoreError>;
 

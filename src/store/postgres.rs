@@ -129,7 +129,7 @@ async fn begin_writes(tx: &mut Connection, batch: &[Command]) -> Result<(), sqlx
     let inserts = batch.iter().any(|command| {
         matches!(
             command,
-            Command::InsertLead { .. } | Command::InsertMessage { .. }
+            Command::InsertLead { .. } | Command::InsertEvent { .. }
         )
     });
     if inserts {

@@ -76,11 +76,23 @@ pub(super) fn lead_from_event(event: Event) -> Result<Stored<Lead>, StoreError> 
             receive_time: event.receive_time,
             record: lead,
         }),
-        EventBody::Message(_) => Err(StoreError::Unavailable(format!(
+        _ => Err(StoreError::Unavailable(format!(
             "event {} is not a lead",
             event.sequence
         ))),
     }
+}
+
+/// A record as stored JSON.
+pub(super) fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|error| StoreError::Unavailable(format!("cannot encode: {error}")))
+}
+
+/// A record from stored JSON.
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|error| StoreError::Unavailable(format!("stored record is unreadable: {error}")))
 }
 
 /// Database integers are signed; sequences beyond i64 never occur, and a cursor
@@ -138,28 +150,232 @@ macro_rules! sql_store {
                     .await
             }
 
-            async fn insert_message(
+            async fn insert_event(
                 &self,
-                message: $crate::domain::DealMessage,
-            ) -> Result<$crate::store::MessageReceipt, $crate::store::StoreError> {
+                body: $crate::domain::EventBody,
+            ) -> Result<$crate::store::EventReceipt, $crate::store::StoreError> {
                 self.shared
-                    .submit(|reply| $crate::store::writer::Command::InsertMessage { message, reply })
+                    .submit(|reply| $crate::store::writer::Command::InsertEvent {
+                        body: Box::new(body),
+                        reply,
+                    })
                     .await
             }
 
             async fn report_deal(
                 &self,
                 key: &$crate::domain::LeadKey,
-                deal_id: &str,
+                report: $crate::store::DealReport,
             ) -> Result<$crate::domain::Deal, $crate::store::StoreError> {
-                let (key, deal_id) = (key.clone(), deal_id.to_owned());
+                let key = key.clone();
                 self.shared
                     .submit(|reply| $crate::store::writer::Command::ReportDeal {
                         key,
-                        deal_id,
+                        report: Box::new(report),
                         reply,
                     })
                     .await
+            }
+
+            async fn put_scheme(
+                &self,
+                integration: &str,
+                scheme: &$crate::domain::Scheme,
+            ) -> Result<time::OffsetDateTime, $crate::store::StoreError> {
+                let payload = $crate::store::sql::to_json(scheme)?;
+                let now = time::OffsetDateTime::now_utc();
+                sqlx::query(
+                    "INSERT INTO schemes (integration, payload, update_time) VALUES ($1, $2, $3) \
+                     ON CONFLICT (integration) DO UPDATE SET \
+                       payload = excluded.payload, update_time = excluded.update_time",
+                )
+                .bind(integration)
+                .bind(payload)
+                .bind($crate::store::sql::to_micros(now))
+                .execute(&self.shared.write_pool)
+                .await?;
+                Ok($crate::store::sql::from_micros($crate::store::sql::to_micros(now)))
+            }
+
+            async fn get_scheme(
+                &self,
+                integration: &str,
+            ) -> Result<Option<($crate::domain::Scheme, time::OffsetDateTime)>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT payload, update_time FROM schemes WHERE integration = $1")
+                    .bind(integration)
+                    .fetch_optional(&self.shared.pool)
+                    .await?;
+                row.map(|row| {
+                    let payload: String = row.try_get("payload")?;
+                    let update_time = $crate::store::sql::from_micros(row.try_get("update_time")?);
+                    Ok(($crate::store::sql::from_json(&payload)?, update_time))
+                })
+                .transpose()
+            }
+
+            async fn put_client(
+                &self,
+                integration: &str,
+                client: &$crate::domain::Client,
+            ) -> Result<time::OffsetDateTime, $crate::store::StoreError> {
+                let payload = $crate::store::sql::to_json(client)?;
+                let now = $crate::store::sql::to_micros(time::OffsetDateTime::now_utc());
+                let mut tx = self.shared.write_pool.begin().await?;
+                let version = next_version(&mut tx).await?;
+                sqlx::query(
+                    "INSERT INTO client_versions (integration, client_id, version, update_time, payload) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(integration)
+                .bind(&client.id)
+                .bind(version)
+                .bind(now)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok($crate::store::sql::from_micros(now))
+            }
+
+            async fn export_snapshot(
+                &self,
+                integration: &str,
+                kind: $crate::store::ExportKind,
+                since: time::OffsetDateTime,
+                restart: bool,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let since = $crate::store::sql::to_micros(since);
+                if !restart {
+                    let snapshot: Option<i64> = sqlx::query_scalar(
+                        "SELECT snapshot FROM export_walks WHERE integration = $1 AND kind = $2 AND since = $3",
+                    )
+                    .bind(integration)
+                    .bind(kind.name())
+                    .bind(since)
+                    .fetch_optional(&self.shared.pool)
+                    .await?;
+                    if let Some(snapshot) = snapshot {
+                        return Ok(snapshot as u64);
+                    }
+                }
+                let latest: i64 = sqlx::query_scalar("SELECT last_version FROM version_counter")
+                    .fetch_one(&self.shared.pool)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO export_walks (integration, kind, since, snapshot) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (integration, kind, since) DO UPDATE SET snapshot = excluded.snapshot",
+                )
+                .bind(integration)
+                .bind(kind.name())
+                .bind(since)
+                .bind(latest)
+                .execute(&self.shared.write_pool)
+                .await?;
+                Ok(latest as u64)
+            }
+
+            async fn export_orders(
+                &self,
+                integration: &str,
+                page: $crate::store::ExportPage,
+            ) -> Result<(u64, Vec<$crate::store::ExportedOrder>), $crate::store::StoreError> {
+                use sqlx::Row as _;
+                // The latest version of each deal as of the snapshot, if it changed
+                // at or after `since`; the same set for the count and every page.
+                const WALK: &str = "WITH latest AS ( \
+                       SELECT lead_id, MAX(version) AS version FROM deal_versions \
+                       WHERE integration = $1 AND version <= $2 GROUP BY lead_id) \
+                     SELECT v.lead_id, v.update_time, v.payload AS details, \
+                       l.deal_id, l.order_id, e.receive_time, e.payload AS lead \
+                     FROM latest \
+                     JOIN deal_versions v ON v.integration = $1 AND v.lead_id = latest.lead_id \
+                       AND v.version = latest.version \
+                     JOIN leads l ON l.integration = $1 AND l.lead_id = v.lead_id \
+                     JOIN events e ON e.sequence = l.sequence \
+                     WHERE v.update_time >= $3";
+                let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({WALK}) walk"))
+                    .bind(integration)
+                    .bind($crate::store::sql::to_db_sequence(page.snapshot))
+                    .bind($crate::store::sql::to_micros(page.since))
+                    .fetch_one(&self.shared.pool)
+                    .await?;
+                let rows = sqlx::query(&format!(
+                    "{WALK} ORDER BY v.update_time, v.lead_id LIMIT $4 OFFSET $5"
+                ))
+                .bind(integration)
+                .bind($crate::store::sql::to_db_sequence(page.snapshot))
+                .bind($crate::store::sql::to_micros(page.since))
+                .bind($crate::store::sql::to_db_sequence(page.limit))
+                .bind($crate::store::sql::to_db_sequence(page.offset))
+                .fetch_all(&self.shared.pool)
+                .await?;
+                let orders = rows
+                    .iter()
+                    .map(|row| {
+                        let lead_id: String = row.try_get("lead_id")?;
+                        let details: String = row.try_get("details")?;
+                        let lead: String = row.try_get("lead")?;
+                        let visit = match $crate::store::sql::from_json(&lead)? {
+                            $crate::domain::EventBody::Lead(lead) => lead.visit,
+                            _ => String::new(),
+                        };
+                        Ok($crate::store::ExportedOrder {
+                            deal: $crate::domain::Deal {
+                                key: $crate::domain::LeadKey::new(integration, lead_id),
+                                deal_id: row.try_get("deal_id")?,
+                                answered_order_id: row.try_get("order_id")?,
+                                details: $crate::store::sql::from_json(&details)?,
+                                update_time: $crate::store::sql::from_micros(row.try_get("update_time")?),
+                            },
+                            visit,
+                            lead_receive_time: $crate::store::sql::from_micros(row.try_get("receive_time")?),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, $crate::store::StoreError>>()?;
+                Ok((total as u64, orders))
+            }
+
+            async fn export_clients(
+                &self,
+                integration: &str,
+                page: $crate::store::ExportPage,
+            ) -> Result<(u64, Vec<$crate::store::ExportedClient>), $crate::store::StoreError> {
+                use sqlx::Row as _;
+                const WALK: &str = "WITH latest AS ( \
+                       SELECT client_id, MAX(version) AS version FROM client_versions \
+                       WHERE integration = $1 AND version <= $2 GROUP BY client_id) \
+                     SELECT v.client_id, v.update_time, v.payload FROM latest \
+                     JOIN client_versions v ON v.integration = $1 AND v.client_id = latest.client_id \
+                       AND v.version = latest.version \
+                     WHERE v.update_time >= $3";
+                let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({WALK}) walk"))
+                    .bind(integration)
+                    .bind($crate::store::sql::to_db_sequence(page.snapshot))
+                    .bind($crate::store::sql::to_micros(page.since))
+                    .fetch_one(&self.shared.pool)
+                    .await?;
+                let rows = sqlx::query(&format!(
+                    "{WALK} ORDER BY v.update_time, v.client_id LIMIT $4 OFFSET $5"
+                ))
+                .bind(integration)
+                .bind($crate::store::sql::to_db_sequence(page.snapshot))
+                .bind($crate::store::sql::to_micros(page.since))
+                .bind($crate::store::sql::to_db_sequence(page.limit))
+                .bind($crate::store::sql::to_db_sequence(page.offset))
+                .fetch_all(&self.shared.pool)
+                .await?;
+                let clients = rows
+                    .iter()
+                    .map(|row| {
+                        let payload: String = row.try_get("payload")?;
+                        Ok($crate::store::ExportedClient {
+                            client: $crate::store::sql::from_json(&payload)?,
+                            update_time: $crate::store::sql::from_micros(row.try_get("update_time")?),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, $crate::store::StoreError>>()?;
+                Ok((total as u64, clients))
             }
 
             async fn get_lead(
@@ -207,15 +423,8 @@ macro_rules! sql_store {
                 &self,
                 key: &$crate::domain::LeadKey,
             ) -> Result<Option<$crate::domain::Deal>, $crate::store::StoreError> {
-                let row = sqlx::query(
-                    "SELECT deal_id, order_id, deal_update_time FROM leads \
-                     WHERE integration = $1 AND lead_id = $2",
-                )
-                .bind(&key.integration)
-                .bind(&key.lead_id)
-                .fetch_optional(&self.shared.pool)
-                .await?;
-                Ok(row.map(|row| deal_from_row(key, &row)).transpose()?)
+                let mut connection = self.shared.pool.acquire().await?;
+                Ok(load_deal(&mut connection, key).await?.map(|(_, deal)| deal))
             }
 
             async fn events_after(
@@ -427,11 +636,11 @@ macro_rules! sql_store {
                     Some((_, deal)) => Ok(assign(tx, deal, *assignment).await?),
                     None => Err(StoreError::NotFound),
                 }),
-                Command::InsertMessage { message, .. } => {
-                    Outcome::Message(insert_message(tx, message, committed).await?)
+                Command::InsertEvent { body, .. } => {
+                    Outcome::Event(insert_event(tx, body, committed).await?)
                 }
-                Command::ReportDeal { key, deal_id, .. } => {
-                    Outcome::Deal(report_deal(tx, key, deal_id, committed).await?)
+                Command::ReportDeal { key, report, .. } => {
+                    Outcome::Deal(report_deal(tx, key, report, committed).await?)
                 }
                 Command::Ping { .. } | Command::Stop => Outcome::Nothing,
             })
@@ -478,6 +687,7 @@ macro_rules! sql_store {
                     key,
                     deal_id: None,
                     answered_order_id: order_id,
+                    details: Default::default(),
                     update_time: event.receive_time,
                 },
             };
@@ -485,37 +695,35 @@ macro_rules! sql_store {
             Ok(Ok(receipt))
         }
 
-        async fn insert_message(
+        async fn insert_event(
             tx: &mut Connection,
-            message: &$crate::domain::DealMessage,
+            body: &$crate::domain::EventBody,
             committed: &mut $crate::store::writer::Committed,
-        ) -> Result<Result<$crate::store::MessageReceipt, $crate::store::StoreError>, sqlx::Error>
-        {
-            let identity = message.identity();
+        ) -> Result<Result<$crate::store::EventReceipt, $crate::store::StoreError>, sqlx::Error> {
+            let identity = body.identity();
             let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT sequence FROM messages WHERE integration = $1 AND identity = $2",
+                "SELECT sequence FROM event_identities WHERE integration = $1 AND identity = $2",
             )
-            .bind(&message.integration)
+            .bind(body.integration())
             .bind(&identity)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(sequence) = existing {
-                return Ok(Ok($crate::store::MessageReceipt {
+                return Ok(Ok($crate::store::EventReceipt {
                     sequence: sequence as u64,
                     created: false,
                 }));
             }
-            let key = $crate::domain::LeadKey::new(&message.integration, message.lead_id.clone());
-            let body = $crate::domain::EventBody::Message(message.clone());
+            let key = $crate::domain::LeadKey::new(body.integration(), body.subject_id());
             let now = time::OffsetDateTime::now_utc();
-            let event = append_event(tx, "message", &key, body, now).await?;
-            sqlx::query("INSERT INTO messages (integration, identity, sequence) VALUES ($1, $2, $3)")
+            let event = append_event(tx, body.kind_name(), &key, body.clone(), now).await?;
+            sqlx::query("INSERT INTO event_identities (integration, identity, sequence) VALUES ($1, $2, $3)")
                 .bind(&key.integration)
                 .bind(&identity)
                 .bind($crate::store::sql::to_db_sequence(event.sequence))
                 .execute(&mut *tx)
                 .await?;
-            let receipt = $crate::store::MessageReceipt {
+            let receipt = $crate::store::EventReceipt {
                 sequence: event.sequence,
                 created: true,
             };
@@ -567,41 +775,75 @@ macro_rules! sql_store {
         async fn report_deal(
             tx: &mut Connection,
             key: &$crate::domain::LeadKey,
-            deal_id: &str,
+            report: &$crate::store::DealReport,
             committed: &mut $crate::store::writer::Committed,
         ) -> Result<Result<$crate::domain::Deal, $crate::store::StoreError>, sqlx::Error> {
             use $crate::store::StoreError;
-            match load_deal(tx, key).await? {
-                None => return Ok(Err(StoreError::NotFound)),
-                Some((_, deal)) if deal.deal_id.as_deref() == Some(deal_id) => return Ok(Ok(deal)),
-                Some(_) => {}
-            }
-            // Conditional, so that a concurrent answer on another replica is respected:
-            // a deal id Roistat was answered as order_id never changes.
-            let updated = sqlx::query(
-                "UPDATE leads SET deal_id = $3, deal_update_time = $4 \
-                 WHERE integration = $1 AND lead_id = $2 \
-                   AND (order_id IS NULL OR deal_id IS NULL OR order_id <> deal_id) \
-                 RETURNING deal_id, order_id, deal_update_time",
-            )
-            .bind(&key.integration)
-            .bind(&key.lead_id)
-            .bind(deal_id)
-            .bind($crate::store::sql::to_micros(time::OffsetDateTime::now_utc()))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = updated {
+            let Some((_, mut deal)) = load_deal(tx, key).await? else {
+                return Ok(Err(StoreError::NotFound));
+            };
+            let now = $crate::store::sql::to_micros(time::OffsetDateTime::now_utc());
+            if let Some(deal_id) = report.deal_id.as_deref().filter(|id| deal.deal_id.as_deref() != Some(*id)) {
+                // Conditional, so that a concurrent answer on another replica is
+                // respected: a deal id Roistat was answered as order_id never changes.
+                let updated = sqlx::query(
+                    "UPDATE leads SET deal_id = $3, deal_update_time = $4 \
+                     WHERE integration = $1 AND lead_id = $2 \
+                       AND (order_id IS NULL OR deal_id IS NULL OR order_id <> deal_id) \
+                     RETURNING deal_id",
+                )
+                .bind(&key.integration)
+                .bind(&key.lead_id)
+                .bind(deal_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if updated.is_none() {
+                    return Ok(match load_deal(tx, key).await? {
+                        None => Err(StoreError::NotFound),
+                        Some((_, current)) if current.deal_id.as_deref() == Some(deal_id) => Ok(current),
+                        Some((_, current)) => Err(StoreError::Conflict(format!(
+                            "deal id {:?} was already answered to Roistat as order_id and cannot change",
+                            current.deal_id.unwrap_or_default()
+                        ))),
+                    });
+                }
+                deal.deal_id = Some(deal_id.to_owned());
+                deal.update_time = $crate::store::sql::from_micros(now);
                 committed.deal_reports.push(key.clone());
-                return Ok(deal_from_row(key, &row));
             }
-            Ok(match load_deal(tx, key).await? {
-                None => Err(StoreError::NotFound),
-                Some((_, deal)) if deal.deal_id.as_deref() == Some(deal_id) => Ok(deal),
-                Some((_, deal)) => Err(StoreError::Conflict(format!(
-                    "deal id {:?} was already answered to Roistat as order_id and cannot change",
-                    deal.deal_id.unwrap_or_default()
-                ))),
-            })
+            if !report.update.is_empty() {
+                let details = report.update.apply(std::mem::take(&mut deal.details));
+                let version = next_version(tx).await?;
+                sqlx::query(
+                    "INSERT INTO deal_versions (integration, lead_id, version, update_time, payload) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&key.integration)
+                .bind(&key.lead_id)
+                .bind(version)
+                .bind(now)
+                .bind($crate::store::sql::to_json(&details).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE leads SET deal_update_time = $3 WHERE integration = $1 AND lead_id = $2")
+                    .bind(&key.integration)
+                    .bind(&key.lead_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                deal.details = details;
+                deal.update_time = $crate::store::sql::from_micros(now);
+            }
+            Ok(Ok(deal))
+        }
+
+        /// Allocates the next version number. On PostgreSQL the counter's row lock
+        /// is held until commit, so versions commit in the order of their numbers.
+        async fn next_version(tx: &mut Connection) -> Result<i64, sqlx::Error> {
+            sqlx::query_scalar("UPDATE version_counter SET last_version = last_version + 1 RETURNING last_version")
+                .fetch_one(&mut *tx)
+                .await
         }
 
         /// Fixes the order id of a deal that has none yet, as `assignment` says.
@@ -631,7 +873,13 @@ macro_rules! sql_store {
             .fetch_optional(&mut *tx)
             .await?;
             match updated {
-                Some(row) => deal_from_row(&deal.key, &row).map_err(|e| sqlx::Error::Decode(Box::new(e))),
+                Some(row) => {
+                    use sqlx::Row as _;
+                    let mut deal = deal;
+                    deal.deal_id = row.try_get("deal_id")?;
+                    deal.answered_order_id = row.try_get("order_id")?;
+                    Ok(deal)
+                }
                 None => Ok(load_deal(tx, &deal.key).await?.map_or(deal, |(_, current)| current)),
             }
         }
@@ -643,8 +891,11 @@ macro_rules! sql_store {
         ) -> Result<Option<(u64, $crate::domain::Deal)>, sqlx::Error> {
             use sqlx::Row as _;
             let row = sqlx::query(
-                "SELECT sequence, deal_id, order_id, deal_update_time FROM leads \
-                 WHERE integration = $1 AND lead_id = $2",
+                "SELECT l.sequence, l.deal_id, l.order_id, l.deal_update_time, \
+                   (SELECT v.payload FROM deal_versions v \
+                    WHERE v.integration = l.integration AND v.lead_id = l.lead_id \
+                    ORDER BY v.version DESC LIMIT 1) AS details \
+                 FROM leads l WHERE l.integration = $1 AND l.lead_id = $2",
             )
             .bind(&key.integration)
             .bind(&key.lead_id)
@@ -663,10 +914,15 @@ macro_rules! sql_store {
             row: &Row,
         ) -> Result<$crate::domain::Deal, $crate::store::StoreError> {
             use sqlx::Row as _;
+            let details: Option<String> = row.try_get("details")?;
             Ok($crate::domain::Deal {
                 key: key.clone(),
                 deal_id: row.try_get("deal_id")?,
                 answered_order_id: row.try_get("order_id")?,
+                details: match details {
+                    Some(details) => $crate::store::sql::from_json(&details)?,
+                    None => Default::default(),
+                },
                 update_time: $crate::store::sql::from_micros(row.try_get("deal_update_time")?),
             })
         }

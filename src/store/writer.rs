@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{LeadReceipt, MessageReceipt, OrderIdAssignment, StoreError};
-use crate::domain::{Deal, DealMessage, Event, Lead, LeadKey};
+use super::{DealReport, EventReceipt, LeadReceipt, OrderIdAssignment, StoreError};
+use crate::domain::{Deal, Event, EventBody, Lead, LeadKey};
 
 /// Most writes committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
@@ -23,13 +23,13 @@ pub(super) enum Command {
         assignment: OrderIdAssignment,
         reply: oneshot::Sender<Result<Deal, StoreError>>,
     },
-    InsertMessage {
-        message: DealMessage,
-        reply: oneshot::Sender<Result<MessageReceipt, StoreError>>,
+    InsertEvent {
+        body: Box<EventBody>,
+        reply: oneshot::Sender<Result<EventReceipt, StoreError>>,
     },
     ReportDeal {
         key: LeadKey,
-        deal_id: String,
+        report: Box<DealReport>,
         reply: oneshot::Sender<Result<Deal, StoreError>>,
     },
     /// Answered once the writer reaches it: proves the write path is alive.
@@ -44,7 +44,7 @@ pub(super) enum Command {
 pub(super) enum Outcome {
     Lead(Result<LeadReceipt, StoreError>),
     Deal(Result<Deal, StoreError>),
-    Message(Result<MessageReceipt, StoreError>),
+    Event(Result<EventReceipt, StoreError>),
     Nothing,
 }
 
@@ -128,7 +128,7 @@ fn failed(command: &Command, error: StoreError) -> Outcome {
     match command {
         Command::InsertLead { .. } => Outcome::Lead(Err(error)),
         Command::AssignOrderId { .. } | Command::ReportDeal { .. } => Outcome::Deal(Err(error)),
-        Command::InsertMessage { .. } => Outcome::Message(Err(error)),
+        Command::InsertEvent { .. } => Outcome::Event(Err(error)),
         Command::Ping { .. } | Command::Stop => Outcome::Nothing,
     }
 }
@@ -156,10 +156,10 @@ fn reply_all(batch: Vec<Command>, outcomes: Vec<Outcome>) {
             (Command::AssignOrderId { reply, .. } | Command::ReportDeal { reply, .. }, _) => {
                 let _ = reply.send(Err(error()));
             }
-            (Command::InsertMessage { reply, .. }, Some(Outcome::Message(result))) => {
+            (Command::InsertEvent { reply, .. }, Some(Outcome::Event(result))) => {
                 let _ = reply.send(result);
             }
-            (Command::InsertMessage { reply, .. }, _) => {
+            (Command::InsertEvent { reply, .. }, _) => {
                 let _ = reply.send(Err(error()));
             }
             (Command::Ping { reply }, Some(Outcome::Nothing)) => {

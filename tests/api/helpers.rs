@@ -412,6 +412,8 @@ pub fn lead_id(event: &LeadEvent) -> Option<&str> {
     match event.event.as_ref()? {
         Event::Lead(lead) => Some(&lead.lead_id),
         Event::Message(message) => Some(&message.lead_id),
+        Event::Task(task) => Some(&task.element_id),
+        Event::Call(call) => Some(&call.call_id),
         Event::Heartbeat(_) => None,
     }
 }
