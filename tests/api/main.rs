@@ -1,6 +1,7 @@
 //! Integration tests: the real binary on random ports, over real HTTP and gRPC.
 
 mod consumers;
+mod crm;
 mod deals;
 mod grpc;
 mod helpers;
