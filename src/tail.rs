@@ -128,9 +128,14 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     // is not missed.
     let interrupted = crate::app::shutdown_signal();
     tokio::pin!(interrupted);
+    // `| head -1` closes the pipe while we wait for the next event: notice it then,
+    // not only at the next write.
+    let output_closed = output_closed();
+    tokio::pin!(output_closed);
     loop {
         let event = tokio::select! {
             _ = &mut interrupted => return Ok(()),
+            _ = &mut output_closed => return Ok(()),
             message = stream.message() => message,
         };
         let event = match event {
@@ -161,6 +166,30 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(|status| anyhow::anyhow!("AckLeads: {}", status.message()))?;
         }
+    }
+}
+
+/// Completes when standard output reports an error or a hang-up, as a pipe does
+/// once its reader has gone; never where that cannot be watched.
+async fn output_closed() {
+    let (closed, watch) = tokio::sync::oneshot::channel::<()>();
+    // A detached thread: poll(2) blocks, and must not hold up the runtime's exit.
+    std::thread::spawn(move || {
+        #[cfg(unix)]
+        {
+            use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+            use std::os::fd::AsFd;
+            let stdout = std::io::stdout();
+            // No events asked for: poll reports only errors and hang-ups.
+            let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+            while let Err(nix::errno::Errno::EINTR) = poll(&mut fds, PollTimeout::NONE) {}
+            let _ = closed.send(());
+        }
+        #[cfg(not(unix))]
+        drop(closed);
+    });
+    if watch.await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

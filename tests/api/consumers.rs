@@ -450,8 +450,9 @@ async fn tail_ends_cleanly_when_its_output_is_closed() {
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
     within("a line", lines.next_line()).await.unwrap().unwrap();
 
-    drop(lines); // the reader goes away, as with `| head -1`
-    send_leads(&app, &["2"]).await;
+    // The reader goes away, as with `| head -1`, while tail waits for the next
+    // event: it must notice without another event to write.
+    drop(lines);
     let status = within("tail to exit", tail.wait()).await.unwrap();
 
     assert!(status.success(), "{status}");
