@@ -1,6 +1,7 @@
 //! The application: opens the store, binds both servers, runs them until shutdown,
 //! then closes the store.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::config::LogFormat;
 use crate::domain::OrderIdMode;
 use crate::grpc::{LeadApi, LeadServiceServer};
 use crate::http::{self, HttpState, Limits};
@@ -17,7 +19,10 @@ use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::relay::LeadRelay;
 use crate::roistat::Credentials;
 use crate::store::{self, LeadStore};
+use crate::telemetry;
 
+/// How often histogram samples are folded in, whether or not anyone scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -27,8 +32,11 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 pub struct Settings {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// A second address for GET /metrics, besides the HTTP server's.
+    pub metrics_addr: Option<SocketAddr>,
     pub database_url: String,
-    pub credentials: Credentials,
+    /// Credentials by integration name; "default" is served at plain /webhook.
+    pub integrations: BTreeMap<String, Credentials>,
     pub order_id_mode: OrderIdMode,
     pub deal_wait: Duration,
     /// Live events kept in memory for subscribers.
@@ -37,6 +45,7 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// Records per export page when Roistat gives no `limit`.
     pub export_page_size: u64,
+    pub log_format: LogFormat,
     pub limits: Limits,
 }
 
@@ -45,6 +54,7 @@ pub struct Application {
     settings: Settings,
     http_listener: TcpListener,
     grpc_listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     store: Arc<dyn LeadStore>,
     relay: LeadRelay,
     shutdown: CancellationToken,
@@ -54,6 +64,7 @@ impl Application {
     /// Opens the store (applying migrations) and binds both listeners, so that the
     /// bound addresses are known before serving (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        telemetry::metrics();
         let store = store::open(&settings.database_url, settings.stream_buffer)
             .await
             .context("cannot open the store")?;
@@ -63,6 +74,14 @@ impl Application {
         let grpc_listener = TcpListener::bind(settings.grpc_addr)
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", settings.grpc_addr))?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+            ),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let relay = LeadRelay::new(
             store.clone(),
@@ -75,6 +94,7 @@ impl Application {
             settings,
             http_listener,
             grpc_listener,
+            metrics_listener,
             store,
             relay,
             shutdown,
@@ -106,6 +126,7 @@ impl Application {
             settings,
             http_listener,
             grpc_listener,
+            metrics_listener,
             store,
             relay,
             shutdown,
@@ -123,6 +144,13 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let lead_api = LeadApi::new(relay.clone(), 64);
         let grpc = tonic::transport::Server::builder()
+            .trace_fn(|request| {
+                tracing::info_span!(
+                    "grpc",
+                    request_id = %telemetry::request_id(),
+                    method = %request.uri().path()
+                )
+            })
             // Pings keep idle streams alive through proxies and load balancers and
             // find dead peers; TCP keepalive is the backstop.
             .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
@@ -132,12 +160,14 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(LeadServiceServer::new(lead_api));
 
-        let router = http::router(HttpState {
+        let http_state = HttpState {
             relay,
-            credentials: Arc::new(settings.credentials),
+            integrations: Arc::new(settings.integrations),
             limits: settings.limits,
             export_page_size: settings.export_page_size,
-        });
+        };
+        let metrics_router = http::metrics_router(http_state.clone());
+        let router = http::router(http_state);
 
         tracing::info!(%http_addr, %grpc_addr, "listening");
         let grpc_shutdown = shutdown.clone();
@@ -158,11 +188,31 @@ impl Application {
             http::serve(http_listener, router, settings.limits, shutdown.clone()).await;
             shutdown.cancel();
         };
+        let metrics_server = async {
+            if let Some(listener) = metrics_listener {
+                http::serve(listener, metrics_router, settings.limits, shutdown.clone()).await;
+            }
+        };
         let stop_reporting = async {
             shutdown.cancelled().await;
             health.set_not_serving::<LeadServiceServer<LeadApi>>().await;
         };
-        let (grpc_result, (), ()) = tokio::join!(grpc_server, http_server, stop_reporting);
+        let metrics_upkeep = async {
+            let mut every = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => telemetry::metrics().run_upkeep(),
+                }
+            }
+        };
+        let (grpc_result, (), (), (), ()) = tokio::join!(
+            grpc_server,
+            http_server,
+            metrics_server,
+            stop_reporting,
+            metrics_upkeep
+        );
         store.close().await;
         tracing::info!("stopped");
         grpc_result.context("gRPC server failed")

@@ -1,13 +1,19 @@
-//! The command line: flags, their environment variables and defaults.
+//! Configuration: flags, their environment variables, an optional TOML file, and
+//! defaults, in that order of precedence (a flag beats its variable, which beats
+//! the file, which beats the default).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
+use serde::Deserialize;
 
 use crate::app::Settings;
-use crate::domain::OrderIdMode;
+use crate::domain::{DEFAULT_INTEGRATION, OrderIdMode};
 use crate::http::Limits;
 use crate::roistat::Credentials;
 
@@ -29,10 +35,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the lead stream of a running service, one JSON object per line.
     Tail(crate::tail::TailArgs),
+    /// Send a Roistat-shaped webhook to a running service, to check the set-up.
+    Send(crate::send::SendArgs),
+    /// Validate the configuration and print the effective settings, secrets masked.
+    CheckConfig(ServeArgs),
 }
 
 /// What Roistat is answered as `order_id` for a new lead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OrderIdArg {
     /// At once: the Roistat lead id (or the CRM deal id, if already reported).
     Lead,
@@ -41,8 +52,23 @@ pub enum OrderIdArg {
     Crm,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML configuration file (see README); flags and environment variables
+    /// override what it sets.
+    #[arg(long, env = "ROISTAT_LEADS_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// Address of the HTTP server that receives Roistat's webhooks.
     #[arg(long, env = "ROISTAT_LEADS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -51,7 +77,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ROISTAT_LEADS_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Where leads are stored: sqlite://PATH (the file is created if missing).
+    /// Also serve GET /metrics on this address (it is always on the HTTP server).
+    #[arg(long, env = "ROISTAT_LEADS_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Where leads are stored: sqlite://PATH (the file is created if missing) or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -60,7 +91,8 @@ pub struct ServeArgs {
     )]
     pub database_url: String,
 
-    /// The login set in Roistat's integration settings (sent as `user`).
+    /// The login set in Roistat's integration settings (sent as `user`), for the
+    /// default integration at /webhook.
     #[arg(long, env = "ROISTAT_USER")]
     pub roistat_user: Option<String>,
 
@@ -114,48 +146,339 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=10_000)
     )]
     pub export_page_size: u64,
+
+    /// Log lines as human-readable text or as JSON objects. RUST_LOG filters them.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 }
 
 fn secret(value: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(value.to_owned()))
 }
 
+/// The configuration file. Every key is optional; unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    http_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    database_url: Option<String>,
+    database_url_file: Option<PathBuf>,
+    roistat_user: Option<String>,
+    roistat_password: Option<String>,
+    roistat_password_file: Option<PathBuf>,
+    roistat_token: Option<String>,
+    roistat_token_file: Option<PathBuf>,
+    order_id: Option<OrderIdArg>,
+    deal_wait_ms: Option<u64>,
+    stream_buffer: Option<u32>,
+    heartbeat_ms: Option<u64>,
+    export_page_size: Option<u64>,
+    log_format: Option<LogFormat>,
+    #[serde(default)]
+    integrations: Vec<FileIntegration>,
+}
+
+/// One Roistat project, served at `/webhook/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIntegration {
+    name: String,
+    login: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+/// The credentials of one integration, as given somewhere.
+#[derive(Default)]
+struct CredentialSource {
+    login: Option<String>,
+    password: Option<SecretString>,
+    token: Option<SecretString>,
+}
+
+impl CredentialSource {
+    fn is_empty(&self) -> bool {
+        self.login.is_none() && self.password.is_none() && self.token.is_none()
+    }
+
+    fn build(self, what: &str) -> Result<Credentials, String> {
+        let login = self.login.as_deref();
+        match (&self.password, &self.token) {
+            (Some(_), Some(_)) => Err(format!(
+                "{what}: give either a password or a token, not both"
+            )),
+            (Some(password), None) => Ok(Credentials::from_password(
+                login.unwrap_or_default(),
+                password,
+            )),
+            (None, Some(token)) => {
+                Credentials::from_token(login, token).map_err(|error| format!("{what}: {error}"))
+            }
+            (None, None) => Err(format!("{what}: no password or token")),
+        }
+    }
+}
+
+/// Reads a secret from a file (as container secrets are mounted), without the
+/// trailing newline editors add.
+fn read_secret(path: &Path) -> Result<SecretString, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    Ok(SecretString::from(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
+fn one_of(
+    value: Option<String>,
+    file: Option<&PathBuf>,
+    what: &str,
+) -> Result<Option<SecretString>, String> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(format!("{what}: give the value or the file, not both")),
+        (Some(value), None) => Ok(Some(SecretString::from(value))),
+        (None, Some(path)) => read_secret(path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Integration names appear in URLs: keep them plain.
+fn validate_integration_name(name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
+        && name.bytes().all(|byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'-' | b'_')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "integration name {name:?}: use 1 to 64 of a-z 0-9 - _"
+        ))
+    }
+}
+
 impl ServeArgs {
-    /// Checks the flags together and turns them into the application's settings.
-    pub fn into_settings(self) -> Result<Settings, String> {
-        let credentials = self.credentials()?;
+    /// The effective settings: flags and environment (as parsed into `self`, with
+    /// `matches` telling which values are mere defaults), then the file, then defaults.
+    pub fn into_settings(self, matches: &ArgMatches) -> Result<Settings, String> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|error| format!("{}: {error}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let explicit = |id: &str| {
+            matches
+                .value_source(id)
+                .is_some_and(|source| source != ValueSource::DefaultValue)
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                if explicit(stringify!($field)) {
+                    self.$field
+                } else {
+                    file.$field.unwrap_or(self.$field)
+                }
+            };
+        }
+        let database_url = if explicit("database_url") {
+            self.database_url.clone()
+        } else {
+            match (&file.database_url, &file.database_url_file) {
+                (Some(_), Some(_)) => {
+                    return Err("give database_url or database_url_file, not both".to_owned());
+                }
+                (Some(url), None) => url.clone(),
+                (None, Some(path)) => secrecy::ExposeSecret::expose_secret(&read_secret(path)?)
+                    .trim()
+                    .to_owned(),
+                (None, None) => self.database_url.clone(),
+            }
+        };
+        let integrations = self.integrations(&file)?;
+        let order_id = pick!(order_id);
         Ok(Settings {
-            http_addr: self.http_addr,
-            grpc_addr: self.grpc_addr,
-            database_url: self.database_url,
-            credentials,
-            order_id_mode: match self.order_id {
+            http_addr: pick!(http_addr),
+            grpc_addr: pick!(grpc_addr),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            database_url,
+            integrations,
+            order_id_mode: match order_id {
                 OrderIdArg::Lead => OrderIdMode::Lead,
                 OrderIdArg::Crm => OrderIdMode::Crm,
             },
-            deal_wait: Duration::from_millis(self.deal_wait_ms),
-            stream_buffer: self.stream_buffer as usize,
-            heartbeat: Duration::from_millis(self.heartbeat_ms),
-            export_page_size: self.export_page_size,
+            deal_wait: Duration::from_millis(pick!(deal_wait_ms)),
+            stream_buffer: pick!(stream_buffer).max(1) as usize,
+            heartbeat: Duration::from_millis(pick!(heartbeat_ms).max(10)),
+            export_page_size: pick!(export_page_size).clamp(1, 10_000),
+            log_format: pick!(log_format),
             limits: Limits::default(),
         })
     }
 
-    fn credentials(&self) -> Result<Credentials, String> {
-        let user = self.roistat_user.as_deref();
-        match (&self.roistat_password, &self.roistat_token) {
-            (Some(_), Some(_)) => {
-                Err("give either --roistat-password or --roistat-token (ROISTAT_PASSWORD or ROISTAT_TOKEN), not both".to_owned())
-            }
-            (Some(password), None) => Ok(Credentials::from_password(user.unwrap_or_default(), password)),
-            (None, Some(token)) => {
-                Credentials::from_token(user, token).map_err(|error| format!("--roistat-token: {error}"))
-            }
-            (None, None) => Err(
-                "no Roistat credentials: set ROISTAT_USER and ROISTAT_PASSWORD (or ROISTAT_TOKEN), \
-                 or pass --roistat-user and --roistat-password (or --roistat-token)"
-                    .to_owned(),
-            ),
+    /// Every integration's credentials. The default one (plain /webhook) takes them
+    /// from flags or environment, else from the file's top level, else from an
+    /// `[[integrations]]` entry named "default".
+    fn integrations(&self, file: &FileConfig) -> Result<BTreeMap<String, Credentials>, String> {
+        let mut integrations = BTreeMap::new();
+        let from_flags = CredentialSource {
+            login: self.roistat_user.clone(),
+            password: self.roistat_password.clone(),
+            token: self.roistat_token.clone(),
+        };
+        let from_file = CredentialSource {
+            login: file.roistat_user.clone(),
+            password: one_of(
+                file.roistat_password.clone(),
+                file.roistat_password_file.as_ref(),
+                "roistat_password",
+            )?,
+            token: one_of(
+                file.roistat_token.clone(),
+                file.roistat_token_file.as_ref(),
+                "roistat_token",
+            )?,
+        };
+        let default = if from_flags.password.is_some() || from_flags.token.is_some() {
+            Some(from_flags)
+        } else if !from_file.is_empty() {
+            Some(CredentialSource {
+                login: from_flags.login.or(from_file.login),
+                ..from_file
+            })
+        } else {
+            None
+        };
+        if let Some(default) = default {
+            integrations.insert(
+                DEFAULT_INTEGRATION.to_owned(),
+                default.build("the default integration (ROISTAT_PASSWORD or ROISTAT_TOKEN)")?,
+            );
         }
+        for entry in &file.integrations {
+            validate_integration_name(&entry.name)?;
+            let what = format!("integration {:?}", entry.name);
+            if integrations.contains_key(&entry.name) {
+                if entry.name == DEFAULT_INTEGRATION {
+                    continue; // flags or the top level already set it
+                }
+                return Err(format!("{what} is declared twice"));
+            }
+            let source = CredentialSource {
+                login: entry.login.clone(),
+                password: one_of(entry.password.clone(), entry.password_file.as_ref(), &what)?,
+                token: one_of(entry.token.clone(), entry.token_file.as_ref(), &what)?,
+            };
+            integrations.insert(entry.name.clone(), source.build(&what)?);
+        }
+        if integrations.is_empty() {
+            return Err("no Roistat credentials: set ROISTAT_USER and ROISTAT_PASSWORD (or ROISTAT_TOKEN), \
+                 pass --roistat-user and --roistat-password (or --roistat-token), \
+                 or declare integrations in --config"
+                .to_owned());
+        }
+        Ok(integrations)
+    }
+}
+
+/// The effective settings as `key = value` lines, secrets masked.
+pub fn describe(settings: &Settings) -> String {
+    let mut lines =
+        vec![
+            format!("http_addr = {:?}", settings.http_addr.to_string()),
+            format!("grpc_addr = {:?}", settings.grpc_addr.to_string()),
+            format!(
+                "metrics_addr = {}",
+                settings.metrics_addr.map_or(
+                    "(only /metrics on http_addr)".to_owned(),
+                    |a| format!("{:?}", a.to_string())
+                )
+            ),
+            format!("database_url = {:?}", mask_url(&settings.database_url)),
+            format!(
+                "order_id = {:?}",
+                match settings.order_id_mode {
+                    OrderIdMode::Lead => "lead",
+                    OrderIdMode::Crm => "crm",
+                }
+            ),
+            format!("deal_wait_ms = {}", settings.deal_wait.as_millis()),
+            format!("stream_buffer = {}", settings.stream_buffer),
+            format!("heartbeat_ms = {}", settings.heartbeat.as_millis()),
+            format!("export_page_size = {}", settings.export_page_size),
+            format!(
+                "log_format = {:?}",
+                format!("{:?}", settings.log_format).to_lowercase()
+            ),
+        ];
+    for (name, credentials) in &settings.integrations {
+        let path = if name == DEFAULT_INTEGRATION {
+            "/webhook".to_owned()
+        } else {
+            format!("/webhook/{name}")
+        };
+        lines.push(String::new());
+        lines.push("[[integrations]]".to_owned());
+        lines.push(format!("name = {name:?}  # {path}"));
+        lines.push(format!(
+            "login = {:?}",
+            credentials.login().unwrap_or("(any)")
+        ));
+        lines.push("token = \"********\"".to_owned());
+    }
+    lines.join("\n")
+}
+
+/// A database URL with its password hidden.
+fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:********@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_masked() {
+        assert_eq!(
+            mask_url("postgres://app:s3cret@db:5432/leads"),
+            "postgres://app:********@db:5432/leads"
+        );
+        assert_eq!(
+            mask_url("sqlite://roistat-leads.db"),
+            "sqlite://roistat-leads.db"
+        );
+    }
+
+    #[test]
+    fn integration_names_are_plain() {
+        assert!(validate_integration_name("shop-b").is_ok());
+        assert!(validate_integration_name("Shop B").is_err());
+        assert!(validate_integration_name("").is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod relay;
 pub mod roistat;
+pub mod send;
 pub mod store;
 pub mod tail;
 pub mod telemetry;

@@ -1,22 +1,42 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use roistat_leads::app::{Application, shutdown_signal};
-use roistat_leads::config::{Cli, Command};
+use roistat_leads::config::{Cli, Command, describe};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    // Which values came from flags or the environment, and which are defaults.
+    let sub_matches = matches
+        .subcommand()
+        .map(|(_, sub)| sub.clone())
+        .unwrap_or_default();
     match cli.command {
+        Command::CheckConfig(args) => match args.into_settings(&sub_matches) {
+            Ok(settings) => {
+                println!("{}", describe(&settings));
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("roistat-leads: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Send(args) => roistat_leads::send::run(args).await,
         Command::Serve(args) => {
-            let settings = match args.into_settings() {
+            let settings = match args.into_settings(&sub_matches) {
                 Ok(settings) => settings,
                 Err(error) => {
                     eprintln!("roistat-leads: {error}");
                     return ExitCode::from(2);
                 }
             };
-            roistat_leads::telemetry::init();
+            roistat_leads::telemetry::init(settings.log_format);
             let app = match Application::build(settings).await {
                 Ok(app) => app,
                 Err(error) => {

@@ -108,6 +108,16 @@ impl Credentials {
         })
     }
 
+    /// The expected token.
+    pub fn token(&self) -> &SecretString {
+        &self.token
+    }
+
+    /// The login `user` must match, when one is configured.
+    pub fn login(&self) -> Option<&str> {
+        self.login.as_deref()
+    }
+
     /// Checks a request's `user` and `token`. The token comparison takes the same
     /// time wherever the first difference is.
     pub fn verify(&self, user: Option<&str>, token: Option<&str>) -> Result<(), AuthError> {

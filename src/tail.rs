@@ -44,6 +44,10 @@ pub struct TailArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub kind: Vec<KindArg>,
 
+    /// Only events of these integrations (repeat or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    pub integration: Vec<String>,
+
     /// Print heartbeats too (they are acknowledged either way).
     #[arg(long)]
     pub heartbeats: bool,
@@ -77,6 +81,7 @@ impl TailArgs {
             only_new: self.only_new,
             consumer: self.consumer.clone().unwrap_or_default(),
             start_time: self.since.map(crate::grpc::timestamp),
+            integrations: self.integration.clone(),
             sources: self
                 .source
                 .iter()

@@ -225,6 +225,7 @@ pub struct EventFilter {
     /// Lead sources; other events have none and pass.
     pub sources: Vec<LeadSource>,
     pub kinds: Vec<EventKind>,
+    pub integrations: Vec<String>,
 }
 
 impl EventFilter {
@@ -234,7 +235,12 @@ impl EventFilter {
             EventBody::Lead(lead) => self.sources.is_empty() || self.sources.contains(&lead.source),
             _ => true,
         };
-        kind_ok && source_ok
+        let integration_ok = self.integrations.is_empty()
+            || self
+                .integrations
+                .iter()
+                .any(|name| name == body.integration());
+        kind_ok && source_ok && integration_ok
     }
 }
 

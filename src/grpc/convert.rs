@@ -87,6 +87,7 @@ pub fn stream_request(request: proto::StreamLeadsRequest) -> Result<StreamReques
                 .into_iter()
                 .map(source_from_proto)
                 .collect::<Result<_, _>>()?,
+            integrations: request.integrations,
             kinds: request
                 .kinds
                 .into_iter()

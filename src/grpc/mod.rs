@@ -81,7 +81,8 @@ impl LeadService for LeadApi {
         let page_size = page_size(request.page_size)?;
         let after = convert::parse_page_token(&request.page_token)
             .ok_or_else(|| invalid("page_token is not one this service issued"))?;
-        let leads = self.relay.list_leads(after, page_size).await?;
+        let integration = Some(request.integration.as_str()).filter(|name| !name.is_empty());
+        let leads = self.relay.list_leads(after, page_size, integration).await?;
         let next_page_token = match leads.last() {
             Some(last) if leads.len() == page_size as usize => convert::page_token(last.sequence),
             _ => String::new(),

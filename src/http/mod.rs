@@ -2,13 +2,14 @@
 
 mod serve;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +26,8 @@ use crate::roistat::{
     self, Credentials, DecodeError, ErrorAnswer, IdAnswer, OkAnswer, OrderAnswer,
 };
 use crate::store::ExportedClient;
+use crate::telemetry;
+use tracing::Instrument;
 
 /// Limits on what a request may carry. Roistat puts whole leads in the query string,
 /// so the URI limit is generous; it stays below the 65,534 bytes the `http` crate can
@@ -58,7 +61,8 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct HttpState {
     pub relay: LeadRelay,
-    pub credentials: Arc<Credentials>,
+    /// Credentials by integration; "default" is served at plain /webhook.
+    pub integrations: Arc<BTreeMap<String, Credentials>>,
     pub limits: Limits,
     /// Orders or clients per export page when Roistat gives no `limit`.
     pub export_page_size: u64,
@@ -67,15 +71,22 @@ pub struct HttpState {
 /// The HTTP routes.
 pub fn router(state: HttpState) -> Router {
     let limits = state.limits;
+    let method_not_allowed =
+        || async { HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST") };
     Router::new()
         .route(
             "/webhook",
-            get(receive_webhook)
-                .post(receive_webhook)
-                .fallback(|| async {
-                    HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST")
-                }),
+            get(receive_default_webhook)
+                .post(receive_default_webhook)
+                .fallback(method_not_allowed),
         )
+        .route(
+            "/webhook/{integration}",
+            get(receive_integration_webhook)
+                .post(receive_integration_webhook)
+                .fallback(method_not_allowed),
+        )
+        .route("/metrics", get(render_metrics))
         .route(
             "/healthz",
             get(|| async { roistat_json(StatusCode::OK, &OkAnswer::OK) }),
@@ -85,7 +96,50 @@ pub fn router(state: HttpState) -> Router {
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             enforce_head_limits(limits, request, next)
         }))
+        .layer(middleware::from_fn(with_request_id))
         .with_state(state)
+}
+
+/// Only `GET /metrics`, for a separate metrics address.
+pub fn metrics_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no such path") })
+        .with_state(state)
+}
+
+/// Runs each request in a span with a request id: the caller's `x-request-id` when
+/// it sends a sane one, else a new one; the answer carries it back.
+async fn with_request_id(request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned);
+    let request_id = given.unwrap_or_else(telemetry::request_id);
+    let span = tracing::info_span!("http", request_id = %request_id, path = %request.uri().path());
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// `GET /metrics`: Prometheus text, with durable consumers' pending counts fresh.
+async fn render_metrics(State(state): State<HttpState>) -> Response {
+    if let Ok(consumers) = state.relay.list_consumers("", 1000).await {
+        for consumer in consumers {
+            telemetry::consumer_pending(&consumer.name, consumer.pending);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        telemetry::metrics().render(),
+    )
+        .into_response()
 }
 
 /// A refused request: an HTTP status and Roistat's error JSON.
@@ -168,15 +222,66 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// `GET|POST /webhook`: every Roistat action, dispatched on `action`.
-async fn receive_webhook(State(state): State<HttpState>, request: Request) -> Response {
-    match handle_webhook(&state, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
+/// `GET|POST /webhook`: the default integration.
+async fn receive_default_webhook(State(state): State<HttpState>, request: Request) -> Response {
+    receive_webhook(&state, DEFAULT_INTEGRATION, request).await
 }
 
-async fn handle_webhook(state: &HttpState, request: Request) -> Result<Response, HttpError> {
+/// `GET|POST /webhook/{integration}`: one of the configured Roistat projects.
+async fn receive_integration_webhook(
+    State(state): State<HttpState>,
+    Path(integration): Path<String>,
+    request: Request,
+) -> Response {
+    receive_webhook(&state, &integration, request).await
+}
+
+/// Every Roistat action, dispatched on `action`; counted by action and outcome.
+async fn receive_webhook(state: &HttpState, integration: &str, request: Request) -> Response {
+    let started = Instant::now();
+    let mut action = "unknown";
+    let response = match handle_webhook(state, integration, request, &mut action).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    let outcome = match response.status().as_u16() {
+        200 => "ok",
+        400 => "bad_request",
+        401 => "unauthorized",
+        404 => "not_found",
+        408 => "timeout",
+        413 | 414 | 431 => "too_large",
+        415 => "unsupported",
+        503 => "unavailable",
+        _ => "error",
+    };
+    telemetry::webhook_answered(action, outcome, started.elapsed());
+    response
+}
+
+/// The actions of the own-CRM protocol, as metric labels.
+const ACTIONS: &[&str] = &[
+    "lead",
+    "message",
+    "task",
+    "call",
+    "import_scheme",
+    "export",
+    "export_clients",
+];
+
+async fn handle_webhook(
+    state: &HttpState,
+    integration: &str,
+    request: Request,
+    action_label: &mut &'static str,
+) -> Result<Response, HttpError> {
+    let Some(credentials) = state.integrations.get(integration) else {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("no integration {integration:?} is configured"),
+        ));
+    };
     let (parts, body) = request.into_parts();
     let mut params = Params::new();
     if let Some(query) = parts.uri.query() {
@@ -203,16 +308,18 @@ async fn handle_webhook(state: &HttpState, request: Request) -> Result<Response,
         }
     }
 
-    if let Err(error) = state
-        .credentials
-        .verify(params.get("user"), params.get("token"))
-    {
-        tracing::warn!(%error, "webhook refused: not authenticated");
+    let action = params.get("action").map(str::trim).unwrap_or_default();
+    *action_label = ACTIONS
+        .iter()
+        .find(|known| **known == action)
+        .copied()
+        .unwrap_or("unknown");
+    if let Err(error) = credentials.verify(params.get("user"), params.get("token")) {
+        tracing::warn!(%error, integration, "webhook refused: not authenticated");
+        telemetry::auth_failed();
         return Err(HttpError::new(StatusCode::UNAUTHORIZED, error.to_string()));
     }
 
-    let integration = DEFAULT_INTEGRATION;
-    let action = params.get("action").map(str::trim).unwrap_or_default();
     let relay = &state.relay;
     fn ok(body: &impl serde::Serialize) -> Response {
         roistat_json(StatusCode::OK, body)

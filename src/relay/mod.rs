@@ -16,6 +16,7 @@ use crate::domain::{Deal, EventBody, Lead, LeadKey, OrderIdMode, Stored};
 
 use crate::error::Error;
 use crate::store::{LeadStore, OrderIdAssignment, StoreError};
+use crate::telemetry;
 pub use crm::{ExportAnswer, OrderExport};
 pub use stream::{StreamItem, StreamRequest, StreamStart};
 
@@ -70,7 +71,13 @@ impl LeadRelay {
         };
         // Subscribed before the insert, so a report that lands in between is seen.
         let reports = self.store.subscribe_deal_reports();
+        let source = lead.source;
         let receipt = self.store.insert_lead(lead, assignment).await?;
+        if receipt.created {
+            telemetry::lead_stored(source);
+        } else {
+            telemetry::retry_deduplicated("lead");
+        }
         let created = receipt.created;
         tracing::info!(
             lead_id = %key.lead_id,
@@ -126,6 +133,9 @@ impl LeadRelay {
         let kind = body.kind_name();
         let subject = body.subject_id().to_owned();
         let receipt = self.store.insert_event(body).await?;
+        if !receipt.created {
+            telemetry::retry_deduplicated(kind);
+        }
         tracing::info!(
             kind,
             id = %subject,
@@ -144,8 +154,12 @@ impl LeadRelay {
         &self,
         after_sequence: u64,
         limit: u32,
+        integration: Option<&str>,
     ) -> Result<Vec<Stored<Lead>>, Error> {
-        Ok(self.store.list_leads(after_sequence, limit).await?)
+        Ok(self
+            .store
+            .list_leads(after_sequence, limit, integration)
+            .await?)
     }
 
     /// True when the store answers.

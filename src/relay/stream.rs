@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::LeadRelay;
 use crate::domain::{Consumer, Event, EventFilter, validate_consumer_name};
 use crate::error::Error;
+use crate::telemetry;
 
 /// Events read from the store per query while a subscriber catches up.
 const REPLAY_BATCH: u32 = 512;
@@ -96,6 +97,7 @@ impl LeadRelay {
         let (sender, receiver) = mpsc::channel(buffer.max(1));
         let relay = self.clone();
         tokio::spawn(async move {
+            let _counted = telemetry::SubscriberGuard::new();
             relay
                 .feed_subscriber(cursor, live, &request.filter, &sender)
                 .await
@@ -111,15 +113,19 @@ impl LeadRelay {
         out: &mpsc::Sender<StreamItem>,
     ) {
         let mut last_delivery = Instant::now();
+        // The newest sequence this subscriber has heard of, for its lag.
+        let mut newest = cursor;
         'catch_up: loop {
             loop {
                 let Some(batch) = self.read_events(cursor, out).await else {
                     return;
                 };
                 let complete = batch.len() < REPLAY_BATCH as usize;
+                newest = newest.max(batch.last().map_or(0, |event| event.sequence));
                 for event in batch {
                     cursor = event.sequence;
                     if filter.matches(&event.record) {
+                        telemetry::event_sent(newest - cursor);
                         if !self.deliver(out, StreamItem::Event(Arc::new(event))).await {
                             return;
                         }
@@ -145,11 +151,15 @@ impl LeadRelay {
                     }
                     event = live.recv() => event,
                 };
+                if let Ok(event) = &event {
+                    newest = newest.max(event.sequence);
+                }
                 match event {
                     Ok(event) if event.sequence <= cursor => continue,
                     Ok(event) if event.sequence == cursor + 1 => {
                         cursor = event.sequence;
                         if filter.matches(&event.record) {
+                            telemetry::event_sent(newest - cursor);
                             if !self.deliver(out, StreamItem::Event(event)).await {
                                 return;
                             }

@@ -197,11 +197,13 @@ pub trait LeadStore: Send + Sync + 'static {
 
     async fn get_lead(&self, key: &LeadKey) -> Result<Option<Stored<Lead>>, StoreError>;
 
-    /// Leads in sequence order, after `after_sequence`, at most `limit`.
+    /// Leads in sequence order, after `after_sequence`, at most `limit`; only those
+    /// of `integration` when it is given.
     async fn list_leads(
         &self,
         after_sequence: u64,
         limit: u32,
+        integration: Option<&str>,
     ) -> Result<Vec<Stored<Lead>>, StoreError>;
 
     async fn get_deal(&self, key: &LeadKey) -> Result<Option<Deal>, StoreError>;

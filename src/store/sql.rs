@@ -402,16 +402,20 @@ macro_rules! sql_store {
                 &self,
                 after_sequence: u64,
                 limit: u32,
+                integration: Option<&str>,
             ) -> Result<
                 Vec<$crate::domain::Stored<$crate::domain::Lead>>,
                 $crate::store::StoreError,
             > {
+                // An empty integration means all of them.
                 sqlx::query(
                     "SELECT sequence, receive_time, payload FROM events \
-                     WHERE kind = 'lead' AND sequence > $1 ORDER BY sequence LIMIT $2",
+                     WHERE kind = 'lead' AND sequence > $1 AND ($3 = '' OR integration = $3) \
+                     ORDER BY sequence LIMIT $2",
                 )
                 .bind($crate::store::sql::to_db_sequence(after_sequence))
                 .bind(i64::from(limit))
+                .bind(integration.unwrap_or_default())
                 .fetch_all(&self.shared.pool)
                 .await?
                 .iter()

@@ -96,8 +96,10 @@ async fn commit_batch<T: Transactor>(transactor: &mut T, batch: Vec<Command>) {
     if batch.is_empty() {
         return;
     }
+    let started = std::time::Instant::now();
     match transactor.apply_batch(&batch).await {
         Ok((outcomes, committed)) => {
+            crate::telemetry::store_committed(started.elapsed(), batch.len());
             transactor.announce(committed);
             reply_all(batch, outcomes);
         }

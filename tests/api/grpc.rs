@@ -17,6 +17,7 @@ fn list(page_size: i32, page_token: &str) -> ListLeadsRequest {
     ListLeadsRequest {
         page_size,
         page_token: page_token.into(),
+        ..Default::default()
     }
 }
 
