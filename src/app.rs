@@ -107,6 +107,13 @@ impl Application {
             .unwrap_or(self.settings.http_addr)
     }
 
+    /// The separate metrics address, when one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_listener
             .local_addr()
@@ -122,6 +129,7 @@ impl Application {
     /// accepting, lets in-flight webhooks finish, ends streams, closes the store.
     pub async fn run(self) -> anyhow::Result<()> {
         let (http_addr, grpc_addr) = (self.http_addr(), self.grpc_addr());
+        let metrics_addr = self.metrics_addr().map(|addr| addr.to_string());
         let Self {
             settings,
             http_listener,
@@ -169,7 +177,7 @@ impl Application {
         let metrics_router = http::metrics_router(http_state.clone());
         let router = http::router(http_state);
 
-        tracing::info!(%http_addr, %grpc_addr, "listening");
+        tracing::info!(%http_addr, %grpc_addr, metrics_addr = %metrics_addr.as_deref().unwrap_or("none"), "listening");
         let grpc_shutdown = shutdown.clone();
         let grpc_server = async {
             let result = grpc

@@ -436,7 +436,14 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     (status, serde_json::from_str(&body).expect("JSON body"))
 }
 
-fn field(line: &str, name: &str) -> Option<String> {
+/// A field of a log line, in text (`name=value`) or JSON (`"fields":{"name":...}`) form.
+pub fn field(line: &str, name: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        return value["fields"][name.trim_end_matches('=')]
+            .as_str()
+            .map(str::to_owned);
+    }
     let start = line.find(name)? + name.len();
     let rest = &line[start..];
     Some(rest.split_whitespace().next()?.to_owned())

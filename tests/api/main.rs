@@ -6,6 +6,7 @@ mod deals;
 mod grpc;
 mod helpers;
 mod lifecycle;
+mod operability;
 mod replicas;
 mod stream;
 mod webhook;

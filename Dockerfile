@@ -1,0 +1,33 @@
+# Build: docker build -t roistat-leads .
+# Run:   docker run -p 8080:8080 -p 50051:50051 -v roistat-leads:/data \
+#          -e ROISTAT_USER=demo -e ROISTAT_PASSWORD=secret roistat-leads
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, so that source changes rebuild only the project.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto proto
+COPY migrations migrations
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+COPY src src
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /data --create-home roistat
+COPY --from=build /src/target/release/roistat-leads /usr/local/bin/roistat-leads
+USER roistat
+WORKDIR /data
+ENV DATABASE_URL=sqlite:///data/roistat-leads.db \
+    ROISTAT_LEADS_HTTP_ADDR=0.0.0.0:8080 \
+    ROISTAT_LEADS_GRPC_ADDR=0.0.0.0:50051
+EXPOSE 8080 50051
+VOLUME ["/data"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:8080/readyz || exit 1
+ENTRYPOINT ["roistat-leads"]
+CMD ["serve"]
