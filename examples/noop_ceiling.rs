@@ -1,0 +1,37 @@
+//! The benchmark's ceiling: an axum server whose webhook handler decodes and parses
+//! the same query string as roistat-leads (token check included) and answers at
+//! once, storing nothing. What durable ingest is measured against.
+//!
+//! `cargo run --release --example noop_ceiling -- 127.0.0.1:18180`
+
+use axum::Router;
+use axum::extract::RawQuery;
+use axum::routing::get;
+use roistat_leads::domain::{Params, parse_lead};
+use roistat_leads::roistat::{Credentials, OrderAnswer, decode_form};
+use secrecy::SecretString;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18180".to_owned());
+    let credentials = Credentials::from_password("bench", &SecretString::from("bench"));
+    let app = Router::new().route(
+        "/webhook",
+        get(move |RawQuery(query): RawQuery| {
+            let credentials = credentials.clone();
+            async move {
+                let mut params = Params::new();
+                let parsed = decode_form(query.unwrap_or_default().as_bytes(), &mut params);
+                let verified = credentials.verify(params.get("user"), params.get("token"));
+                match (parsed, verified, parse_lead("default", &params)) {
+                    (Ok(()), Ok(()), Ok(lead)) => serde_json::to_string(&OrderAnswer::ok(&lead.lead_id)).unwrap(),
+                    _ => r#"{"status":"error"}"#.to_owned(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
