@@ -18,9 +18,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use md5::{Digest, Md5};
 use roistat_leads::domain::{Params, parse_lead};
+use roistat_leads::proto::StreamLeadsRequest;
 use roistat_leads::proto::lead_event::Event;
 use roistat_leads::proto::lead_service_client::LeadServiceClient;
-use roistat_leads::proto::StreamLeadsRequest;
 use roistat_leads::store::OrderIdAssignment;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
@@ -115,7 +115,11 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .lines()
         .find(|line| line.starts_with("VmRSS:"))
         .context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("no value")?
+        .parse()?)
 }
 
 async fn connect(grpc: &str) -> anyhow::Result<Channel> {
@@ -138,9 +142,15 @@ async fn main() -> anyhow::Result<()> {
             subscribers,
             events,
         } => fanout(&http, &grpc, pid, subscribers, events).await,
-        Command::Fill { database_url, events } => fill(&database_url, events).await,
+        Command::Fill {
+            database_url,
+            events,
+        } => fill(&database_url, events).await,
         Command::Replay { grpc, events } => replay(&grpc, events).await,
-        Command::Startup { binary, database_url } => startup(&binary, &database_url).await,
+        Command::Startup {
+            binary,
+            database_url,
+        } => startup(&binary, &database_url).await,
     }
 }
 
@@ -167,7 +177,9 @@ async fn e2e(http: &str, grpc: &str, rate: u64, seconds: u64) -> anyhow::Result<
                 let id = format!("e2e-{run}-{n}");
                 sent.lock().unwrap().insert(id.clone(), Instant::now());
                 let request = client.get(&url).query(&lead_query(&id)).send();
-                requests.spawn(async move { request.await.map(|response| response.status().is_success()) });
+                requests.spawn(async move {
+                    request.await.map(|response| response.status().is_success())
+                });
             }
             let mut failures = 0;
             while let Some(done) = requests.join_next().await {
@@ -185,10 +197,10 @@ async fn e2e(http: &str, grpc: &str, rate: u64, seconds: u64) -> anyhow::Result<
             .context("no event for 30 s")??
             .context("stream ended")?;
         let received = Instant::now();
-        if let Some(Event::Lead(lead)) = event.event {
-            if let Some(started) = sent.lock().unwrap().remove(&lead.lead_id) {
-                latencies.push(received - started);
-            }
+        if let Some(Event::Lead(lead)) = event.event
+            && let Some(started) = sent.lock().unwrap().remove(&lead.lead_id)
+        {
+            latencies.push(received - started);
         }
     }
     let failures = sender.await?;
@@ -203,7 +215,13 @@ async fn e2e(http: &str, grpc: &str, rate: u64, seconds: u64) -> anyhow::Result<
     Ok(())
 }
 
-async fn fanout(http: &str, grpc: &str, pid: u32, subscribers: usize, events: usize) -> anyhow::Result<()> {
+async fn fanout(
+    http: &str,
+    grpc: &str,
+    pid: u32,
+    subscribers: usize,
+    events: usize,
+) -> anyhow::Result<()> {
     // The server allows a bounded number of streams per connection: spread them.
     const STREAMS_PER_CONNECTION: usize = 100;
     let before = rss_kib(pid)?;
@@ -235,7 +253,9 @@ async fn fanout(http: &str, grpc: &str, pid: u32, subscribers: usize, events: us
             let mut received = 0;
             while received < events {
                 match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
-                    Ok(Ok(Some(event))) if matches!(event.event, Some(Event::Lead(_))) => received += 1,
+                    Ok(Ok(Some(event))) if matches!(event.event, Some(Event::Lead(_))) => {
+                        received += 1
+                    }
                     Ok(Ok(Some(_))) => {}
                     _ => break,
                 }
@@ -246,7 +266,11 @@ async fn fanout(http: &str, grpc: &str, pid: u32, subscribers: usize, events: us
     let client = reqwest::Client::new();
     for n in 0..events {
         let id = format!("fanout-{}-{n}", std::process::id());
-        let response = client.get(format!("{http}/webhook")).query(&lead_query(&id)).send().await?;
+        let response = client
+            .get(format!("{http}/webhook"))
+            .query(&lead_query(&id))
+            .send()
+            .await?;
         if !response.status().is_success() {
             bail!("webhook answered {}", response.status());
         }
@@ -278,9 +302,13 @@ async fn fill(database_url: &str, events: usize) -> anyhow::Result<()> {
         let count = events / WRITERS + usize::from(writer < events % WRITERS);
         writers.spawn(async move {
             for n in 0..count {
-                let params: Params = lead_query(&format!("fill-{writer}-{n}")).into_iter().collect();
+                let params: Params = lead_query(&format!("fill-{writer}-{n}"))
+                    .into_iter()
+                    .collect();
                 let lead = parse_lead("default", &params).expect("a valid lead");
-                store.insert_lead(lead, OrderIdAssignment::DealOrLeadId).await?;
+                store
+                    .insert_lead(lead, OrderIdAssignment::DealOrLeadId)
+                    .await?;
             }
             anyhow::Ok(())
         });
@@ -299,10 +327,13 @@ async fn fill(database_url: &str, events: usize) -> anyhow::Result<()> {
 }
 
 async fn replay(grpc: &str, events: u64) -> anyhow::Result<()> {
-    let mut client = LeadServiceClient::new(connect(grpc).await?)
-        .max_decoding_message_size(16 * 1024 * 1024);
+    let mut client =
+        LeadServiceClient::new(connect(grpc).await?).max_decoding_message_size(16 * 1024 * 1024);
     let started = Instant::now();
-    let mut stream = client.stream_leads(StreamLeadsRequest::default()).await?.into_inner();
+    let mut stream = client
+        .stream_leads(StreamLeadsRequest::default())
+        .await?
+        .into_inner();
     let mut received = 0u64;
     let mut last = 0;
     while received < events {
@@ -328,7 +359,15 @@ async fn startup(binary: &str, database_url: &str) -> anyhow::Result<()> {
     let http = "127.0.0.1:18197";
     let started = Instant::now();
     let mut child = tokio::process::Command::new(binary)
-        .args(["serve", "--http-addr", http, "--grpc-addr", "127.0.0.1:18198", "--database-url", database_url])
+        .args([
+            "serve",
+            "--http-addr",
+            http,
+            "--grpc-addr",
+            "127.0.0.1:18198",
+            "--database-url",
+            database_url,
+        ])
         .env("ROISTAT_USER", LOGIN)
         .env("ROISTAT_PASSWORD", PASSWORD)
         .stdout(Stdio::null())
@@ -337,10 +376,10 @@ async fn startup(binary: &str, database_url: &str) -> anyhow::Result<()> {
         .spawn()?;
     let client = reqwest::Client::new();
     let ready = loop {
-        if let Ok(response) = client.get(format!("http://{http}/readyz")).send().await {
-            if response.status().is_success() {
-                break started.elapsed();
-            }
+        if let Ok(response) = client.get(format!("http://{http}/readyz")).send().await
+            && response.status().is_success()
+        {
+            break started.elapsed();
         }
         if started.elapsed() > Duration::from_secs(30) {
             bail!("not ready after 30 s");
@@ -351,6 +390,9 @@ async fn startup(binary: &str, database_url: &str) -> anyhow::Result<()> {
     let pid = child.id().context("exited")?;
     let rss = rss_kib(pid)?;
     child.kill().await?;
-    println!("startup ready_ms={:.1} idle_rss_kib={rss}", ready.as_secs_f64() * 1000.0);
+    println!(
+        "startup ready_ms={:.1} idle_rss_kib={rss}",
+        ready.as_secs_f64() * 1000.0
+    );
     Ok(())
 }

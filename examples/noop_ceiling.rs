@@ -13,7 +13,9 @@ use secrecy::SecretString;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18180".to_owned());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18180".to_owned());
     let credentials = Credentials::from_password("bench", &SecretString::from("bench"));
     let app = Router::new().route(
         "/webhook",
@@ -24,7 +26,9 @@ async fn main() -> anyhow::Result<()> {
                 let parsed = decode_form(query.unwrap_or_default().as_bytes(), &mut params);
                 let verified = credentials.verify(params.get("user"), params.get("token"));
                 match (parsed, verified, parse_lead("default", &params)) {
-                    (Ok(()), Ok(()), Ok(lead)) => serde_json::to_string(&OrderAnswer::ok(&lead.lead_id)).unwrap(),
+                    (Ok(()), Ok(()), Ok(lead)) => {
+                        serde_json::to_string(&OrderAnswer::ok(&lead.lead_id)).unwrap()
+                    }
                     _ => r#"{"status":"error"}"#.to_owned(),
                 }
             }

@@ -122,17 +122,12 @@ impl Transactor for PgWriter {
     }
 }
 
-/// A batch that may append events takes the counter's lock first: inserts on all
-/// replicas then run one transaction at a time, so the existence check of a lead
-/// sees every committed copy (the same lead retried on two replicas is one lead).
+/// A batch that may append events takes the counter's lock first, and holds it to
+/// commit: inserts on all replicas then run one transaction at a time, in sequence
+/// order, so the existence check of a lead sees every committed copy (the same lead
+/// retried on two replicas is one lead).
 async fn begin_writes(tx: &mut Connection, batch: &[Command]) -> Result<(), sqlx::Error> {
-    let inserts = batch.iter().any(|command| {
-        matches!(
-            command,
-            Command::InsertLead { .. } | Command::InsertEvent { .. }
-        )
-    });
-    if inserts {
+    if super::sql::appends_events(batch) {
         sqlx::query("SELECT last_sequence FROM event_counter FOR UPDATE")
             .execute(&mut *tx)
             .await?;

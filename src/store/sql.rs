@@ -3,10 +3,12 @@
 //! with the backend's hooks for what differs: how a write transaction starts and
 //! what it does just before it commits.
 //!
-//! Sequences come from a one-row counter table, incremented inside the writing
-//! transaction. On PostgreSQL the row lock this takes is held until commit, so
-//! sequences are allocated in commit order and never have gaps: a reader that saw
-//! sequence N will never later find a committed event below N.
+//! Sequences come from a one-row counter table: a write transaction that appends
+//! events reads it once, numbers its events in memory, and writes it back before it
+//! commits. On PostgreSQL the transaction locks the counter's row first (`FOR
+//! UPDATE`) and holds the lock until commit, so sequences are allocated in commit
+//! order and never have gaps: a reader that saw sequence N will never later find a
+//! committed event below N. On SQLite there is one writer anyway.
 
 use std::sync::Arc;
 
@@ -66,6 +68,51 @@ impl<DB: Database> Shared<DB> {
         self.pool.close().await;
         self.write_pool.close().await;
     }
+}
+
+/// The event sequences a write transaction hands out.
+#[derive(Debug, Default)]
+pub(super) struct Sequences {
+    /// The last sequence allocated (read from the counter at the transaction's start).
+    last: i64,
+    /// Whether any was allocated, so the counter must be written back.
+    allocated: bool,
+}
+
+impl Sequences {
+    pub fn starting_after(last: i64) -> Self {
+        Self {
+            last,
+            allocated: false,
+        }
+    }
+
+    /// The sequence the next event would get.
+    pub fn peek(&self) -> i64 {
+        self.last + 1
+    }
+
+    /// Takes the next sequence.
+    pub fn take(&mut self) -> i64 {
+        self.last += 1;
+        self.allocated = true;
+        self.last
+    }
+
+    /// The counter's new value, if events were appended.
+    pub fn written_back(&self) -> Option<i64> {
+        self.allocated.then_some(self.last)
+    }
+}
+
+/// Whether a batch may append events (and so needs the counter).
+pub(super) fn appends_events(batch: &[Command]) -> bool {
+    batch.iter().any(|command| {
+        matches!(
+            command,
+            Command::InsertLead { .. } | Command::InsertEvent { .. }
+        )
+    })
 }
 
 /// A stored lead's event, or an error if the event is not a lead.
@@ -612,10 +659,23 @@ macro_rules! sql_store {
         > {
             let mut tx = pool.begin().await?;
             $begin_writes(&mut tx, batch).await?;
+            let mut sequences = $crate::store::sql::Sequences::default();
+            if $crate::store::sql::appends_events(batch) {
+                let last: i64 = sqlx::query_scalar("SELECT last_sequence FROM event_counter")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sequences = $crate::store::sql::Sequences::starting_after(last);
+            }
             let mut committed = $crate::store::writer::Committed::default();
             let mut outcomes = Vec::with_capacity(batch.len());
             for command in batch {
-                outcomes.push(apply(&mut tx, command, &mut committed).await?);
+                outcomes.push(apply(&mut tx, command, &mut committed, &mut sequences).await?);
+            }
+            if let Some(last) = sequences.written_back() {
+                sqlx::query("UPDATE event_counter SET last_sequence = $1")
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
             }
             $before_commit(&mut tx, &committed).await?;
             tx.commit().await?;
@@ -627,13 +687,14 @@ macro_rules! sql_store {
             tx: &mut Connection,
             command: &$crate::store::writer::Command,
             committed: &mut $crate::store::writer::Committed,
+            sequences: &mut $crate::store::sql::Sequences,
         ) -> Result<$crate::store::writer::Outcome, sqlx::Error> {
             use $crate::store::writer::{Command, Outcome};
             use $crate::store::StoreError;
             Ok(match command {
                 Command::InsertLead {
                     lead, assignment, ..
-                } => Outcome::Lead(insert_lead(tx, lead, *assignment, committed).await?),
+                } => Outcome::Lead(insert_lead(tx, lead, *assignment, committed, sequences).await?),
                 Command::AssignOrderId {
                     key, assignment, ..
                 } => Outcome::Deal(match load_deal(tx, key).await? {
@@ -641,7 +702,7 @@ macro_rules! sql_store {
                     None => Err(StoreError::NotFound),
                 }),
                 Command::InsertEvent { body, .. } => {
-                    Outcome::Event(insert_event(tx, body, committed).await?)
+                    Outcome::Event(insert_event(tx, body, committed, sequences).await?)
                 }
                 Command::ReportDeal { key, report, .. } => {
                     Outcome::Deal(report_deal(tx, key, report, committed).await?)
@@ -655,10 +716,34 @@ macro_rules! sql_store {
             lead: &$crate::domain::Lead,
             assignment: $crate::store::OrderIdAssignment,
             committed: &mut $crate::store::writer::Committed,
+            sequences: &mut $crate::store::sql::Sequences,
         ) -> Result<Result<$crate::store::LeadReceipt, $crate::store::StoreError>, sqlx::Error> {
             use $crate::store::OrderIdAssignment;
             let key = lead.key();
-            if let Some((sequence, deal)) = load_deal(tx, &key).await? {
+            let now = time::OffsetDateTime::now_utc();
+            let order_id = match assignment {
+                OrderIdAssignment::DealOrLeadId => Some(key.lead_id.clone()),
+                OrderIdAssignment::DealIdOnly => None,
+            };
+            // The common case in one statement: a new lead claims its key (the event
+            // it references follows in the same transaction; the check is deferred).
+            let claimed: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO leads (integration, lead_id, sequence, order_id, deal_update_time) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (integration, lead_id) DO NOTHING \
+                 RETURNING sequence",
+            )
+            .bind(&key.integration)
+            .bind(&key.lead_id)
+            .bind(sequences.peek())
+            .bind(&order_id)
+            .bind($crate::store::sql::to_micros(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if claimed.is_none() {
+                // A retry: the lead is stored already.
+                let Some((sequence, deal)) = load_deal(tx, &key).await? else {
+                    return Ok(Err($crate::store::StoreError::Unavailable("lead vanished".to_owned())));
+                };
                 let deal = assign(tx, deal, assignment).await?;
                 return Ok(Ok($crate::store::LeadReceipt {
                     sequence,
@@ -666,24 +751,8 @@ macro_rules! sql_store {
                     deal,
                 }));
             }
-            let now = time::OffsetDateTime::now_utc();
             let body = $crate::domain::EventBody::Lead(lead.clone());
-            let event = append_event(tx, "lead", &key, body, now).await?;
-            let order_id = match assignment {
-                OrderIdAssignment::DealOrLeadId => Some(key.lead_id.clone()),
-                OrderIdAssignment::DealIdOnly => None,
-            };
-            sqlx::query(
-                "INSERT INTO leads (integration, lead_id, sequence, order_id, deal_update_time) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&key.integration)
-            .bind(&key.lead_id)
-            .bind($crate::store::sql::to_db_sequence(event.sequence))
-            .bind(&order_id)
-            .bind(event_micros(&event))
-            .execute(&mut *tx)
-            .await?;
+            let event = append_event(tx, sequences.take(), "lead", &key, body, now).await?;
             let receipt = $crate::store::LeadReceipt {
                 sequence: event.sequence,
                 created: true,
@@ -703,16 +772,26 @@ macro_rules! sql_store {
             tx: &mut Connection,
             body: &$crate::domain::EventBody,
             committed: &mut $crate::store::writer::Committed,
+            sequences: &mut $crate::store::sql::Sequences,
         ) -> Result<Result<$crate::store::EventReceipt, $crate::store::StoreError>, sqlx::Error> {
             let identity = body.identity();
-            let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT sequence FROM event_identities WHERE integration = $1 AND identity = $2",
+            let claimed: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO event_identities (integration, identity, sequence) VALUES ($1, $2, $3) \
+                 ON CONFLICT (integration, identity) DO NOTHING RETURNING sequence",
             )
             .bind(body.integration())
             .bind(&identity)
+            .bind(sequences.peek())
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(sequence) = existing {
+            if claimed.is_none() {
+                let sequence: i64 = sqlx::query_scalar(
+                    "SELECT sequence FROM event_identities WHERE integration = $1 AND identity = $2",
+                )
+                .bind(body.integration())
+                .bind(&identity)
+                .fetch_one(&mut *tx)
+                .await?;
                 return Ok(Ok($crate::store::EventReceipt {
                     sequence: sequence as u64,
                     created: false,
@@ -720,13 +799,7 @@ macro_rules! sql_store {
             }
             let key = $crate::domain::LeadKey::new(body.integration(), body.subject_id());
             let now = time::OffsetDateTime::now_utc();
-            let event = append_event(tx, body.kind_name(), &key, body.clone(), now).await?;
-            sqlx::query("INSERT INTO event_identities (integration, identity, sequence) VALUES ($1, $2, $3)")
-                .bind(&key.integration)
-                .bind(&identity)
-                .bind($crate::store::sql::to_db_sequence(event.sequence))
-                .execute(&mut *tx)
-                .await?;
+            let event = append_event(tx, sequences.take(), body.kind_name(), &key, body.clone(), now).await?;
             let receipt = $crate::store::EventReceipt {
                 sequence: event.sequence,
                 created: true,
@@ -735,9 +808,10 @@ macro_rules! sql_store {
             Ok(Ok(receipt))
         }
 
-        /// Allocates the next sequence and appends the event to the log.
+        /// Appends an event to the log under `sequence`.
         async fn append_event(
             tx: &mut Connection,
+            sequence: i64,
             kind: &str,
             key: &$crate::domain::LeadKey,
             body: $crate::domain::EventBody,
@@ -745,12 +819,6 @@ macro_rules! sql_store {
         ) -> Result<$crate::domain::Event, sqlx::Error> {
             let payload = serde_json::to_string(&body)
                 .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-            // On PostgreSQL this row lock is held until commit: see the module docs.
-            let sequence: i64 = sqlx::query_scalar(
-                "UPDATE event_counter SET last_sequence = last_sequence + 1 RETURNING last_sequence",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
             let micros = $crate::store::sql::to_micros(receive_time);
             sqlx::query(
                 "INSERT INTO events (sequence, kind, integration, lead_id, receive_time, payload) \
@@ -770,10 +838,6 @@ macro_rules! sql_store {
                 receive_time: $crate::store::sql::from_micros(micros),
                 record: body,
             })
-        }
-
-        fn event_micros(event: &$crate::domain::Event) -> i64 {
-            $crate::store::sql::to_micros(event.receive_time)
         }
 
         async fn report_deal(
