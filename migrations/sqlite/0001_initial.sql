@@ -20,7 +20,7 @@ INSERT INTO event_counter (last_sequence) VALUES (0);
 CREATE TABLE leads (
     integration      TEXT    NOT NULL,
     lead_id          TEXT    NOT NULL,
-    sequence         INTEGER NOT NULL REFERENCES events (sequence) DEFERRABLE INITIALLY DEFERRED,
+    sequence         INTEGER NOT NULL, -- the event that announced it (written in the same transaction)
     deal_id          TEXT,
     order_id         TEXT,    -- what Roistat was answered; never changes once set
     deal_update_time INTEGER NOT NULL,
@@ -31,6 +31,6 @@ CREATE TABLE leads (
 CREATE TABLE event_identities (
     integration TEXT    NOT NULL,
     identity    TEXT    NOT NULL,
-    sequence    INTEGER NOT NULL REFERENCES events (sequence) DEFERRABLE INITIALLY DEFERRED,
+    sequence    INTEGER NOT NULL, -- the event that announced it (written in the same transaction)
     PRIMARY KEY (integration, identity)
 );

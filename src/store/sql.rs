@@ -725,8 +725,8 @@ macro_rules! sql_store {
                 OrderIdAssignment::DealOrLeadId => Some(key.lead_id.clone()),
                 OrderIdAssignment::DealIdOnly => None,
             };
-            // The common case in one statement: a new lead claims its key (the event
-            // it references follows in the same transaction; the check is deferred).
+            // The common case in one statement: a new lead claims its key; the event
+            // it names follows in the same transaction.
             let claimed: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO leads (integration, lead_id, sequence, order_id, deal_update_time) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (integration, lead_id) DO NOTHING \
