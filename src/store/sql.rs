@@ -341,22 +341,8 @@ macro_rules! sql_store {
                      JOIN leads l ON l.integration = $1 AND l.lead_id = v.lead_id \
                      JOIN events e ON e.sequence = l.sequence \
                      WHERE v.update_time >= $3";
-                let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({WALK}) walk"))
-                    .bind(integration)
-                    .bind($crate::store::sql::to_db_sequence(page.snapshot))
-                    .bind($crate::store::sql::to_micros(page.since))
-                    .fetch_one(&self.shared.pool)
-                    .await?;
-                let rows = sqlx::query(&format!(
-                    "{WALK} ORDER BY v.update_time, v.lead_id LIMIT $4 OFFSET $5"
-                ))
-                .bind(integration)
-                .bind($crate::store::sql::to_db_sequence(page.snapshot))
-                .bind($crate::store::sql::to_micros(page.since))
-                .bind($crate::store::sql::to_db_sequence(page.limit))
-                .bind($crate::store::sql::to_db_sequence(page.offset))
-                .fetch_all(&self.shared.pool)
-                .await?;
+                let (total, rows) =
+                    export_walk(&self.shared.pool, WALK, "v.update_time, v.lead_id", integration, page).await?;
                 let orders = rows
                     .iter()
                     .map(|row| {
@@ -396,22 +382,8 @@ macro_rules! sql_store {
                      JOIN client_versions v ON v.integration = $1 AND v.client_id = latest.client_id \
                        AND v.version = latest.version \
                      WHERE v.update_time >= $3";
-                let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({WALK}) walk"))
-                    .bind(integration)
-                    .bind($crate::store::sql::to_db_sequence(page.snapshot))
-                    .bind($crate::store::sql::to_micros(page.since))
-                    .fetch_one(&self.shared.pool)
-                    .await?;
-                let rows = sqlx::query(&format!(
-                    "{WALK} ORDER BY v.update_time, v.client_id LIMIT $4 OFFSET $5"
-                ))
-                .bind(integration)
-                .bind($crate::store::sql::to_db_sequence(page.snapshot))
-                .bind($crate::store::sql::to_micros(page.since))
-                .bind($crate::store::sql::to_db_sequence(page.limit))
-                .bind($crate::store::sql::to_db_sequence(page.offset))
-                .fetch_all(&self.shared.pool)
-                .await?;
+                let (total, rows) =
+                    export_walk(&self.shared.pool, WALK, "v.update_time, v.client_id", integration, page).await?;
                 let clients = rows
                     .iter()
                     .map(|row| {
@@ -618,6 +590,34 @@ macro_rules! sql_store {
                 ack_time: ack_time.map($crate::store::sql::from_micros),
                 create_time: $crate::store::sql::from_micros(row.try_get("create_time")?),
             })
+        }
+
+        /// Runs an export walk's query (`walk` binds $1 integration, $2 snapshot,
+        /// $3 since): the whole walk's count, and one page of it in `order`.
+        async fn export_walk(
+            pool: &sqlx::Pool<$db>,
+            walk: &str,
+            order: &str,
+            integration: &str,
+            page: $crate::store::ExportPage,
+        ) -> Result<(i64, Vec<Row>), sqlx::Error> {
+            let snapshot = $crate::store::sql::to_db_sequence(page.snapshot);
+            let since = $crate::store::sql::to_micros(page.since);
+            let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({walk}) walk"))
+                .bind(integration)
+                .bind(snapshot)
+                .bind(since)
+                .fetch_one(pool)
+                .await?;
+            let rows = sqlx::query(&format!("{walk} ORDER BY {order} LIMIT $4 OFFSET $5"))
+                .bind(integration)
+                .bind(snapshot)
+                .bind(since)
+                .bind($crate::store::sql::to_db_sequence(page.limit))
+                .bind($crate::store::sql::to_db_sequence(page.offset))
+                .fetch_all(pool)
+                .await?;
+            Ok((total, rows))
         }
 
         /// Committed events after `after_sequence`, in order, at most `limit`.

@@ -398,6 +398,45 @@ impl Drop for TestApp {
     }
 }
 
+/// Sends a lead for each id to `app`, `concurrency` at a time, each with `text`;
+/// every answer must be ok.
+pub async fn send_leads_concurrently(
+    app: &TestApp,
+    ids: Vec<String>,
+    concurrency: usize,
+    text: &str,
+) {
+    let mut senders = tokio::task::JoinSet::new();
+    for chunk in ids.chunks(ids.len().div_ceil(concurrency).max(1)) {
+        let (http, url, text, chunk) = (
+            app.http.clone(),
+            format!("{}/webhook", app.http_base),
+            text.to_owned(),
+            chunk.to_vec(),
+        );
+        senders.spawn(async move {
+            for id in chunk {
+                let response = http
+                    .get(&url)
+                    .query(&[
+                        ("user", LOGIN),
+                        ("token", &token()),
+                        ("action", "lead"),
+                        ("id", &id),
+                        ("text", &text),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200, "lead {id}");
+            }
+        });
+    }
+    while let Some(sent) = within("the webhooks", senders.join_next()).await {
+        sent.unwrap();
+    }
+}
+
 /// The next event of a stream, within the timeout.
 pub async fn next_event(stream: &mut tonic::Streaming<LeadEvent>) -> LeadEvent {
     within("the next event", stream.message())

@@ -20,33 +20,6 @@ async fn two_replicas(extra: &[&str]) -> Option<(TestApp, TestApp)> {
     Some((a, b))
 }
 
-/// Sends `ids` as leads to `app`, `concurrency` at a time; every answer must be ok.
-fn send_leads(app: &TestApp, ids: Vec<String>, concurrency: usize, tasks: &mut JoinSet<()>) {
-    for chunk in ids.chunks(ids.len().div_ceil(concurrency)) {
-        let (http, url, chunk) = (
-            app.http.clone(),
-            format!("{}/webhook", app.http_base),
-            chunk.to_vec(),
-        );
-        tasks.spawn(async move {
-            for id in chunk {
-                let response = http
-                    .get(&url)
-                    .query(&[
-                        ("user", LOGIN),
-                        ("token", &token()),
-                        ("action", "lead"),
-                        ("id", &id),
-                    ])
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200, "lead {id}");
-            }
-        });
-    }
-}
-
 #[tokio::test]
 async fn concurrent_writers_on_two_replicas_reach_every_subscriber_once_in_order() {
     let Some((a, b)) = two_replicas(&[]).await else {
@@ -56,22 +29,20 @@ async fn concurrent_writers_on_two_replicas_reach_every_subscriber_once_in_order
     let mut on_b = b.stream(StreamLeadsRequest::default()).await;
 
     const PER_REPLICA: usize = 150;
-    let mut senders = JoinSet::new();
-    send_leads(
-        &a,
-        (0..PER_REPLICA).map(|n| format!("a-{n}")).collect(),
-        8,
-        &mut senders,
+    tokio::join!(
+        send_leads_concurrently(
+            &a,
+            (0..PER_REPLICA).map(|n| format!("a-{n}")).collect(),
+            8,
+            ""
+        ),
+        send_leads_concurrently(
+            &b,
+            (0..PER_REPLICA).map(|n| format!("b-{n}")).collect(),
+            8,
+            ""
+        ),
     );
-    send_leads(
-        &b,
-        (0..PER_REPLICA).map(|n| format!("b-{n}")).collect(),
-        8,
-        &mut senders,
-    );
-    while let Some(sent) = within("the webhooks", senders.join_next()).await {
-        sent.unwrap();
-    }
 
     for stream in [&mut on_a, &mut on_b] {
         let mut sequences = vec![];

@@ -109,36 +109,8 @@ async fn a_subscriber_slower_than_the_live_buffer_catches_up_from_the_store(opti
     // than the connection's flow-control window and the buffers behind it.
     const LEADS: usize = 300;
     let text = "t".repeat(8 * 1024);
-    let mut senders = tokio::task::JoinSet::new();
     let ids: Vec<String> = (1..=LEADS).map(|n| n.to_string()).collect();
-    for chunk in ids.chunks(LEADS / 8) {
-        let (http, url, text, chunk) = (
-            app.http.clone(),
-            format!("{}/webhook", app.http_base),
-            text.clone(),
-            chunk.to_vec(),
-        );
-        senders.spawn(async move {
-            for id in chunk {
-                let response = http
-                    .get(&url)
-                    .query(&[
-                        ("user", LOGIN),
-                        ("token", &token()),
-                        ("action", "lead"),
-                        ("id", &id),
-                        ("text", &text),
-                    ])
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200);
-            }
-        });
-    }
-    while let Some(sent) = within("the webhooks", senders.join_next()).await {
-        sent.unwrap();
-    }
+    send_leads_concurrently(&app, ids, 8, &text).await;
 
     let mut sequences = vec![];
     for _ in 0..LEADS {
