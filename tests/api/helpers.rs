@@ -301,6 +301,15 @@ impl TestApp {
         status
     }
 
+    /// Kills the process with SIGKILL, as a crash or an OOM kill would, and waits.
+    pub async fn kill(&mut self) {
+        let pid = self.child.id().expect("running") as i32;
+        kill(Pid::from_raw(pid), Signal::SIGKILL).expect("send SIGKILL");
+        within("the process to die", self.child.wait())
+            .await
+            .expect("wait");
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }

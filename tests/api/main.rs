@@ -3,6 +3,7 @@
 mod consumers;
 mod crm;
 mod deals;
+mod durability;
 mod grpc;
 mod helpers;
 mod lifecycle;

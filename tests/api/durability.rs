@@ -1,0 +1,156 @@
+//! Nothing answered `ok` is lost: not when the process is killed mid-load, not when
+//! it is stopped gracefully under load. Leads not answered may be stored or not, but
+//! never twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use roistat_leads::proto::{GetLeadRequest, StreamLeadsRequest};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::helpers::*;
+
+backend_tests!(
+    leads_answered_ok_survive_sigkill_mid_load_exactly_once,
+    leads_answered_ok_survive_a_graceful_stop_under_load,
+);
+
+const SENDERS: usize = 8;
+const LEADS_PER_SENDER: usize = 100;
+
+/// What the load saw: each lead answered ok, with its order id.
+#[derive(Default)]
+struct Answers {
+    ok: BTreeMap<String, String>,
+}
+
+/// Sends unique leads, each twice (a Roistat retry), from several tasks, until the
+/// service stops answering. Notifies `enough` once `threshold` leads were answered ok.
+fn start_load(
+    app: &TestApp,
+    answers: Arc<Mutex<Answers>>,
+    enough: Arc<Notify>,
+    threshold: usize,
+) -> JoinSet<()> {
+    let mut senders = JoinSet::new();
+    for sender in 0..SENDERS {
+        let (http, url, answers, enough) = (
+            app.http.clone(),
+            format!("{}/webhook", app.http_base),
+            answers.clone(),
+            enough.clone(),
+        );
+        senders.spawn(async move {
+            for n in 0..LEADS_PER_SENDER {
+                let id = format!("load-{sender}-{n}");
+                for _attempt in 0..2 {
+                    let query = [
+                        ("user", LOGIN),
+                        ("token", &token()),
+                        ("action", "lead"),
+                        ("id", &id),
+                    ];
+                    let Ok(response) = http.get(&url).query(&query).send().await else {
+                        return; // the service is gone
+                    };
+                    let ok = response.status() == 200;
+                    let Ok(body) = response.json::<serde_json::Value>().await else {
+                        return;
+                    };
+                    if ok && body["status"] == "ok" {
+                        let order_id = body["order_id"].as_str().unwrap().to_owned();
+                        let mut answers = answers.lock().unwrap();
+                        let previous = answers.ok.insert(id.clone(), order_id.clone());
+                        assert!(
+                            previous.is_none_or(|previous| previous == order_id),
+                            "order id changed"
+                        );
+                        if answers.ok.len() == threshold {
+                            enough.notify_one();
+                        }
+                    }
+                }
+            }
+        });
+    }
+    senders
+}
+
+/// After the restart: every lead answered ok is stored, with the order id it was
+/// answered; no lead has two events; a retry now is still a retry.
+async fn check_after_restart(app: &TestApp, answers: &Answers) {
+    let mut client = app.grpc().await;
+    for (id, order_id) in &answers.ok {
+        let lead = client
+            .get_lead(GetLeadRequest {
+                lead_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|status| panic!("lead {id} answered ok but not stored: {status:?}"));
+        assert_eq!(&lead.into_inner().lead_id, id);
+        let (status, body) = app.lead(id).await;
+        assert_eq!(
+            (status, body["order_id"].as_str()),
+            (200, Some(order_id.as_str()))
+        );
+    }
+    let events = app.stored_events().await;
+    let mut seen = BTreeSet::new();
+    for event in &events {
+        let id = lead_id(event).unwrap().to_owned();
+        assert!(seen.insert(id.clone()), "lead {id} has two events");
+    }
+    for id in answers.ok.keys() {
+        assert!(seen.contains(id), "lead {id} answered ok but not streamed");
+    }
+    let sequences: Vec<u64> = events.iter().map(|event| event.sequence).collect();
+    let expected: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(sequences, expected, "replayed in order, without gaps");
+}
+
+async fn leads_answered_ok_survive_sigkill_mid_load_exactly_once(options: Options) {
+    let mut app = TestApp::spawn_with(options).await;
+    let answers = Arc::new(Mutex::new(Answers::default()));
+    let enough = Arc::new(Notify::new());
+    let mut load = start_load(&app, answers.clone(), enough.clone(), 150);
+
+    within("150 leads answered", enough.notified()).await;
+    app.kill().await;
+    while let Some(sender) = within("the senders to stop", load.join_next()).await {
+        sender.unwrap();
+    }
+
+    let app = TestApp::spawn_with(app.options.clone()).await;
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    assert!(answers.ok.len() >= 150);
+    check_after_restart(&app, &answers).await;
+}
+
+async fn leads_answered_ok_survive_a_graceful_stop_under_load(options: Options) {
+    let mut app = TestApp::spawn_with(options).await;
+    let mut stream = app.stream(StreamLeadsRequest::default()).await;
+    let answers = Arc::new(Mutex::new(Answers::default()));
+    let enough = Arc::new(Notify::new());
+    let mut load = start_load(&app, answers.clone(), enough.clone(), 150);
+
+    within("150 leads answered", enough.notified()).await;
+    let status = app.terminate().await;
+    while let Some(sender) = within("the senders to stop", load.join_next()).await {
+        sender.unwrap();
+    }
+    // The open stream ended cleanly rather than being cut.
+    loop {
+        match within("the stream to end", stream.message()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(status) => panic!("stream cut: {status:?}"),
+        }
+    }
+
+    assert!(status.success(), "graceful stop exits 0: {status}");
+    let app = TestApp::spawn_with(app.options.clone()).await;
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    check_after_restart(&app, &answers).await;
+}
