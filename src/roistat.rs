@@ -20,6 +20,28 @@ pub enum DecodeError {
     NotAJsonObject,
     #[error("body is not valid JSON: {0}")]
     InvalidJson(String),
+    #[error("too many parameters (at most {MAX_PARAMS})")]
+    TooManyParams,
+    #[error("a parameter name over {MAX_NAME_BYTES} bytes or value over {MAX_VALUE_BYTES} bytes")]
+    ParamTooLarge,
+}
+
+/// At most this many parameters in one request (Roistat sends about a dozen).
+pub const MAX_PARAMS: usize = 256;
+pub const MAX_NAME_BYTES: usize = 256;
+/// A lead's comment can be long; a body is capped separately.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Adds a decoded parameter, within the limits.
+fn add_param(params: &mut Params, name: String, value: String) -> Result<(), DecodeError> {
+    if name.len() > MAX_NAME_BYTES || value.len() > MAX_VALUE_BYTES {
+        return Err(DecodeError::ParamTooLarge);
+    }
+    params.insert(name, value);
+    if params.len() > MAX_PARAMS {
+        return Err(DecodeError::TooManyParams);
+    }
+    Ok(())
 }
 
 /// Decodes `application/x-www-form-urlencoded` text (a query string or a form body)
@@ -33,7 +55,7 @@ pub fn decode_form(input: &[u8], params: &mut Params) -> Result<(), DecodeError>
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, &[][..]),
         };
-        params.insert(decode_component(name)?, decode_component(value)?);
+        add_param(params, decode_component(name)?, decode_component(value)?)?;
     }
     Ok(())
 }
@@ -64,7 +86,7 @@ pub fn decode_json(body: &[u8], params: &mut Params) -> Result<(), DecodeError> 
             serde_json::Value::Null => String::new(),
             other => other.to_string(),
         };
-        params.insert(name, value);
+        add_param(params, name, value)?;
     }
     Ok(())
 }

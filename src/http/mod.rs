@@ -168,7 +168,11 @@ impl From<Error> for HttpError {
 
 impl From<DecodeError> for HttpError {
     fn from(error: DecodeError) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, error.to_string())
+        let status = match error {
+            DecodeError::ParamTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, error.to_string())
     }
 }
 

@@ -23,6 +23,7 @@ backend_tests!(
     bodies_that_are_not_roistat_requests_are_refused,
     oversized_requests_get_413_414_431_with_json_errors,
     garbage_on_the_socket_does_not_wedge_the_server,
+    too_many_or_too_large_parameters_and_deep_json_are_refused_cleanly,
     health_and_readiness_answer,
 );
 
@@ -602,4 +603,64 @@ async fn raw_exchange(app: &TestApp, request: &[u8]) -> String {
     )
     .await;
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+async fn too_many_or_too_large_parameters_and_deep_json_are_refused_cleanly(options: Options) {
+    let app = TestApp::spawn_with(options).await;
+    let url = format!(
+        "{}/webhook?user={LOGIN}&token={}&action=lead",
+        app.http_base,
+        token()
+    );
+    let form = |body: String| {
+        app.http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+
+    let many = form(
+        (0..300)
+            .map(|n| format!("p{n}=v"))
+            .collect::<Vec<_>>()
+            .join("&")
+            + "&id=1",
+    )
+    .await
+    .unwrap();
+    let huge_value = form(format!("id=2&text={}", "x".repeat(65 * 1024 + 1)))
+        .await
+        .unwrap();
+    let deep = "[".repeat(5000) + &"]".repeat(5000);
+    let deep_body = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"id":"3","data":{deep}}}"#))
+        .send()
+        .await
+        .unwrap();
+    // Deep JSON inside `data` is only text to the webhook: the lead is kept, as
+    // with any malformed `data`.
+    let (deep_data, _) = app
+        .webhook(&[("action", "lead"), ("id", "4"), ("data", &deep)])
+        .await;
+
+    assert_eq!(many.status(), 400);
+    assert!(many.text().await.unwrap().contains("too many parameters"));
+    assert_eq!(huge_value.status(), 413);
+    assert_eq!(
+        huge_value.json::<serde_json::Value>().await.unwrap()["status"],
+        "error"
+    );
+    assert_eq!(deep_body.status(), 400);
+    assert_eq!(deep_data, 200);
+    let stored: Vec<_> = app
+        .stored_events()
+        .await
+        .iter()
+        .map(|e| lead_id(e).unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, ["4"]);
 }
