@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -46,6 +47,8 @@ pub struct Settings {
     /// Records per export page when Roistat gives no `limit`.
     pub export_page_size: u64,
     pub log_format: LogFormat,
+    /// Bearer token LeadService calls must carry; `None` leaves it open.
+    pub grpc_token: Option<SecretString>,
     pub limits: Limits,
 }
 
@@ -151,6 +154,16 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let lead_api = LeadApi::new(relay.clone(), 64);
+        if settings.grpc_token.is_none() && !grpc_addr.ip().is_loopback() {
+            tracing::warn!(
+                %grpc_addr,
+                "gRPC listens beyond loopback without --grpc-token: anyone who reaches it can read every lead"
+            );
+        }
+        let lead_service = LeadServiceServer::with_interceptor(
+            lead_api,
+            BearerAuth::new(settings.grpc_token.clone()),
+        );
         let grpc = tonic::transport::Server::builder()
             .trace_fn(|request| {
                 tracing::info_span!(
@@ -166,7 +179,7 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(LeadServiceServer::new(lead_api));
+            .add_service(lead_service);
 
         let http_state = HttpState {
             relay,
@@ -224,6 +237,41 @@ impl Application {
         store.close().await;
         tracing::info!("stopped");
         grpc_result.context("gRPC server failed")
+    }
+}
+
+/// Checks `authorization: Bearer TOKEN` on LeadService calls, in constant time.
+#[derive(Clone)]
+struct BearerAuth {
+    expected: Option<Arc<str>>,
+}
+
+impl BearerAuth {
+    fn new(token: Option<SecretString>) -> Self {
+        Self {
+            expected: token
+                .map(|token| Arc::from(format!("Bearer {}", token.expose_secret()).as_str())),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(expected) = &self.expected else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .map(|value| value.as_bytes())
+            .unwrap_or_default();
+        if bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes())) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "missing or wrong bearer token",
+            ))
+        }
     }
 }
 

@@ -147,6 +147,11 @@ pub struct ServeArgs {
     )]
     pub export_page_size: u64,
 
+    /// Require `authorization: Bearer TOKEN` on LeadService calls (health and
+    /// reflection stay open).
+    #[arg(long, env = "ROISTAT_LEADS_GRPC_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub grpc_token: Option<SecretString>,
+
     /// Log lines as human-readable text or as JSON objects. RUST_LOG filters them.
     #[arg(
         long,
@@ -181,6 +186,8 @@ pub struct FileConfig {
     heartbeat_ms: Option<u64>,
     export_page_size: Option<u64>,
     log_format: Option<LogFormat>,
+    grpc_token: Option<String>,
+    grpc_token_file: Option<PathBuf>,
     #[serde(default)]
     integrations: Vec<FileIntegration>,
 }
@@ -308,6 +315,21 @@ impl ServeArgs {
             }
         };
         let integrations = self.integrations(&file)?;
+        let grpc_token = match self.grpc_token.clone() {
+            Some(token) => Some(token),
+            None => one_of(
+                file.grpc_token.clone(),
+                file.grpc_token_file.as_ref(),
+                "grpc_token",
+            )?,
+        };
+        if grpc_token.as_ref().is_some_and(|token| {
+            secrecy::ExposeSecret::expose_secret(token)
+                .trim()
+                .is_empty()
+        }) {
+            return Err("the gRPC token must not be empty".to_owned());
+        }
         let order_id = pick!(order_id);
         Ok(Settings {
             http_addr: pick!(http_addr),
@@ -324,6 +346,7 @@ impl ServeArgs {
             heartbeat: Duration::from_millis(pick!(heartbeat_ms).max(10)),
             export_page_size: pick!(export_page_size).clamp(1, 10_000),
             log_format: pick!(log_format),
+            grpc_token,
             limits: Limits::default(),
         })
     }
@@ -407,6 +430,14 @@ pub fn describe(settings: &Settings) -> String {
                 )
             ),
             format!("database_url = {:?}", mask_url(&settings.database_url)),
+            format!(
+                "grpc_token = {}",
+                if settings.grpc_token.is_some() {
+                    "\"********\""
+                } else {
+                    "\"\"  # none: LeadService is open"
+                }
+            ),
             format!(
                 "order_id = {:?}",
                 match settings.order_id_mode {

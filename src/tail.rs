@@ -19,6 +19,10 @@ pub struct TailArgs {
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub grpc_addr: String,
 
+    /// The bearer token the service requires (--grpc-token of serve).
+    #[arg(long, env = "ROISTAT_LEADS_GRPC_TOKEN", hide_env_values = true)]
+    pub grpc_token: Option<String>,
+
     /// A named, durable consumer: resume where it stands and acknowledge each event
     /// after printing it.
     #[arg(long, value_name = "NAME")]
@@ -122,7 +126,23 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .map_err(|error| anyhow::anyhow!("cannot connect to {url}: {error}"))?;
-    let mut client = LeadServiceClient::new(channel);
+    let authorization = match &args.grpc_token {
+        Some(token) => Some(
+            tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                anyhow::anyhow!("--grpc-token has characters a header cannot carry")
+            })?,
+        ),
+        None => None,
+    };
+    let mut client =
+        LeadServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(authorization) = &authorization {
+                request
+                    .metadata_mut()
+                    .insert("authorization", authorization.clone());
+            }
+            Ok(request)
+        });
     let mut stream = client
         .stream_leads(args.request())
         .await

@@ -184,3 +184,77 @@ async fn reflection_lists_the_service_in_v1_and_v1alpha(options: Options) {
         );
     }
 }
+
+#[tokio::test]
+async fn a_grpc_token_guards_lead_service_but_not_health() {
+    use roistat_leads::proto::lead_service_client::LeadServiceClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let app = TestApp::spawn_with(Options::default().arg("--grpc-token").arg("grpc-s3cret")).await;
+    app.lead("1").await;
+    let with_token = |token: &'static str| {
+        let channel = app.channel();
+        async move {
+            LeadServiceClient::with_interceptor(
+                channel.await,
+                move |mut request: tonic::Request<()>| {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                    Ok(request)
+                },
+            )
+        }
+    };
+    let get = || GetLeadRequest {
+        lead_id: "1".into(),
+        ..Default::default()
+    };
+
+    let missing = LeadServiceClient::new(app.channel().await)
+        .get_lead(get())
+        .await
+        .unwrap_err();
+    let wrong = with_token("guess").await.get_lead(get()).await.unwrap_err();
+    let right = with_token("grpc-s3cret").await.get_lead(get()).await;
+    let health = HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    let tail = |token: Option<&str>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
+        command
+            .args([
+                "tail",
+                "--grpc-addr",
+                app.grpc_addr.trim_start_matches("http://"),
+            ])
+            .env_clear()
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            command.args(["--grpc-token", token]);
+        }
+        command.spawn().unwrap()
+    };
+    let refused = within("tail without a token", tail(None).wait_with_output())
+        .await
+        .unwrap();
+    let mut allowed = tail(Some("grpc-s3cret"));
+    let mut lines = tokio::io::BufReader::new(allowed.stdout.take().unwrap());
+    let mut line = String::new();
+    within(
+        "a line from tail",
+        tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+    assert_eq!(right.unwrap().into_inner().lead_id, "1");
+    assert!(health.is_ok(), "health stays open");
+    assert!(!refused.status.success());
+    assert!(line.contains(r#""lead_id":"1""#), "{line}");
+}
