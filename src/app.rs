@@ -15,7 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::LogFormat;
 use crate::domain::OrderIdMode;
 use crate::grpc::{LeadApi, LeadServiceServer};
-use crate::http::{self, HttpState, Limits};
+use crate::http::{self, AccessPolicy, HttpState, Limits};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::relay::LeadRelay;
 use crate::roistat::Credentials;
@@ -49,6 +49,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Bearer token LeadService calls must carry; `None` leaves it open.
     pub grpc_token: Option<SecretString>,
+    /// Which source addresses may call the webhook.
+    pub access: AccessPolicy,
     pub limits: Limits,
 }
 
@@ -186,6 +188,7 @@ impl Application {
             integrations: Arc::new(settings.integrations),
             limits: settings.limits,
             export_page_size: settings.export_page_size,
+            access: Arc::new(settings.access),
         };
         let metrics_router = http::metrics_router(http_state.clone());
         let router = http::router(http_state);

@@ -14,8 +14,9 @@ use serde::Deserialize;
 
 use crate::app::Settings;
 use crate::domain::{DEFAULT_INTEGRATION, OrderIdMode};
-use crate::http::Limits;
+use crate::http::{AccessPolicy, Limits};
 use crate::roistat::Credentials;
+use ipnet::IpNet;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -152,6 +153,25 @@ pub struct ServeArgs {
     #[arg(long, env = "ROISTAT_LEADS_GRPC_TOKEN", hide_env_values = true, value_parser = secret)]
     pub grpc_token: Option<SecretString>,
 
+    /// Only these source networks may call the webhook (CIDRs, comma-separated);
+    /// empty: everyone. Health and metrics stay open.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_WEBHOOK_ALLOW",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub webhook_allow: Vec<IpNet>,
+
+    /// Proxies whose X-Forwarded-For is believed (CIDRs, comma-separated).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
     /// Log lines as human-readable text or as JSON objects. RUST_LOG filters them.
     #[arg(
         long,
@@ -188,6 +208,8 @@ pub struct FileConfig {
     log_format: Option<LogFormat>,
     grpc_token: Option<String>,
     grpc_token_file: Option<PathBuf>,
+    webhook_allow: Option<Vec<IpNet>>,
+    trusted_proxies: Option<Vec<IpNet>>,
     #[serde(default)]
     integrations: Vec<FileIntegration>,
 }
@@ -347,6 +369,18 @@ impl ServeArgs {
             export_page_size: pick!(export_page_size).clamp(1, 10_000),
             log_format: pick!(log_format),
             grpc_token,
+            access: AccessPolicy {
+                allow: if explicit("webhook_allow") {
+                    self.webhook_allow.clone()
+                } else {
+                    file.webhook_allow.clone().unwrap_or_default()
+                },
+                trusted_proxies: if explicit("trusted_proxies") {
+                    self.trusted_proxies.clone()
+                } else {
+                    file.trusted_proxies.clone().unwrap_or_default()
+                },
+            },
             limits: Limits::default(),
         })
     }
@@ -430,6 +464,24 @@ pub fn describe(settings: &Settings) -> String {
                 )
             ),
             format!("database_url = {:?}", mask_url(&settings.database_url)),
+            format!(
+                "webhook_allow = {:?}",
+                settings
+                    .access
+                    .allow
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+            format!(
+                "trusted_proxies = {:?}",
+                settings
+                    .access
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
             format!(
                 "grpc_token = {}",
                 if settings.grpc_token.is_some() {

@@ -1,14 +1,18 @@
 //! The HTTP face: Roistat's webhook and the health endpoints.
 
+mod access;
 mod serve;
 
+pub use access::AccessPolicy;
+
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -66,6 +70,8 @@ pub struct HttpState {
     pub limits: Limits,
     /// Orders or clients per export page when Roistat gives no `limit`.
     pub export_page_size: u64,
+    /// Which source addresses may call the webhook.
+    pub access: Arc<AccessPolicy>,
 }
 
 /// The HTTP routes.
@@ -252,6 +258,7 @@ async fn receive_webhook(state: &HttpState, integration: &str, request: Request)
         200 => "ok",
         400 => "bad_request",
         401 => "unauthorized",
+        403 => "forbidden",
         404 => "not_found",
         408 => "timeout",
         413 | 414 | 431 => "too_large",
@@ -280,6 +287,20 @@ async fn handle_webhook(
     request: Request,
     action_label: &mut &'static str,
 ) -> Result<Response, HttpError> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
+    if let Some(peer) = peer {
+        let client = state.access.client_ip(peer, request.headers());
+        if !state.access.allows(client) {
+            tracing::warn!(%client, "webhook refused: source address not allowed");
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                "source address not allowed",
+            ));
+        }
+    }
     let Some(credentials) = state.integrations.get(integration) else {
         return Err(HttpError::new(
             StatusCode::NOT_FOUND,

@@ -664,3 +664,65 @@ async fn too_many_or_too_large_parameters_and_deep_json_are_refused_cleanly(opti
         .collect();
     assert_eq!(stored, ["4"]);
 }
+
+#[tokio::test]
+async fn the_webhook_allowlist_refuses_other_sources_and_believes_only_trusted_proxies() {
+    let closed = TestApp::spawn_with(
+        Options::default()
+            .arg("--webhook-allow")
+            .arg("203.0.113.0/24"),
+    )
+    .await;
+    let behind_proxy = TestApp::spawn_with(
+        Options::default()
+            .arg("--webhook-allow")
+            .arg("203.0.113.0/24")
+            .arg("--trusted-proxies")
+            .arg("127.0.0.0/8"),
+    )
+    .await;
+    let open = TestApp::spawn_with(
+        Options::default()
+            .arg("--webhook-allow")
+            .arg("127.0.0.0/8,::1/128"),
+    )
+    .await;
+    let forwarded = |app: &TestApp, from: &str| {
+        let request = app
+            .http
+            .get(format!("{}/webhook", app.http_base))
+            .query(&[
+                ("user", LOGIN),
+                ("token", &token()),
+                ("action", "lead"),
+                ("id", "1"),
+            ])
+            .header("x-forwarded-for", from.to_owned());
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    let (refused, body) = closed.lead("1").await;
+    let spoofed = forwarded(&closed, "203.0.113.5").await;
+    let via_proxy = forwarded(&behind_proxy, "198.51.100.1, 203.0.113.5").await;
+    let via_proxy_outsider = forwarded(&behind_proxy, "198.51.100.1").await;
+    let (allowed, _) = open.lead("1").await;
+    let (health, _) = closed.get_raw("/healthz").await;
+
+    assert_eq!((refused, body["status"].as_str()), (403, Some("error")));
+    assert_eq!(
+        spoofed, 403,
+        "X-Forwarded-For from an untrusted peer is ignored"
+    );
+    assert_eq!(via_proxy, 200);
+    assert_eq!(via_proxy_outsider, 403);
+    assert_eq!(allowed, 200);
+    assert_eq!(health, 200);
+    let stored = closed
+        .grpc()
+        .await
+        .list_leads(roistat_leads::proto::ListLeadsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stored.leads.is_empty(), "a refused source stores nothing");
+}
