@@ -51,6 +51,8 @@ pub struct Settings {
     pub grpc_token: Option<SecretString>,
     /// Which source addresses may call the webhook.
     pub access: AccessPolicy,
+    /// Webhook requests per second per client address.
+    pub rate_limit: Option<std::num::NonZeroU32>,
     pub limits: Limits,
 }
 
@@ -189,7 +191,11 @@ impl Application {
             limits: settings.limits,
             export_page_size: settings.export_page_size,
             access: Arc::new(settings.access),
+            rate_limit: settings
+                .rate_limit
+                .map(|limit| Arc::new(http::rate_limiter(limit))),
         };
+        let rate_limit = http_state.rate_limit.clone();
         let metrics_router = http::metrics_router(http_state.clone());
         let router = http::router(http_state);
 
@@ -226,7 +232,13 @@ impl Application {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = every.tick() => telemetry::metrics().run_upkeep(),
+                    _ = every.tick() => {
+                        telemetry::metrics().run_upkeep();
+                        // Forget addresses whose budget is full again.
+                        if let Some(limiter) = &rate_limit {
+                            limiter.retain_recent();
+                        }
+                    }
                 }
             }
         };

@@ -172,6 +172,12 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// At most this many webhook requests per second from one client address (in
+    /// bursts of as many), 429 beyond; off by default: Roistat sends bursts from a few
+    /// addresses. The client is found as for --webhook-allow.
+    #[arg(long, env = "ROISTAT_LEADS_RATE_LIMIT", value_name = "PER_SECOND")]
+    pub rate_limit: Option<std::num::NonZeroU32>,
+
     /// Log lines as human-readable text or as JSON objects. RUST_LOG filters them.
     #[arg(
         long,
@@ -209,6 +215,7 @@ pub struct FileConfig {
     grpc_token: Option<String>,
     grpc_token_file: Option<PathBuf>,
     webhook_allow: Option<Vec<IpNet>>,
+    rate_limit: Option<std::num::NonZeroU32>,
     trusted_proxies: Option<Vec<IpNet>>,
     #[serde(default)]
     integrations: Vec<FileIntegration>,
@@ -369,6 +376,7 @@ impl ServeArgs {
             export_page_size: pick!(export_page_size).clamp(1, 10_000),
             log_format: pick!(log_format),
             grpc_token,
+            rate_limit: self.rate_limit.or(file.rate_limit),
             access: AccessPolicy {
                 allow: if explicit("webhook_allow") {
                     self.webhook_allow.clone()
@@ -464,6 +472,12 @@ pub fn describe(settings: &Settings) -> String {
                 )
             ),
             format!("database_url = {:?}", mask_url(&settings.database_url)),
+            format!(
+                "rate_limit = {}",
+                settings
+                    .rate_limit
+                    .map_or("0  # off".to_owned(), |limit| limit.to_string())
+            ),
             format!(
                 "webhook_allow = {:?}",
                 settings

@@ -375,6 +375,63 @@ mod tests {
         );
     }
 
+    mod properties {
+        use super::*;
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever bytes arrive, decoding answers: a parameter map or an error.
+            #[test]
+            fn decoding_never_panics(input in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = decode_form(&input, &mut Params::new());
+                let _ = decode_json(&input, &mut Params::new());
+            }
+
+            /// What a sender encodes is what the service reads back.
+            #[test]
+            fn form_encoding_round_trips(
+                pairs in proptest::collection::btree_map("[a-zA-Z_]{1,12}", "\\PC{0,40}", 0..20)
+            ) {
+                let query = pairs
+                    .iter()
+                    .map(|(name, value)| format!(
+                        "{}={}",
+                        utf8_percent_encode(name, NON_ALPHANUMERIC),
+                        utf8_percent_encode(value, NON_ALPHANUMERIC)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                let mut params = Params::new();
+                decode_form(query.as_bytes(), &mut params).unwrap();
+                prop_assert_eq!(params.len(), pairs.len());
+                for (name, value) in &pairs {
+                    prop_assert_eq!(params.get(name), Some(value.as_str()));
+                }
+            }
+
+            /// Any parameters make a lead or a clear refusal, and a lead keeps every
+            /// parameter it does not read in `extra`.
+            #[test]
+            fn leads_keep_what_they_do_not_read(
+                pairs in proptest::collection::btree_map("[a-z_]{1,10}", "\\PC{0,30}", 0..15),
+                id in "[0-9]{1,9}"
+            ) {
+                let mut params: Params = pairs.clone().into_iter().collect();
+                params.insert("id", id.clone());
+                let lead = crate::domain::parse_lead("default", &params).unwrap();
+                prop_assert_eq!(&lead.lead_id, &id);
+                for (name, value) in &pairs {
+                    let known = ["id", "visit", "title", "text", "name", "phone", "email", "data",
+                        "created_date", "manager_id", "user", "token", "action"];
+                    if !known.contains(&name.as_str()) {
+                        prop_assert_eq!(lead.extra.get(name), Some(value));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn token_given_directly_must_be_hex() {
         assert!(Credentials::from_token(None, &SecretString::from("xyz")).is_err());

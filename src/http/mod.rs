@@ -72,6 +72,16 @@ pub struct HttpState {
     pub export_page_size: u64,
     /// Which source addresses may call the webhook.
     pub access: Arc<AccessPolicy>,
+    /// Webhook requests per second allowed per client address; `None`: no limit.
+    pub rate_limit: Option<Arc<RateLimiter>>,
+}
+
+/// A per-client-address limit on webhook requests.
+pub type RateLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+/// A limiter allowing `per_second` requests a second per address, in bursts of as many.
+pub fn rate_limiter(per_second: std::num::NonZeroU32) -> RateLimiter {
+    governor::RateLimiter::keyed(governor::Quota::per_second(per_second))
 }
 
 /// The HTTP routes.
@@ -263,6 +273,7 @@ async fn receive_webhook(state: &HttpState, integration: &str, request: Request)
         408 => "timeout",
         413 | 414 | 431 => "too_large",
         415 => "unsupported",
+        429 => "rate_limited",
         503 => "unavailable",
         _ => "error",
     };
@@ -298,6 +309,14 @@ async fn handle_webhook(
             return Err(HttpError::new(
                 StatusCode::FORBIDDEN,
                 "source address not allowed",
+            ));
+        }
+        if let Some(limiter) = &state.rate_limit
+            && limiter.check_key(&client).is_err()
+        {
+            return Err(HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests from this address; retry later",
             ));
         }
     }

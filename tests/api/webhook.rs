@@ -726,3 +726,30 @@ async fn the_webhook_allowlist_refuses_other_sources_and_believes_only_trusted_p
         .into_inner();
     assert!(stored.leads.is_empty(), "a refused source stores nothing");
 }
+
+#[tokio::test]
+async fn a_rate_limit_answers_429_beyond_the_budget_of_an_address() {
+    let limited = TestApp::spawn_with(Options::default().arg("--rate-limit").arg("1")).await;
+    let unlimited = TestApp::spawn_with(Options::default()).await;
+
+    let mut statuses = vec![];
+    for n in 0..10 {
+        statuses.push(limited.lead(&n.to_string()).await);
+    }
+    let mut unlimited_statuses = vec![];
+    for n in 0..10 {
+        unlimited_statuses.push(unlimited.lead(&n.to_string()).await.0);
+    }
+
+    assert_eq!(statuses[0].0, 200, "the first request is within the budget");
+    let refused: Vec<_> = statuses
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert!(!refused.is_empty(), "{statuses:?}");
+    assert_eq!(refused[0].1["status"], "error");
+    assert!(
+        unlimited_statuses.iter().all(|status| *status == 200),
+        "off by default"
+    );
+}
