@@ -32,7 +32,8 @@ pub(super) enum Command {
         report: Box<DealReport>,
         reply: oneshot::Sender<Result<Deal, StoreError>>,
     },
-    /// Answered once the writer reaches it: proves the write path is alive.
+    /// Answered once the writer has committed a write with it: proves the write path
+    /// (lock, disk, connection) works.
     Ping {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -45,6 +46,7 @@ pub(super) enum Outcome {
     Lead(Result<LeadReceipt, StoreError>),
     Deal(Result<Deal, StoreError>),
     Event(Result<EventReceipt, StoreError>),
+    Ping(Result<(), StoreError>),
     Nothing,
 }
 
@@ -131,7 +133,8 @@ fn failed(command: &Command, error: StoreError) -> Outcome {
         Command::InsertLead { .. } => Outcome::Lead(Err(error)),
         Command::AssignOrderId { .. } | Command::ReportDeal { .. } => Outcome::Deal(Err(error)),
         Command::InsertEvent { .. } => Outcome::Event(Err(error)),
-        Command::Ping { .. } | Command::Stop => Outcome::Nothing,
+        Command::Ping { .. } => Outcome::Ping(Err(error)),
+        Command::Stop => Outcome::Nothing,
     }
 }
 
@@ -164,8 +167,8 @@ fn reply_all(batch: Vec<Command>, outcomes: Vec<Outcome>) {
             (Command::InsertEvent { reply, .. }, _) => {
                 let _ = reply.send(Err(error()));
             }
-            (Command::Ping { reply }, Some(Outcome::Nothing)) => {
-                let _ = reply.send(Ok(()));
+            (Command::Ping { reply }, Some(Outcome::Ping(result))) => {
+                let _ = reply.send(result);
             }
             (Command::Ping { reply }, _) => {
                 let _ = reply.send(Err(error()));

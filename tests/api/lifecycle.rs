@@ -111,3 +111,47 @@ async fn logs_carry_ids_but_no_lead_content_or_secrets(options: Options) {
         assert!(!logs.contains(secret), "logs contain {secret:?}:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn a_locked_sqlite_store_answers_503_and_recovers_by_itself() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(Options::default()).await;
+    assert_eq!(app.lead("before").await.0, 200);
+    // Another process takes the database's write lock and holds it, as a stuck
+    // backup job or a full disk would stop every commit.
+    let mut intruder = sqlx::SqliteConnection::connect(&app.options.database.url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+
+    let (during, body) = app.lead("during").await;
+    let (ready_during, _) = app.get_raw("/readyz").await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut intruder)
+        .await
+        .unwrap();
+    let (after, _) = app.lead("during").await;
+    let (ready_after, _) = app.get_raw("/readyz").await;
+
+    assert_eq!(
+        (during, body["status"].as_str()),
+        (503, Some("error")),
+        "never ok while nothing commits"
+    );
+    assert_eq!(ready_during, 503);
+    assert_eq!(
+        after, 200,
+        "Roistat's retry succeeds once the store is back"
+    );
+    assert_eq!(ready_after, 200);
+    let ids: Vec<String> = app
+        .stored_events()
+        .await
+        .iter()
+        .map(|e| lead_id(e).unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["before", "during"]);
+}
