@@ -116,62 +116,39 @@ async fn reflection_lists_the_service_in_v1_and_v1alpha(options: Options) {
     let app = TestApp::spawn_with(options).await;
     let channel = app.channel().await;
 
-    let v1 = {
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut responses = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::once(request))
-            .await
-            .unwrap()
-            .into_inner();
-        match within("reflection", responses.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .message_response
-        {
-            Some(MessageResponse::ListServicesResponse(list)) => list
-                .service
-                .into_iter()
-                .map(|service| service.name)
-                .collect::<Vec<_>>(),
-            other => panic!("unexpected answer {other:?}"),
-        }
-    };
-    let v1alpha = {
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut responses = ServerReflectionClient::new(channel)
-            .server_reflection_info(tokio_stream::once(request))
-            .await
-            .unwrap()
-            .into_inner();
-        match within("reflection", responses.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .message_response
-        {
-            Some(MessageResponse::ListServicesResponse(list)) => list
-                .service
-                .into_iter()
-                .map(|service| service.name)
-                .collect::<Vec<_>>(),
-            other => panic!("unexpected answer {other:?}"),
-        }
-    };
+    // The two versions are the same protocol with separately generated types.
+    macro_rules! list_services {
+        ($version:ident, $channel:expr) => {{
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut responses = ServerReflectionClient::new($channel)
+                .server_reflection_info(tokio_stream::once(request))
+                .await
+                .unwrap()
+                .into_inner();
+            match within("reflection", responses.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .message_response
+            {
+                Some(MessageResponse::ListServicesResponse(list)) => list
+                    .service
+                    .into_iter()
+                    .map(|service| service.name)
+                    .collect::<Vec<_>>(),
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }};
+    }
+    let v1 = list_services!(v1, channel.clone());
+    let v1alpha = list_services!(v1alpha, channel);
 
     for services in [v1, v1alpha] {
         assert!(
