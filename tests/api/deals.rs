@@ -93,28 +93,7 @@ async fn crm_mode_holds_the_webhook_until_the_deal_id_is_reported(options: Optio
     let app = TestApp::spawn_with(crm_mode(options, "15000")).await;
     let mut client = app.grpc().await;
 
-    let webhook = {
-        let http = app.http.clone();
-        let url = format!("{}/webhook", app.http_base);
-        let token = token();
-        tokio::spawn(async move {
-            let response = http
-                .get(url)
-                .query(&[
-                    ("user", LOGIN),
-                    ("token", &token),
-                    ("action", "lead"),
-                    ("id", "20"),
-                ])
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<serde_json::Value>().await.unwrap(),
-            )
-        })
-    };
+    let webhook = tokio::spawn(app.lead_request("20"));
     until_stored(&app, "20").await;
     let pending = client.get_deal(get_deal("20")).await.unwrap().into_inner();
     client.report_deal(report("20", "CRM-5")).await.unwrap();

@@ -351,6 +351,21 @@ impl TestApp {
         send(request).await
     }
 
+    /// A minimal `action=lead` with the given id, as a future that owns what it
+    /// needs, to be spawned (a webhook held open, concurrent retries).
+    pub fn lead_request(&self, id: &str) -> impl Future<Output = (u16, Value)> + Send + 'static {
+        let request = self
+            .http
+            .get(format!("{}/webhook", self.http_base))
+            .query(&[
+                ("user", LOGIN),
+                ("token", &token()),
+                ("action", "lead"),
+                ("id", id),
+            ]);
+        send(request)
+    }
+
     /// A minimal `action=lead` with the given id.
     pub async fn lead(&self, id: &str) -> (u16, Value) {
         self.webhook(&[

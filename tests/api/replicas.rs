@@ -72,25 +72,11 @@ async fn the_same_lead_retried_on_two_replicas_at_once_is_one_lead() {
     let mut answers = JoinSet::new();
     for round in 0..10 {
         for app in [&a, &b] {
-            let (http, url) = (app.http.clone(), format!("{}/webhook", app.http_base));
             let id = format!("same-{round}");
+            let request = app.lead_request(&id);
             answers.spawn(async move {
-                let response = http
-                    .get(&url)
-                    .query(&[
-                        ("user", LOGIN),
-                        ("token", &token()),
-                        ("action", "lead"),
-                        ("id", &id),
-                    ])
-                    .send()
-                    .await
-                    .unwrap();
-                (
-                    id,
-                    response.status().as_u16(),
-                    response.json::<serde_json::Value>().await.unwrap(),
-                )
+                let (status, body) = request.await;
+                (id, status, body)
             });
         }
     }
@@ -118,23 +104,7 @@ async fn a_deal_reported_on_one_replica_answers_a_webhook_held_on_another() {
     };
     let mut stream = b.stream(StreamLeadsRequest::default()).await;
 
-    let held = {
-        let (http, url) = (a.http.clone(), format!("{}/webhook", a.http_base));
-        tokio::spawn(async move {
-            let response = http
-                .get(&url)
-                .query(&[
-                    ("user", LOGIN),
-                    ("token", &token()),
-                    ("action", "lead"),
-                    ("id", "x"),
-                ])
-                .send()
-                .await
-                .unwrap();
-            response.json::<serde_json::Value>().await.unwrap()
-        })
-    };
+    let held = tokio::spawn(a.lead_request("x"));
     assert_eq!(lead_id(&next_event(&mut stream).await), Some("x"));
     b.grpc()
         .await
@@ -146,7 +116,7 @@ async fn a_deal_reported_on_one_replica_answers_a_webhook_held_on_another() {
         .await
         .unwrap();
 
-    let answer = within("the held webhook", held).await.unwrap();
+    let (_, answer) = within("the held webhook", held).await.unwrap();
     assert_eq!(answer, json!({"status": "ok", "order_id": "CRM-X"}));
 }
 
