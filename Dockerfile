@@ -27,7 +27,8 @@ ENV DATABASE_URL=sqlite:///data/roistat-leads.db \
     ROISTAT_LEADS_GRPC_ADDR=0.0.0.0:50051
 EXPOSE 8080 50051
 VOLUME ["/data"]
+# Over HTTPS when --http-tls-cert is set (a local probe: the certificate is not checked).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8080/readyz || exit 1
+    CMD curl -fsS http://127.0.0.1:8080/readyz || curl -fsSk https://127.0.0.1:8080/readyz || exit 1
 ENTRYPOINT ["roistat-leads"]
 CMD ["serve"]

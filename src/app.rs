@@ -21,6 +21,7 @@ use crate::relay::LeadRelay;
 use crate::roistat::Credentials;
 use crate::store::{self, LeadStore};
 use crate::telemetry;
+use crate::tls::ServerTls;
 
 /// How often histogram samples are folded in, whether or not anyone scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -54,6 +55,10 @@ pub struct Settings {
     /// Webhook requests per second per client address.
     pub rate_limit: Option<std::num::NonZeroU32>,
     pub limits: Limits,
+    /// HTTPS for the webhook server, when set.
+    pub http_tls: Option<ServerTls>,
+    /// TLS (and perhaps client certificates) for the gRPC server, when set.
+    pub grpc_tls: Option<ServerTls>,
 }
 
 /// A started application: store open, listeners bound, not yet serving.
@@ -158,17 +163,27 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
         let lead_api = LeadApi::new(relay.clone(), 64);
-        if settings.grpc_token.is_none() && !grpc_addr.ip().is_loopback() {
+        let client_certificates = settings
+            .grpc_tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_path().is_some());
+        if settings.grpc_token.is_none() && !client_certificates && !grpc_addr.ip().is_loopback() {
             tracing::warn!(
                 %grpc_addr,
-                "gRPC listens beyond loopback without --grpc-token: anyone who reaches it can read every lead"
+                "gRPC listens beyond loopback without --grpc-token or --grpc-tls-client-ca: anyone who reaches it can read every lead"
             );
         }
         let lead_service = LeadServiceServer::with_interceptor(
             lead_api,
             BearerAuth::new(settings.grpc_token.clone()),
         );
-        let grpc = tonic::transport::Server::builder()
+        let mut grpc = tonic::transport::Server::builder();
+        if let Some(tls) = &settings.grpc_tls {
+            grpc = grpc
+                .tls_config(tls.tonic_config())
+                .context("cannot set up TLS for gRPC")?;
+        }
+        let grpc = grpc
             .trace_fn(|request| {
                 tracing::info_span!(
                     "grpc",
@@ -199,7 +214,26 @@ impl Application {
         let metrics_router = http::metrics_router(http_state.clone());
         let router = http::router(http_state);
 
-        tracing::info!(%http_addr, %grpc_addr, metrics_addr = %metrics_addr.as_deref().unwrap_or("none"), "listening");
+        let http_tls = match &settings.http_tls {
+            Some(tls) => Some(tokio_rustls::TlsAcceptor::from(
+                tls.server_config(&[b"http/1.1"])
+                    .map_err(anyhow::Error::msg)
+                    .context("cannot set up TLS for HTTP")?,
+            )),
+            None => None,
+        };
+        tracing::info!(
+            %http_addr,
+            http_tls = http_tls.is_some(),
+            %grpc_addr,
+            grpc_tls = %match (&settings.grpc_tls, client_certificates) {
+                (None, _) => "off",
+                (Some(_), false) => "on",
+                (Some(_), true) => "mutual",
+            },
+            metrics_addr = %metrics_addr.as_deref().unwrap_or("none"),
+            "listening"
+        );
         let grpc_shutdown = shutdown.clone();
         let grpc_server = async {
             let result = grpc
@@ -215,12 +249,26 @@ impl Application {
             result
         };
         let http_server = async {
-            http::serve(http_listener, router, settings.limits, shutdown.clone()).await;
+            http::serve(
+                http_listener,
+                router,
+                settings.limits,
+                http_tls,
+                shutdown.clone(),
+            )
+            .await;
             shutdown.cancel();
         };
         let metrics_server = async {
             if let Some(listener) = metrics_listener {
-                http::serve(listener, metrics_router, settings.limits, shutdown.clone()).await;
+                http::serve(
+                    listener,
+                    metrics_router,
+                    settings.limits,
+                    None,
+                    shutdown.clone(),
+                )
+                .await;
             }
         };
         let stop_reporting = async {

@@ -16,6 +16,7 @@ use crate::app::Settings;
 use crate::domain::{DEFAULT_INTEGRATION, OrderIdMode};
 use crate::http::{AccessPolicy, Limits};
 use crate::roistat::Credentials;
+use crate::tls::ServerTls;
 use ipnet::IpNet;
 
 #[derive(Debug, Parser)]
@@ -178,6 +179,48 @@ pub struct ServeArgs {
     #[arg(long, env = "ROISTAT_LEADS_RATE_LIMIT", value_name = "PER_SECOND")]
     pub rate_limit: Option<std::num::NonZeroU32>,
 
+    /// Serve the webhook over HTTPS with this certificate chain (PEM; with
+    /// --http-tls-key).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_HTTP_TLS_CERT",
+        value_name = "PEM",
+        requires = "http_tls_key"
+    )]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// The private key of --http-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_HTTP_TLS_KEY",
+        value_name = "PEM",
+        requires = "http_tls_cert"
+    )]
+    pub http_tls_key: Option<PathBuf>,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM; with --grpc-tls-key).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_TLS_CERT",
+        value_name = "PEM",
+        requires = "grpc_tls_key"
+    )]
+    pub grpc_tls_cert: Option<PathBuf>,
+
+    /// The private key of --grpc-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_TLS_KEY",
+        value_name = "PEM",
+        requires = "grpc_tls_cert"
+    )]
+    pub grpc_tls_key: Option<PathBuf>,
+
+    /// Mutual TLS on gRPC: every client must present a certificate issued by one of
+    /// these CAs (PEM). Needs --grpc-tls-cert.
+    #[arg(long, env = "ROISTAT_LEADS_GRPC_TLS_CLIENT_CA", value_name = "PEM")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+
     /// Log lines as human-readable text or as JSON objects. RUST_LOG filters them.
     #[arg(
         long,
@@ -217,6 +260,11 @@ pub struct FileConfig {
     webhook_allow: Option<Vec<IpNet>>,
     rate_limit: Option<std::num::NonZeroU32>,
     trusted_proxies: Option<Vec<IpNet>>,
+    http_tls_cert: Option<PathBuf>,
+    http_tls_key: Option<PathBuf>,
+    grpc_tls_cert: Option<PathBuf>,
+    grpc_tls_key: Option<PathBuf>,
+    grpc_tls_client_ca: Option<PathBuf>,
     #[serde(default)]
     integrations: Vec<FileIntegration>,
 }
@@ -283,6 +331,31 @@ fn one_of(
         (Some(_), Some(_)) => Err(format!("{what}: give the value or the file, not both")),
         (Some(value), None) => Ok(Some(SecretString::from(value))),
         (None, Some(path)) => read_secret(path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// One server's TLS settings: the certificate and key from flags or environment,
+/// else from the file; a client CA needs them.
+fn server_tls(
+    what: &str,
+    given: Option<(PathBuf, PathBuf)>,
+    file: (Option<PathBuf>, Option<PathBuf>),
+    client_ca: Option<PathBuf>,
+) -> Result<Option<ServerTls>, String> {
+    let pair = match (given, file) {
+        (Some(pair), _) => Some(pair),
+        (None, (Some(cert), Some(key))) => Some((cert, key)),
+        (None, (None, None)) => None,
+        (None, _) => return Err(format!("give both {what}_cert and {what}_key, or neither")),
+    };
+    match (pair, client_ca) {
+        (Some((cert, key)), client_ca) => {
+            ServerTls::load(&cert, &key, client_ca.as_deref()).map(Some)
+        }
+        (None, Some(_)) => Err(format!(
+            "{what}_client_ca needs {what}_cert and {what}_key: client certificates are checked only over TLS"
+        )),
         (None, None) => Ok(None),
     }
 }
@@ -360,6 +433,22 @@ impl ServeArgs {
             return Err("the gRPC token must not be empty".to_owned());
         }
         let order_id = pick!(order_id);
+        // A certificate and its key come from the same place: both flags (clap makes
+        // each require the other) or both file keys.
+        let http_tls = server_tls(
+            "http_tls",
+            self.http_tls_cert.clone().zip(self.http_tls_key.clone()),
+            (file.http_tls_cert.clone(), file.http_tls_key.clone()),
+            None,
+        )?;
+        let grpc_tls = server_tls(
+            "grpc_tls",
+            self.grpc_tls_cert.clone().zip(self.grpc_tls_key.clone()),
+            (file.grpc_tls_cert.clone(), file.grpc_tls_key.clone()),
+            self.grpc_tls_client_ca
+                .clone()
+                .or_else(|| file.grpc_tls_client_ca.clone()),
+        )?;
         Ok(Settings {
             http_addr: pick!(http_addr),
             grpc_addr: pick!(grpc_addr),
@@ -390,6 +479,8 @@ impl ServeArgs {
                 },
             },
             limits: Limits::default(),
+            http_tls,
+            grpc_tls,
         })
     }
 
@@ -504,6 +595,8 @@ pub fn describe(settings: &Settings) -> String {
                     "\"\"  # none: LeadService is open"
                 }
             ),
+            describe_tls("http_tls", settings.http_tls.as_ref()),
+            describe_tls("grpc_tls", settings.grpc_tls.as_ref()),
             format!(
                 "order_id = {:?}",
                 match settings.order_id_mode {
@@ -534,6 +627,21 @@ pub fn describe(settings: &Settings) -> String {
             credentials.login().unwrap_or("(any)")
         ));
         lines.push("token = \"********\"".to_owned());
+    }
+    lines.join("\n")
+}
+
+/// A server's TLS files as `key = value` lines, or a comment that it is off.
+fn describe_tls(what: &str, tls: Option<&ServerTls>) -> String {
+    let Some(tls) = tls else {
+        return format!("# {what}: off (plain text)");
+    };
+    let mut lines = vec![
+        format!("{what}_cert = {:?}", tls.cert_path().display().to_string()),
+        format!("{what}_key = {:?}", tls.key_path().display().to_string()),
+    ];
+    if let Some(ca) = tls.client_ca_path() {
+        lines.push(format!("{what}_client_ca = {:?}", ca.display().to_string()));
     }
     lines.join("\n")
 }

@@ -64,3 +64,24 @@ impl From<StoreError> for Error {
         }
     }
 }
+
+/// An error with its causes, outermost first, for command-line messages: clients'
+/// own messages rarely say what went wrong (a refused connection, an untrusted
+/// certificate).
+pub fn causes(error: &dyn std::error::Error) -> String {
+    with_causes(error.to_string(), error.source())
+}
+
+/// `text` followed by `source` and its causes.
+pub fn with_causes(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Wrappers often repeat their cause's message: say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -17,6 +17,7 @@ pub mod send;
 pub mod store;
 pub mod tail;
 pub mod telemetry;
+pub mod tls;
 
 /// Code generated from `proto/roistat/leads/v1/leads.proto`.
 #[allow(clippy::all, clippy::pedantic)]

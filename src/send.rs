@@ -19,9 +19,15 @@ pub enum SendAction {
 
 #[derive(Debug, Clone, Args)]
 pub struct SendArgs {
-    /// The webhook URL, e.g. http://127.0.0.1:8080/webhook (plain HTTP).
+    /// The webhook URL, e.g. http://127.0.0.1:8080/webhook or
+    /// https://leads.example.com/webhook.
     #[arg(long)]
     pub url: String,
+
+    /// For an https:// URL: trust the certificate this CA issued (PEM), besides the
+    /// system's roots.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<std::path::PathBuf>,
 
     /// The integration login (sent as `user`).
     #[arg(long, env = "ROISTAT_USER", default_value = "")]
@@ -161,19 +167,31 @@ pub async fn run(args: SendArgs) -> ExitCode {
 }
 
 async fn send(args: &SendArgs) -> Result<bool, String> {
-    if args.url.starts_with("https://") {
-        return Err(
-            "only plain http:// URLs are supported; check the service behind its TLS proxy"
-                .to_owned(),
-        );
-    }
     let query = args.query(&args.token()?)?;
-    let response = reqwest::Client::new()
+    let mut client = reqwest::Client::builder();
+    if let Some(path) = &args.tls_ca {
+        let pem = std::fs::read(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let certificate = reqwest::Certificate::from_pem(&pem)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        client = client.add_root_certificate(certificate);
+    }
+    let client = client
+        .build()
+        .map_err(|error| format!("cannot set up the HTTP client: {error}"))?;
+    let response = client
         .get(&args.url)
         .query(&query)
         .send()
         .await
-        .map_err(|error| format!("cannot reach {}: {error}", args.url))?;
+        // Without the URL: its query carries the token.
+        .map_err(|error| {
+            format!(
+                "cannot reach {}: {}",
+                args.url,
+                crate::error::causes(&error.without_url())
+            )
+        })?;
     let status = response.status();
     let body = response
         .text()

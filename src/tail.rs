@@ -2,12 +2,17 @@
 //! object per line, and with `--consumer` acknowledges each event once printed.
 
 use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::error::{causes, with_causes};
 
 use clap::{Args, ValueEnum};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::proto::lead_event::Event;
 use crate::proto::lead_service_client::LeadServiceClient;
@@ -15,9 +20,29 @@ use crate::proto::{self, AckLeadsRequest, LeadEvent, StreamLeadsRequest};
 
 #[derive(Debug, Clone, Args)]
 pub struct TailArgs {
-    /// Address of the service's gRPC server (host:port or http://host:port).
+    /// Address of the service's gRPC server: host:port, http://host:port, or
+    /// https://host:port for a server with TLS.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub grpc_addr: String,
+
+    /// Trust the server certificate this CA issued (PEM) instead of the system's
+    /// roots; implies TLS.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The client certificate to present to a server that requires one (PEM; with
+    /// --tls-key); implies TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The name the server certificate must carry, when it differs from the host
+    /// in --grpc-addr.
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 
     /// The bearer token the service requires (--grpc-token of serve).
     #[arg(long, env = "ROISTAT_LEADS_GRPC_TOKEN", hide_env_values = true)]
@@ -79,6 +104,26 @@ fn parse_time(value: &str) -> Result<OffsetDateTime, String> {
 }
 
 impl TailArgs {
+    /// The client's TLS: the given CA or the system's roots, and the client
+    /// certificate if one is given.
+    fn client_tls(&self) -> anyhow::Result<ClientTlsConfig> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.tls_ca {
+            Some(path) => tls.ca_certificate(Certificate::from_pem(read(path)?)),
+            None => tls.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(tls)
+    }
+
     fn request(&self) -> StreamLeadsRequest {
         StreamLeadsRequest {
             after_sequence: self.after.unwrap_or(0),
@@ -117,15 +162,24 @@ impl TailArgs {
 
 /// Runs `tail` until the stream ends, Ctrl-C, or a closed output pipe.
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
-    let url = if args.grpc_addr.contains("://") {
-        args.grpc_addr.clone()
-    } else {
-        format!("http://{}", args.grpc_addr)
+    let tls_asked =
+        args.tls_ca.is_some() || args.tls_cert.is_some() || args.tls_server_name.is_some();
+    let url = match args.grpc_addr.split_once("://") {
+        Some(("http", _)) if tls_asked => {
+            anyhow::bail!("--tls-* options need an https:// address, or one without a scheme")
+        }
+        Some(_) => args.grpc_addr.clone(),
+        None if tls_asked => format!("https://{}", args.grpc_addr),
+        None => format!("http://{}", args.grpc_addr),
     };
-    let channel = Channel::from_shared(url.clone())?
+    let mut endpoint = Channel::from_shared(url.clone())?;
+    if url.starts_with("https://") {
+        endpoint = endpoint.tls_config(args.client_tls()?)?;
+    }
+    let channel = endpoint
         .connect()
         .await
-        .map_err(|error| anyhow::anyhow!("cannot connect to {url}: {error}"))?;
+        .map_err(|error| anyhow::anyhow!("cannot connect to {url}: {}", causes(&error)))?;
     let authorization = match &args.grpc_token {
         Some(token) => Some(
             tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
@@ -146,7 +200,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let mut stream = client
         .stream_leads(args.request())
         .await
-        .map_err(|status| anyhow::anyhow!("StreamLeads: {}", status.message()))?
+        .map_err(|status| anyhow::anyhow!("StreamLeads: {}", status_text(&status)))?
         .into_inner();
     let mut stdout = std::io::stdout().lock();
     // Created before the loop, so a Ctrl-C that arrives while an ack is under way
@@ -166,7 +220,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         let event = match event {
             Ok(Some(event)) => event,
             Ok(None) => return Ok(()),
-            Err(status) => anyhow::bail!("stream failed: {}", status.message()),
+            Err(status) => anyhow::bail!("stream failed: {}", status_text(&status)),
         };
         let heartbeat = matches!(event.event, Some(Event::Heartbeat(_)));
         if !heartbeat || args.heartbeats {
@@ -189,9 +243,17 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             client
                 .ack_leads(ack)
                 .await
-                .map_err(|status| anyhow::anyhow!("AckLeads: {}", status.message()))?;
+                .map_err(|status| anyhow::anyhow!("AckLeads: {}", status_text(&status)))?;
         }
     }
+}
+
+/// A status's message and what caused it (a TLS alert, a refused connection).
+fn status_text(status: &tonic::Status) -> String {
+    with_causes(
+        status.message().to_owned(),
+        std::error::Error::source(status),
+    )
 }
 
 /// Completes when standard output reports an error or a hang-up, as a pipe does

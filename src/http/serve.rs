@@ -1,6 +1,8 @@
 //! The HTTP/1.1 server loop: hyper with explicit limits on the request head and a
-//! head-read timeout, and a graceful shutdown that lets in-flight requests finish.
+//! head-read timeout, optionally TLS, and a graceful shutdown that lets in-flight
+//! requests finish.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
@@ -11,19 +13,22 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Limits;
+use crate::tls::HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT;
 
 /// Longest time in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting
-/// and waits for in-flight requests to finish.
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` is
+/// cancelled, then stops accepting and waits for in-flight requests to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let mut builder = http1::Builder::new();
@@ -34,6 +39,7 @@ pub async fn serve(
         // own limits so that the handler's clearer JSON errors answer first.
         .max_buf_size(limits.max_uri_bytes + limits.max_header_bytes + 16 * 1024)
         .max_headers(limits.max_headers * 2);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -51,10 +57,35 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         // Handlers learn the peer's address through `ConnectInfo`, as with axum::serve.
         let service = TowerToHyperService::new(router.clone().layer(Extension(ConnectInfo(peer))));
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let result = match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+                // The handshake runs here, off the accept loop, and is bounded in
+                // time like the request head that follows it.
+                Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream))
+                    .await
+                {
+                    Ok(Ok(stream)) => {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection).await
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            if let Err(error) = result {
                 tracing::debug!(%error, "http connection ended with an error");
             }
         });

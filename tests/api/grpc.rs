@@ -235,3 +235,24 @@ async fn a_grpc_token_guards_lead_service_but_not_health() {
     assert!(!refused.status.success());
     assert!(line.contains(r#""lead_id":"1""#), "{line}");
 }
+
+#[tokio::test]
+async fn grpc_beyond_loopback_without_authentication_is_warned_about() {
+    let open = TestApp::spawn_with(Options::default().args(["--grpc-addr", "0.0.0.0:0"])).await;
+    let guarded = TestApp::spawn_with(
+        Options::default()
+            .args(["--grpc-addr", "0.0.0.0:0"])
+            .env("ROISTAT_LEADS_GRPC_TOKEN", "grpc-s3cret"),
+    )
+    .await;
+    let local = TestApp::spawn_with(Options::default()).await;
+
+    let warned = |app: &TestApp| {
+        app.logs()
+            .iter()
+            .any(|line| line.contains("WARN") && line.contains("beyond loopback"))
+    };
+    assert!(warned(&open), "{:?}", open.logs());
+    assert!(!warned(&guarded), "{:?}", guarded.logs());
+    assert!(!warned(&local), "{:?}", local.logs());
+}

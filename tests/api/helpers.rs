@@ -204,6 +204,11 @@ impl Options {
         self
     }
 
+    pub fn args<const N: usize>(mut self, args: [&str; N]) -> Self {
+        self.args.extend(args.iter().map(|arg| (*arg).to_owned()));
+        self
+    }
+
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.retain(|(existing, _)| existing != name);
         self.env.push((name.into(), value.into()));
@@ -233,9 +238,14 @@ impl TestApp {
     pub async fn spawn_with(options: Options) -> Self {
         let database = options.database.url.clone();
         let mut command = Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
+        command.arg("serve");
+        // Random loopback ports, unless the test chose addresses itself.
+        for flag in ["--http-addr", "--grpc-addr"] {
+            if !options.args.iter().any(|arg| arg == flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
         command
-            .arg("serve")
-            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .args(["--database-url", &database])
             .args(&options.args)
             .env_clear()
@@ -255,8 +265,18 @@ impl TestApp {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains("listening") {
-                    let http = field(&line, "http_addr=");
-                    let grpc = field(&line, "grpc_addr=");
+                    // Each address as a URL, its scheme telling whether TLS is on.
+                    let scheme = |name: &str, plain: &str| {
+                        if field(&line, name).is_some_and(|value| value != plain) {
+                            "https"
+                        } else {
+                            "http"
+                        }
+                    };
+                    let http = field(&line, "http_addr=")
+                        .map(|addr| format!("{}://{addr}", scheme("http_tls=", "false")));
+                    let grpc = field(&line, "grpc_addr=")
+                        .map(|addr| format!("{}://{addr}", scheme("grpc_tls=", "off")));
                     let _ = addresses.send(http.zip(grpc));
                 }
                 sink.lock().unwrap().push(line);
@@ -272,8 +292,8 @@ impl TestApp {
         let (http, grpc) = addresses.clone().expect("addresses");
         Self {
             child,
-            http_base: format!("http://{http}"),
-            grpc_addr: format!("http://{grpc}"),
+            http_base: http,
+            grpc_addr: grpc,
             http: reqwest::Client::new(),
             options,
             logs,

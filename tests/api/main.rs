@@ -10,4 +10,5 @@ mod lifecycle;
 mod operability;
 mod replicas;
 mod stream;
+mod tls;
 mod webhook;

@@ -1,0 +1,137 @@
+//! TLS for the servers: a certificate chain and its private key read from PEM files,
+//! optionally a CA whose certificates clients must present (mutual TLS). rustls with
+//! the ring provider; TLS 1.2 and 1.3.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+
+/// Longest time a client gets to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One server's TLS material, read and checked at start.
+#[derive(Clone)]
+pub struct ServerTls {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    client_ca_path: Option<PathBuf>,
+    cert_pem: Arc<[u8]>,
+    key_pem: Arc<[u8]>,
+    client_ca_pem: Option<Arc<[u8]>>,
+}
+
+/// Paths only: the key never appears in `Debug` output.
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert", &self.cert_path)
+            .field("key", &self.key_path)
+            .field("client_ca", &self.client_ca_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Reads the files and checks that they make a working server configuration:
+    /// the certificates parse, the key parses and belongs to the first certificate,
+    /// and the client CA (if any) holds at least one usable certificate.
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, String> {
+        let read = |path: &Path| {
+            std::fs::read(path)
+                .map(Arc::from)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))
+        };
+        let tls = Self {
+            cert_path: cert.to_owned(),
+            key_path: key.to_owned(),
+            client_ca_path: client_ca.map(Path::to_owned),
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            client_ca_pem: client_ca.map(read).transpose()?,
+        };
+        tls.server_config(&[])?;
+        Ok(tls)
+    }
+
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+
+    pub fn client_ca_path(&self) -> Option<&Path> {
+        self.client_ca_path.as_deref()
+    }
+
+    /// A rustls server configuration offering `alpn` protocols.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
+        let certs = certificates(&self.cert_pem, &self.cert_path)?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|error| {
+            format!(
+                "{}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {error}",
+                self.key_path.display()
+            )
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("TLS: {error}"))?;
+        let builder = match (&self.client_ca_pem, &self.client_ca_path) {
+            (Some(pem), Some(path)) => {
+                let mut roots = RootCertStore::empty();
+                let (added, _) = roots.add_parsable_certificates(certificates(pem, path)?);
+                if added == 0 {
+                    return Err(format!("{}: no usable CA certificate", path.display()));
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|error| format!("{}: {error}", path.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(certs, key).map_err(|error| {
+            format!(
+                "{} and {}: {error}",
+                self.cert_path.display(),
+                self.key_path.display()
+            )
+        })?;
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    /// The same material for tonic's server.
+    pub fn tonic_config(&self) -> tonic::transport::ServerTlsConfig {
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &self.cert_pem,
+                &self.key_pem,
+            ))
+            .timeout(HANDSHAKE_TIMEOUT);
+        match &self.client_ca_pem {
+            Some(pem) => config.client_ca_root(tonic::transport::Certificate::from_pem(pem)),
+            None => config,
+        }
+    }
+}
+
+/// Every certificate in a PEM file; at least one.
+fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}

@@ -1,0 +1,457 @@
+//! TLS on both servers and mutual TLS on gRPC, with certificates made for each test
+//! by a throwaway CA.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use roistat_leads::proto::GetLeadRequest;
+use roistat_leads::proto::lead_service_client::LeadServiceClient;
+use tempfile::TempDir;
+use tokio::io::AsyncBufReadExt;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::helpers::{LOGIN, Options, TestApp, token, within};
+
+/// A certificate authority and the PEM files it issued, in a directory of their own.
+struct Pki {
+    dir: TempDir,
+    name: &'static str,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate and its key, as PEM files.
+struct Issued {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    fn new(name: &'static str) -> Self {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+        Self {
+            dir,
+            name,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.pem", self.name))
+    }
+
+    fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.ca()).unwrap()
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) used as `usage`.
+    fn issue(&self, file: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Issued {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &names[0]);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let issued = Issued {
+            cert: self.dir.path().join(format!("{file}.crt")),
+            key: self.dir.path().join(format!("{file}.key")),
+        };
+        std::fs::write(&issued.cert, cert.pem()).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    }
+
+    /// A server certificate for this machine, by name and by address.
+    fn server(&self) -> Issued {
+        self.server_named("server")
+    }
+
+    /// Another one, with a key of its own, in files named after `file`.
+    fn server_named(&self, file: &str) -> Issued {
+        self.issue(
+            file,
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    fn client(&self, name: &str) -> Issued {
+        self.issue(name, &[name], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+fn path(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// An HTTPS client that trusts only `ca`.
+fn https_client(ca: &Pki) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca.ca_pem()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A gRPC channel over TLS that trusts `ca`, presenting `identity` if given.
+async fn tls_channel(
+    app: &TestApp,
+    ca: &Pki,
+    identity: Option<&Issued>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.ca_pem()));
+    if let Some(identity) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(&identity.cert).unwrap(),
+            std::fs::read(&identity.key).unwrap(),
+        ));
+    }
+    within(
+        "gRPC connect",
+        Channel::from_shared(app.grpc_addr.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect(),
+    )
+    .await
+}
+
+/// GetLead of `id` over `channel`: the lead's id, or the status.
+async fn get_lead(channel: Channel, id: &str) -> Result<String, tonic::Status> {
+    let request = GetLeadRequest {
+        lead_id: id.into(),
+        ..Default::default()
+    };
+    within("GetLead", LeadServiceClient::new(channel).get_lead(request))
+        .await
+        .map(|response| response.into_inner().lead_id)
+}
+
+/// Runs the binary with `args` and no environment, to completion.
+async fn run(args: &[&str]) -> Output {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"))
+        .args(args)
+        .env_clear()
+        .kill_on_drop(true)
+        .output();
+    within("the command", output).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_webhook_is_served_over_https_and_plain_http_is_refused() {
+    let pki = Pki::new("ca");
+    let server = pki.server();
+    let mut app = TestApp::spawn_with(
+        Options::default()
+            .args(["--http-tls-cert", &path(&server.cert)])
+            .args(["--http-tls-key", &path(&server.key)]),
+    )
+    .await;
+    assert!(app.http_base.starts_with("https://"), "{}", app.http_base);
+    app.http = https_client(&pki);
+
+    let (status, answer) = app.lead("over-tls").await;
+    let plain_url = app.http_base.replacen("https://", "http://", 1);
+    let plain = reqwest::Client::new()
+        .get(format!("{plain_url}/webhook"))
+        .query(&[
+            ("user", LOGIN),
+            ("token", &token()),
+            ("action", "lead"),
+            ("id", "plain"),
+        ])
+        .send()
+        .await;
+    let untrusted = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&Pki::new("other").ca_pem()).unwrap())
+        .build()
+        .unwrap()
+        .get(format!("{}/healthz", app.http_base))
+        .send()
+        .await;
+    let sent = run(&[
+        "send",
+        "--url",
+        &format!("{}/webhook", app.http_base),
+        "--tls-ca",
+        &path(&pki.ca()),
+        "--roistat-user",
+        LOGIN,
+        "--roistat-token",
+        &token(),
+        "--id",
+        "from-send",
+    ])
+    .await;
+    let stored = app.stored_events().await;
+
+    assert_eq!((status, answer["status"].as_str()), (200, Some("ok")));
+    assert!(plain.is_err(), "plain HTTP on the TLS port: {plain:?}");
+    assert!(untrusted.is_err(), "a client that does not trust the CA");
+    assert!(sent.status.success(), "{sent:?}");
+    let ids: Vec<_> = stored.iter().filter_map(crate::helpers::lead_id).collect();
+    assert_eq!(ids, ["over-tls", "from-send"]);
+    assert!(app.terminate().await.success());
+}
+
+#[tokio::test]
+async fn grpc_is_served_over_tls_from_the_environment() {
+    let pki = Pki::new("ca");
+    let server = pki.server();
+    let app = TestApp::spawn_with(
+        Options::default()
+            .env("ROISTAT_LEADS_GRPC_TLS_CERT", &path(&server.cert))
+            .env("ROISTAT_LEADS_GRPC_TLS_KEY", &path(&server.key)),
+    )
+    .await;
+    assert!(app.grpc_addr.starts_with("https://"), "{}", app.grpc_addr);
+    let (status, _) = app.lead("1").await;
+    assert_eq!(status, 200);
+
+    let over_tls = get_lead(tls_channel(&app, &pki, None).await.unwrap(), "1").await;
+    let plain_channel = Channel::from_shared(app.grpc_addr.replacen("https://", "http://", 1))
+        .unwrap()
+        .connect()
+        .await;
+    let plain = match plain_channel {
+        Ok(channel) => get_lead(channel, "1").await.map_err(|status| status.code()),
+        Err(_) => Err(tonic::Code::Unavailable),
+    };
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"))
+        .args(["tail", "--grpc-addr", &app.grpc_addr])
+        .args(["--tls-ca", &path(&pki.ca())])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    let line = within("a line from tail", lines.next_line()).await.unwrap();
+
+    assert_eq!(over_tls.unwrap(), "1");
+    assert!(plain.is_err(), "plain text on the TLS port: {plain:?}");
+    let line = line.expect("tail printed a line");
+    assert!(line.contains(r#""lead_id":"1""#), "{line}");
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
+    let pki = Pki::new("ca");
+    let server = pki.server();
+    let client = pki.client("consumer");
+    let stranger_ca = Pki::new("stranger-ca");
+    let stranger = stranger_ca.client("stranger");
+    let mut app = TestApp::spawn_with(
+        Options::default()
+            .args(["--grpc-tls-cert", &path(&server.cert)])
+            .args(["--grpc-tls-key", &path(&server.key)])
+            .args(["--grpc-tls-client-ca", &path(&pki.ca())])
+            // Beyond loopback: client certificates authenticate, so no warning.
+            .args(["--grpc-addr", "0.0.0.0:0"]),
+    )
+    .await;
+    app.lead("1").await;
+    // The service listens on every address; clients dial it on loopback.
+    let port = app.grpc_addr.rsplit(':').next().unwrap().to_owned();
+    app.grpc_addr = format!("https://127.0.0.1:{port}");
+
+    let admitted = get_lead(tls_channel(&app, &pki, Some(&client)).await.unwrap(), "1").await;
+    // Without an accepted certificate the handshake fails: at connect, or (TLS 1.3)
+    // at the first call.
+    let refused = |channel: Result<Channel, _>| async move {
+        match channel {
+            Ok(channel) => get_lead(channel, "1").await.is_err(),
+            Err(_) => true,
+        }
+    };
+    let anonymous = refused(tls_channel(&app, &pki, None).await).await;
+    let foreign = refused(tls_channel(&app, &pki, Some(&stranger)).await).await;
+    let health = HealthClient::new(tls_channel(&app, &pki, Some(&client)).await.unwrap())
+        .check(HealthCheckRequest::default())
+        .await;
+    let tail = |identity: Option<&Issued>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
+        command
+            .args(["tail", "--grpc-addr", &format!("127.0.0.1:{port}")])
+            .args(["--tls-ca", &path(&pki.ca())])
+            .env_clear()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(identity) = identity {
+            command
+                .args(["--tls-cert", &path(&identity.cert)])
+                .args(["--tls-key", &path(&identity.key)]);
+        }
+        command.spawn().unwrap()
+    };
+    let tail_refused = within("tail without a certificate", tail(None).wait_with_output())
+        .await
+        .unwrap();
+    let mut admitted_tail = tail(Some(&client));
+    let mut lines = tokio::io::BufReader::new(admitted_tail.stdout.take().unwrap()).lines();
+    let line = within("a line from tail", lines.next_line()).await.unwrap();
+
+    assert_eq!(admitted.unwrap(), "1");
+    assert!(anonymous, "a client without a certificate is refused");
+    assert!(foreign, "a certificate from another CA is refused");
+    assert!(health.is_ok(), "{health:?}");
+    assert!(!tail_refused.status.success(), "{tail_refused:?}");
+    assert!(line.unwrap_or_default().contains(r#""lead_id":"1""#));
+    let logs = app.logs().join("\n");
+    assert!(logs.contains("grpc_tls=mutual"), "{logs}");
+    assert!(!logs.contains("beyond loopback"), "{logs}");
+}
+
+#[tokio::test]
+async fn bad_tls_settings_stop_the_start_with_a_clear_error() {
+    let pki = Pki::new("ca");
+    let server = pki.server();
+    let other = pki.server_named("other");
+    let missing = pki.dir.path().join("missing.pem");
+    let base = ["check-config", "--roistat-token", &token()];
+    let check = |extra: Vec<String>| {
+        let mut args: Vec<String> = base.iter().map(|arg| (*arg).to_owned()).collect();
+        args.extend(extra);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args).await
+        }
+    };
+    let flags = |pairs: &[(&str, &Path)]| {
+        pairs
+            .iter()
+            .flat_map(|(flag, file)| [(*flag).to_owned(), path(file)])
+            .collect::<Vec<_>>()
+    };
+
+    let good = check(flags(&[
+        ("--http-tls-cert", &server.cert),
+        ("--http-tls-key", &server.key),
+        ("--grpc-tls-cert", &server.cert),
+        ("--grpc-tls-key", &server.key),
+        ("--grpc-tls-client-ca", &pki.ca()),
+    ]))
+    .await;
+    let cert_alone = check(flags(&[("--grpc-tls-cert", &server.cert)])).await;
+    let mismatched = check(flags(&[
+        ("--http-tls-cert", &server.cert),
+        ("--http-tls-key", &other.key),
+    ]))
+    .await;
+    let unreadable = check(flags(&[
+        ("--grpc-tls-cert", &missing),
+        ("--grpc-tls-key", &server.key),
+    ]))
+    .await;
+    let key_as_cert = check(flags(&[
+        ("--grpc-tls-cert", &server.key),
+        ("--grpc-tls-key", &server.key),
+    ]))
+    .await;
+    let ca_without_tls = check(flags(&[("--grpc-tls-client-ca", &pki.ca())])).await;
+    let served = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"))
+        .args(["serve", "--roistat-token", &token()])
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .args([
+            "--database-url",
+            &format!("sqlite://{}", path(&pki.dir.path().join("db"))),
+        ])
+        .args(flags(&[
+            ("--http-tls-cert", &server.cert),
+            ("--http-tls-key", &other.key),
+        ]))
+        .env_clear()
+        .kill_on_drop(true)
+        .output();
+    let served = within("serve", served).await.unwrap();
+
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    let stderr = |output: &Output| String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(good.status.success(), "{good:?}");
+    assert!(
+        stdout.contains(&format!("grpc_tls_client_ca = {:?}", path(&pki.ca()))),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("PRIVATE KEY"), "{stdout}");
+    assert_eq!(cert_alone.status.code(), Some(2));
+    assert!(
+        stderr(&cert_alone).contains("--grpc-tls-key"),
+        "{cert_alone:?}"
+    );
+    for refused in [&mismatched, &unreadable, &key_as_cert, &ca_without_tls] {
+        assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    }
+    assert!(stderr(&mismatched).contains("server.crt"), "{mismatched:?}");
+    assert!(
+        stderr(&unreadable).contains("missing.pem"),
+        "{unreadable:?}"
+    );
+    assert!(
+        stderr(&key_as_cert).contains("no PEM certificate"),
+        "{key_as_cert:?}"
+    );
+    assert!(
+        stderr(&ca_without_tls).contains("grpc_tls_client_ca needs"),
+        "{ca_without_tls:?}"
+    );
+    assert_eq!(
+        served.status.code(),
+        Some(2),
+        "serve refuses too: {served:?}"
+    );
+}
+
+#[tokio::test]
+async fn tls_files_can_come_from_the_config_file() {
+    let pki = Pki::new("ca");
+    let server = pki.server();
+    let config = pki.dir.path().join("roistat-leads.toml");
+    let https = format!(
+        "http_tls_cert = {:?}\nhttp_tls_key = {:?}\n",
+        path(&server.cert),
+        path(&server.key),
+    );
+    // A certificate without its key first, then a whole pair.
+    let half_grpc = format!("grpc_tls_cert = {:?}\n", path(&server.cert));
+    std::fs::write(&config, format!("{https}{half_grpc}")).unwrap();
+    let half = run(&[
+        "check-config",
+        "--roistat-token",
+        &token(),
+        "--config",
+        &path(&config),
+    ])
+    .await;
+    std::fs::write(&config, &https).unwrap();
+    let mut app = TestApp::spawn_with(Options::default().args(["--config", &path(&config)])).await;
+    app.http = https_client(&pki);
+    let (status, _) = app.lead("1").await;
+
+    assert_eq!(half.status.code(), Some(2), "{half:?}");
+    assert!(
+        String::from_utf8_lossy(&half.stderr).contains("give both grpc_tls_cert and grpc_tls_key"),
+        "{half:?}"
+    );
+    assert!(app.http_base.starts_with("https://"));
+    assert!(app.grpc_addr.starts_with("http://"), "gRPC stays plain");
+    assert_eq!(status, 200);
+}
