@@ -21,7 +21,7 @@ use crate::relay::LeadRelay;
 use crate::roistat::Credentials;
 use crate::store::{self, LeadStore};
 use crate::telemetry;
-use crate::tls::ServerTls;
+use crate::tls::{ServerTls, TlsEndpoint};
 
 /// How often histogram samples are folded in, whether or not anyone scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -177,13 +177,7 @@ impl Application {
             lead_api,
             BearerAuth::new(settings.grpc_token.clone()),
         );
-        let mut grpc = tonic::transport::Server::builder();
-        if let Some(tls) = &settings.grpc_tls {
-            grpc = grpc
-                .tls_config(tls.tonic_config())
-                .context("cannot set up TLS for gRPC")?;
-        }
-        let grpc = grpc
+        let grpc = tonic::transport::Server::builder()
             .trace_fn(|request| {
                 tracing::info_span!(
                     "grpc",
@@ -214,14 +208,17 @@ impl Application {
         let metrics_router = http::metrics_router(http_state.clone());
         let router = http::router(http_state);
 
-        let http_tls = match &settings.http_tls {
-            Some(tls) => Some(tokio_rustls::TlsAcceptor::from(
-                tls.server_config(&[b"http/1.1"])
-                    .map_err(anyhow::Error::msg)
-                    .context("cannot set up TLS for HTTP")?,
-            )),
-            None => None,
+        let endpoint = |name, tls: Option<ServerTls>, alpn| {
+            tls.map(|tls| TlsEndpoint::new(name, tls, alpn).map(Arc::new))
+                .transpose()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("cannot set up TLS for {name}"))
         };
+        let http_tls = endpoint("http", settings.http_tls.clone(), &[b"http/1.1"])?;
+        let grpc_tls = endpoint("grpc", settings.grpc_tls.clone(), &[b"h2"])?;
+        // Installed before the service reports itself listening, so that no SIGHUP
+        // sent after that is missed.
+        let hangups = hangup_signal();
         tracing::info!(
             %http_addr,
             http_tls = http_tls.is_some(),
@@ -236,14 +233,22 @@ impl Application {
         );
         let grpc_shutdown = shutdown.clone();
         let grpc_server = async {
-            let result = grpc
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(grpc_listener)
-                        .with_nodelay(Some(true))
-                        .with_keepalive(Some(TCP_KEEPALIVE)),
-                    grpc_shutdown.cancelled_owned(),
-                )
-                .await;
+            let tcp = TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(TCP_KEEPALIVE));
+            let result = match grpc_tls.clone() {
+                Some(tls) => {
+                    grpc.serve_with_incoming_shutdown(
+                        tls.incoming(tcp),
+                        grpc_shutdown.cancelled_owned(),
+                    )
+                    .await
+                }
+                None => {
+                    grpc.serve_with_incoming_shutdown(tcp, grpc_shutdown.cancelled_owned())
+                        .await
+                }
+            };
             // If the gRPC server fails, the whole service stops.
             shutdown.cancel();
             result
@@ -253,7 +258,7 @@ impl Application {
                 http_listener,
                 router,
                 settings.limits,
-                http_tls,
+                http_tls.clone(),
                 shutdown.clone(),
             )
             .await;
@@ -275,6 +280,16 @@ impl Application {
             shutdown.cancelled().await;
             health.set_not_serving::<LeadServiceServer<LeadApi>>().await;
         };
+        let reload_tls = async {
+            let Some(mut hangups) = hangups else { return };
+            let endpoints: Vec<_> = http_tls.iter().chain(&grpc_tls).cloned().collect();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = hangups.recv() => reload(&endpoints),
+                }
+            }
+        };
         let metrics_upkeep = async {
             let mut every = tokio::time::interval(METRICS_UPKEEP);
             loop {
@@ -290,17 +305,55 @@ impl Application {
                 }
             }
         };
-        let (grpc_result, (), (), (), ()) = tokio::join!(
+        let (grpc_result, (), (), (), (), ()) = tokio::join!(
             grpc_server,
             http_server,
             metrics_server,
             stop_reporting,
+            reload_tls,
             metrics_upkeep
         );
         store.close().await;
         tracing::info!("stopped");
         grpc_result.context("gRPC server failed")
     }
+}
+
+/// Reads every server's TLS files again; a server whose files do not make a working
+/// configuration keeps the one it has.
+fn reload(endpoints: &[Arc<TlsEndpoint>]) {
+    if endpoints.is_empty() {
+        tracing::info!("SIGHUP: no TLS certificates to reload");
+    }
+    for endpoint in endpoints {
+        match endpoint.reload() {
+            Ok(()) => tracing::info!(server = %endpoint.name(), "TLS certificates reloaded"),
+            Err(error) => tracing::error!(
+                server = %endpoint.name(),
+                %error,
+                "cannot reload TLS certificates; keeping the previous ones"
+            ),
+        }
+    }
+}
+
+/// SIGHUP, which asks for the TLS certificates to be read again (and no longer ends
+/// the process); `None` where there is no such signal.
+#[cfg(unix)]
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGHUP: TLS certificates reload only at restart");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Option<tokio::sync::mpsc::Receiver<()>> {
+    None
 }
 
 /// Checks `authorization: Bearer TOKEN` on LeadService calls, in constant time.

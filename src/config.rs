@@ -34,6 +34,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the webhook receiver (HTTP) and the LeadService (gRPC).
+    ///
+    /// SIGTERM or Ctrl-C stops it gracefully; SIGHUP reloads the TLS certificates.
     Serve(ServeArgs),
     /// Print the lead stream of a running service, one JSON object per line.
     Tail(crate::tail::TailArgs),

@@ -1,11 +1,18 @@
 //! TLS for the servers: a certificate chain and its private key read from PEM files,
-//! optionally a CA whose certificates clients must present (mutual TLS). rustls with
-//! the ring provider; TLS 1.2 and 1.3.
+//! optionally a CA whose certificates clients must present (mutual TLS), reloaded from
+//! the same files on demand. rustls with the ring provider; TLS 1.2 and 1.3.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -109,20 +116,6 @@ impl ServerTls {
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         Ok(Arc::new(config))
     }
-
-    /// The same material for tonic's server.
-    pub fn tonic_config(&self) -> tonic::transport::ServerTlsConfig {
-        let config = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(
-                &self.cert_pem,
-                &self.key_pem,
-            ))
-            .timeout(HANDSHAKE_TIMEOUT);
-        match &self.client_ca_pem {
-            Some(pem) => config.client_ca_root(tonic::transport::Certificate::from_pem(pem)),
-            None => config,
-        }
-    }
 }
 
 /// Every certificate in a PEM file; at least one.
@@ -134,4 +127,111 @@ fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>,
         return Err(format!("{}: no PEM certificate in it", path.display()));
     }
     Ok(certs)
+}
+
+/// The live TLS configuration of one server. Each handshake uses the configuration
+/// current when it starts; [`TlsEndpoint::reload`] replaces it as a whole.
+pub struct TlsEndpoint {
+    name: &'static str,
+    alpn: &'static [&'static [u8]],
+    files: ServerTls,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl TlsEndpoint {
+    /// `name` says which server this is in logs; `alpn` lists the protocols it offers.
+    pub fn new(
+        name: &'static str,
+        files: ServerTls,
+        alpn: &'static [&'static [u8]],
+    ) -> Result<Self, String> {
+        let config = files.server_config(alpn)?;
+        Ok(Self {
+            name,
+            alpn,
+            files,
+            current: RwLock::new(config),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Reads the files again; on success new handshakes use them, on failure the
+    /// previous configuration stays. Established connections are not touched.
+    pub fn reload(&self) -> Result<(), String> {
+        let files = ServerTls::load(
+            &self.files.cert_path,
+            &self.files.key_path,
+            self.files.client_ca_path.as_deref(),
+        )?;
+        let config = files.server_config(self.alpn)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        Ok(())
+    }
+
+    /// Completes the server side of a handshake within [`HANDSHAKE_TIMEOUT`].
+    pub async fn accept(&self, stream: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+        let config = self
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream))
+            .await
+        {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    }
+
+    /// The connections of `tcp` whose handshake succeeded. Handshakes run
+    /// concurrently, so a slow client holds up no other; a failed one is logged at
+    /// debug level and dropped. Accepting stops once the stream is dropped.
+    pub fn incoming<S>(
+        self: Arc<Self>,
+        tcp: S,
+    ) -> impl Stream<Item = std::io::Result<TlsStream<TcpStream>>> + Send + 'static
+    where
+        S: Stream<Item = std::io::Result<TcpStream>> + Send + 'static,
+    {
+        let (ready, handshaken) = mpsc::channel(64);
+        tokio::spawn(async move {
+            tokio::pin!(tcp);
+            loop {
+                let accepted = tokio::select! {
+                    _ = ready.closed() => break,
+                    accepted = tcp.next() => accepted,
+                };
+                let stream = match accepted {
+                    Some(Ok(stream)) => stream,
+                    Some(Err(error)) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(server = %self.name, %error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    None => break,
+                };
+                let (endpoint, ready) = (self.clone(), ready.clone());
+                tokio::spawn(async move {
+                    let peer = stream.peer_addr().ok();
+                    match endpoint.accept(stream).await {
+                        Ok(stream) => {
+                            let _ = ready.send(Ok(stream)).await;
+                        }
+                        Err(error) => {
+                            tracing::debug!(server = %endpoint.name, ?peer, %error, "TLS handshake failed");
+                        }
+                    }
+                });
+            }
+        });
+        ReceiverStream::new(handshaken)
+    }
 }

@@ -13,11 +13,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Limits;
-use crate::tls::HANDSHAKE_TIMEOUT as TLS_HANDSHAKE_TIMEOUT;
+use crate::tls::TlsEndpoint;
 
 /// Longest time in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -28,7 +27,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<TlsEndpoint>>,
     shutdown: CancellationToken,
 ) {
     let mut builder = http1::Builder::new();
@@ -68,19 +67,13 @@ pub async fn serve(
                 }
                 // The handshake runs here, off the accept loop, and is bounded in
                 // time like the request head that follows it.
-                Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream))
-                    .await
-                {
-                    Ok(Ok(stream)) => {
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => {
                         let connection = builder.serve_connection(TokioIo::new(stream), service);
                         watcher.watch(connection).await
                     }
-                    Ok(Err(error)) => {
+                    Err(error) => {
                         tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
                 },

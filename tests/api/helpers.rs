@@ -334,6 +334,30 @@ impl TestApp {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits until `count` log lines contain `text`.
+    pub async fn wait_for_logs(&self, text: &str, count: usize) {
+        let seen = || {
+            self.logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|line| line.contains(text))
+                .count()
+        };
+        within(&format!("{count} log lines with {text:?}"), async {
+            while seen() < count {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Sends `signal` to the running process.
+    pub fn signal(&self, signal: Signal) {
+        let pid = self.child.id().expect("running") as i32;
+        kill(Pid::from_raw(pid), signal).expect("send a signal");
+    }
+
     pub async fn grpc(&self) -> LeadServiceClient<Channel> {
         within(
             "gRPC connect",

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use nix::sys::signal::Signal;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -454,4 +455,86 @@ async fn tls_files_can_come_from_the_config_file() {
     assert!(app.http_base.starts_with("https://"));
     assert!(app.grpc_addr.starts_with("http://"), "gRPC stays plain");
     assert_eq!(status, 200);
+}
+
+/// Whether a fresh HTTPS client that trusts only `ca` gets an answer (a pooled
+/// connection would keep its first handshake).
+async fn https_trusted_by(app: &TestApp, ca: &Pki) -> bool {
+    https_client(ca)
+        .get(format!("{}/healthz", app.http_base))
+        .send()
+        .await
+        .is_ok()
+}
+
+/// Whether a new gRPC channel that trusts only `ca` gets a health answer.
+async fn grpc_trusted_by(app: &TestApp, ca: &Pki) -> bool {
+    match tls_channel(app, ca, None).await {
+        Ok(channel) => HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificates_and_a_broken_file_keeps_the_previous_ones() {
+    let old_ca = Pki::new("old-ca");
+    let new_ca = Pki::new("new-ca");
+    // The files the service reads, rewritten in place as a renewal job would.
+    let live = tempfile::tempdir().unwrap();
+    let (cert, key) = (live.path().join("live.crt"), live.path().join("live.key"));
+    let install = |issued: &Issued| {
+        std::fs::copy(&issued.cert, &cert).unwrap();
+        std::fs::copy(&issued.key, &key).unwrap();
+    };
+    install(&old_ca.server());
+    let mut app = TestApp::spawn_with(
+        Options::default()
+            .args([
+                "--http-tls-cert",
+                &path(&cert),
+                "--http-tls-key",
+                &path(&key),
+            ])
+            .args([
+                "--grpc-tls-cert",
+                &path(&cert),
+                "--grpc-tls-key",
+                &path(&key),
+            ]),
+    )
+    .await;
+    let trusted_by = async |ca: &Pki| {
+        (
+            https_trusted_by(&app, ca).await,
+            grpc_trusted_by(&app, ca).await,
+        )
+    };
+    let before = trusted_by(&old_ca).await;
+
+    std::fs::write(&cert, "not a certificate").unwrap();
+    app.signal(Signal::SIGHUP);
+    app.wait_for_logs("cannot reload TLS certificates", 2).await;
+    let after_broken = trusted_by(&old_ca).await;
+
+    install(&new_ca.server());
+    app.signal(Signal::SIGHUP);
+    app.wait_for_logs("TLS certificates reloaded", 2).await;
+    let renewed = trusted_by(&new_ca).await;
+    let stale = trusted_by(&old_ca).await;
+    app.http = https_client(&new_ca);
+    let (status, _) = app.lead("after-renewal").await;
+
+    assert_eq!(before, (true, true));
+    assert_eq!(
+        after_broken,
+        (true, true),
+        "a broken file keeps the old ones"
+    );
+    assert_eq!(renewed, (true, true), "the new certificate is served");
+    assert_eq!(stale, (false, false), "the old one is no longer served");
+    assert_eq!(status, 200);
+    assert!(app.terminate().await.success(), "SIGHUP did not end it");
 }
