@@ -108,32 +108,39 @@ pub fn store_committed(elapsed: Duration, writes: usize) {
     metrics::histogram!("roistat_leads_store_batch_size").record(writes as f64);
 }
 
-/// Counts a StreamLeads subscriber for as long as the guard lives.
-pub struct SubscriberGuard(());
+/// A StreamLeads subscriber's metrics: it is counted for as long as this lives, and
+/// its per-event handles are looked up once, not for every event.
+pub struct SubscriberMetrics {
+    sent: metrics::Counter,
+    lag: metrics::Histogram,
+}
 
-impl SubscriberGuard {
+impl SubscriberMetrics {
     pub fn new() -> Self {
         metrics::gauge!("roistat_leads_stream_subscribers").increment(1.0);
-        SubscriberGuard(())
+        Self {
+            sent: metrics::counter!("roistat_leads_events_sent_total"),
+            lag: metrics::histogram!("roistat_leads_subscriber_lag_events"),
+        }
+    }
+
+    /// An event handed to the subscriber `lag` events behind the newest it knows of.
+    pub fn event_sent(&self, lag: u64) {
+        self.sent.increment(1);
+        self.lag.record(lag as f64);
     }
 }
 
-impl Default for SubscriberGuard {
+impl Default for SubscriberMetrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Drop for SubscriberGuard {
+impl Drop for SubscriberMetrics {
     fn drop(&mut self) {
         metrics::gauge!("roistat_leads_stream_subscribers").decrement(1.0);
     }
-}
-
-/// An event handed to a subscriber `lag` events behind the newest it knows of.
-pub fn event_sent(lag: u64) {
-    metrics::counter!("roistat_leads_events_sent_total").increment(1);
-    metrics::histogram!("roistat_leads_subscriber_lag_events").record(lag as f64);
 }
 
 /// A durable consumer's pending count, refreshed when metrics are scraped.

@@ -97,9 +97,9 @@ impl LeadRelay {
         let (sender, receiver) = mpsc::channel(buffer.max(1));
         let relay = self.clone();
         tokio::spawn(async move {
-            let _counted = telemetry::SubscriberGuard::new();
+            let metrics = telemetry::SubscriberMetrics::new();
             relay
-                .feed_subscriber(cursor, live, &request.filter, &sender)
+                .feed_subscriber(cursor, live, &request.filter, &sender, &metrics)
                 .await
         });
         Ok(receiver)
@@ -111,29 +111,33 @@ impl LeadRelay {
         mut live: broadcast::Receiver<Arc<Event>>,
         filter: &EventFilter,
         out: &mpsc::Sender<StreamItem>,
+        metrics: &telemetry::SubscriberMetrics,
     ) {
         let mut last_delivery = Instant::now();
         // The newest sequence this subscriber has heard of, for its lag.
         let mut newest = cursor;
         'catch_up: loop {
-            loop {
-                let Some(batch) = self.read_events(cursor, out).await else {
+            let mut next = Some(self.read_ahead(cursor, out));
+            while let Some(reading) = next.take() {
+                let Ok(Some(batch)) = reading.await else {
                     return;
                 };
-                let complete = batch.len() < REPLAY_BATCH as usize;
-                newest = newest.max(batch.last().map_or(0, |event| event.sequence));
+                let last = batch.last().map_or(cursor, |event| event.sequence);
+                newest = newest.max(last);
+                // A full batch may have more behind it: read that while this one is
+                // delivered.
+                if batch.len() == REPLAY_BATCH as usize {
+                    next = Some(self.read_ahead(last, out));
+                }
                 for event in batch {
                     cursor = event.sequence;
                     if filter.matches(&event.record) {
-                        telemetry::event_sent(newest - cursor);
+                        metrics.event_sent(newest - cursor);
                         if !self.deliver(out, StreamItem::Event(Arc::new(event))).await {
                             return;
                         }
                         last_delivery = Instant::now();
                     }
-                }
-                if complete {
-                    break;
                 }
             }
             loop {
@@ -159,7 +163,7 @@ impl LeadRelay {
                     Ok(event) if event.sequence == cursor + 1 => {
                         cursor = event.sequence;
                         if filter.matches(&event.record) {
-                            telemetry::event_sent(newest - cursor);
+                            metrics.event_sent(newest - cursor);
                             if !self.deliver(out, StreamItem::Event(event)).await {
                                 return;
                             }
@@ -179,6 +183,16 @@ impl LeadRelay {
                 }
             }
         }
+    }
+
+    /// [`Self::read_events`] as a task of its own, so it runs while the caller works.
+    fn read_ahead(
+        &self,
+        cursor: u64,
+        out: &mpsc::Sender<StreamItem>,
+    ) -> tokio::task::JoinHandle<Option<Vec<Event>>> {
+        let (relay, out) = (self.clone(), out.clone());
+        tokio::spawn(async move { relay.read_events(cursor, &out).await })
     }
 
     /// Reads stored events after `cursor`, retrying while the store is unavailable

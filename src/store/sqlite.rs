@@ -18,6 +18,8 @@ use crate::domain::{Event, LeadKey};
 
 const READ_CONNECTIONS: u32 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows a read may queue ahead of its reader: a whole replay batch.
+const ROW_BUFFER: usize = 512;
 
 /// The SQLite implementation of [`super::LeadStore`].
 pub struct SqliteStore {
@@ -40,9 +42,12 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&write_pool)
             .await?;
+        // A replay batch's rows cross from SQLite's thread without waiting for the
+        // reader to make room (the default of 50 made it wait, and wake it, ten times
+        // per batch).
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
-            .connect_with(options)
+            .connect_with(options.row_buffer_size(ROW_BUFFER))
             .await?;
         let (feed, _) = broadcast::channel(feed_capacity.max(1));
         let (deal_reports, _) = broadcast::channel(super::DEAL_REPORTS_CAPACITY);

@@ -1,7 +1,7 @@
 //! StreamLeads: replay, live delivery, cursors, slow subscribers, shutdown.
 
-use roistat_leads::proto::StreamLeadsRequest;
 use roistat_leads::proto::lead_event::Event;
+use roistat_leads::proto::{EventKind, StreamLeadsRequest};
 
 use crate::helpers::*;
 
@@ -10,6 +10,7 @@ backend_tests!(
     a_stream_resumes_after_a_cursor,
     only_new_skips_the_history,
     a_subscriber_slower_than_the_live_buffer_catches_up_from_the_store,
+    a_replay_longer_than_one_store_read_is_whole_and_in_order,
     streams_end_cleanly_on_shutdown,
 );
 
@@ -124,6 +125,49 @@ async fn a_subscriber_slower_than_the_live_buffer_catches_up_from_the_store(opti
             .any(|line| line.contains("catching up from the store")),
         "the subscriber should have fallen behind the live buffer"
     );
+}
+
+async fn a_replay_longer_than_one_store_read_is_whole_and_in_order(options: Options) {
+    // The store is read in batches of a few hundred events, the next one while the
+    // last is delivered: several batches, with messages spread across them.
+    let app = TestApp::spawn_with(options).await;
+    const LEADS: usize = 1_300;
+    let ids: Vec<String> = (1..=LEADS).map(|n| format!("lead-{n}")).collect();
+    send_leads_concurrently(&app, ids, 8, "text").await;
+    for n in (100..=LEADS).step_by(100) {
+        let lead = format!("lead-{n}");
+        let (status, _) = app
+            .webhook(&[("action", "message"), ("leadId", &lead), ("title", "again")])
+            .await;
+        assert_eq!(status, 200);
+    }
+    let total = LEADS + LEADS / 100;
+
+    let mut everything = app.stream(after(0)).await;
+    let mut sequences = vec![];
+    for _ in 0..total {
+        sequences.push(next_event(&mut everything).await.sequence);
+    }
+    let mut only_messages = app
+        .stream(StreamLeadsRequest {
+            kinds: vec![EventKind::Message as i32],
+            ..Default::default()
+        })
+        .await;
+    let mut messages = vec![];
+    for _ in 0..LEADS / 100 {
+        let event = next_event(&mut only_messages).await;
+        assert!(matches!(event.event, Some(Event::Message(_))), "{event:?}");
+        messages.push(lead_id(&event).unwrap().to_owned());
+    }
+
+    let expected: Vec<u64> = (1..=total as u64).collect();
+    assert_eq!(sequences, expected, "every event once, in order");
+    let expected: Vec<String> = (100..=LEADS)
+        .step_by(100)
+        .map(|n| format!("lead-{n}"))
+        .collect();
+    assert_eq!(messages, expected);
 }
 
 async fn streams_end_cleanly_on_shutdown(options: Options) {
