@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::OrderIdAssignment;
 use super::StoreError;
 use super::writer::Command;
 use crate::domain::{Event, EventBody, Lead, LeadKey, Stored};
@@ -103,6 +104,69 @@ impl Sequences {
     pub fn written_back(&self) -> Option<i64> {
         self.allocated.then_some(self.last)
     }
+}
+
+/// The order id a new lead is answered at once: its own id, unless it must wait for
+/// the CRM's deal id.
+pub(super) fn initial_order_id(assignment: OrderIdAssignment, key: &LeadKey) -> Option<String> {
+    match assignment {
+        OrderIdAssignment::DealOrLeadId => Some(key.lead_id.clone()),
+        OrderIdAssignment::DealIdOnly => None,
+    }
+}
+
+/// The receipt of a lead stored just now.
+pub(super) fn new_lead_receipt(
+    key: LeadKey,
+    sequence: u64,
+    answered_order_id: Option<String>,
+    update_time: OffsetDateTime,
+) -> super::LeadReceipt {
+    super::LeadReceipt {
+        sequence,
+        created: true,
+        deal: crate::domain::Deal {
+            key,
+            deal_id: None,
+            answered_order_id,
+            details: Default::default(),
+            update_time,
+        },
+    }
+}
+
+/// The leads at the start of `batch`, up to its first command of another kind.
+pub(super) fn leading_leads(batch: &[Command]) -> Vec<(&Lead, OrderIdAssignment)> {
+    batch
+        .iter()
+        .map_while(|command| match command {
+            Command::InsertLead {
+                lead, assignment, ..
+            } => Some((&**lead, *assignment)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `rows` groups of `columns` numbered placeholders for a multi-row `VALUES`:
+/// `($1, $2), ($3, $4)`.
+pub(super) fn values_placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Whether a batch may append events (and so needs the counter).
@@ -668,8 +732,17 @@ macro_rules! sql_store {
             }
             let mut committed = $crate::store::writer::Committed::default();
             let mut outcomes = Vec::with_capacity(batch.len());
-            for command in batch {
-                outcomes.push(apply(&mut tx, command, &mut committed, &mut sequences).await?);
+            let mut rest = batch;
+            while !rest.is_empty() {
+                // Consecutive new leads, the bulk of any busy batch, go in together.
+                let run = $crate::store::sql::leading_leads(rest);
+                if run.len() > 1 {
+                    outcomes.extend(insert_leads(&mut tx, &run, &mut committed, &mut sequences).await?);
+                    rest = &rest[run.len()..];
+                } else {
+                    outcomes.push(apply(&mut tx, &rest[0], &mut committed, &mut sequences).await?);
+                    rest = &rest[1..];
+                }
             }
             if let Some(last) = sequences.written_back() {
                 sqlx::query("UPDATE event_counter SET last_sequence = $1")
@@ -726,13 +799,9 @@ macro_rules! sql_store {
             committed: &mut $crate::store::writer::Committed,
             sequences: &mut $crate::store::sql::Sequences,
         ) -> Result<Result<$crate::store::LeadReceipt, $crate::store::StoreError>, sqlx::Error> {
-            use $crate::store::OrderIdAssignment;
             let key = lead.key();
             let now = time::OffsetDateTime::now_utc();
-            let order_id = match assignment {
-                OrderIdAssignment::DealOrLeadId => Some(key.lead_id.clone()),
-                OrderIdAssignment::DealIdOnly => None,
-            };
+            let order_id = $crate::store::sql::initial_order_id(assignment, &key);
             // The common case in one statement: a new lead claims its key; the event
             // it names follows in the same transaction.
             let claimed: Option<i64> = sqlx::query_scalar(
@@ -761,19 +830,106 @@ macro_rules! sql_store {
             }
             let body = $crate::domain::EventBody::Lead(lead.clone());
             let event = append_event(tx, sequences.take(), "lead", &key, body, now).await?;
-            let receipt = $crate::store::LeadReceipt {
-                sequence: event.sequence,
-                created: true,
-                deal: $crate::domain::Deal {
-                    key,
-                    deal_id: None,
-                    answered_order_id: order_id,
-                    details: Default::default(),
-                    update_time: event.receive_time,
-                },
-            };
+            let receipt = $crate::store::sql::new_lead_receipt(key, event.sequence, order_id, event.receive_time);
             committed.events.push(event);
             Ok(Ok(receipt))
+        }
+
+        /// Inserts a run of leads with one statement per table instead of two per
+        /// lead. Leads stored already, and repeats within the run, then take the
+        /// one-by-one path, where they are retries. Outcomes are in the run's order.
+        async fn insert_leads(
+            tx: &mut Connection,
+            run: &[(&$crate::domain::Lead, $crate::store::OrderIdAssignment)],
+            committed: &mut $crate::store::writer::Committed,
+            sequences: &mut $crate::store::sql::Sequences,
+        ) -> Result<Vec<$crate::store::writer::Outcome>, sqlx::Error> {
+            use sqlx::Row as _;
+            use $crate::store::writer::Outcome;
+            use $crate::store::sql::values_placeholders;
+            let keys: Vec<$crate::domain::LeadKey> = run.iter().map(|(lead, _)| lead.key()).collect();
+            let sql = format!(
+                "SELECT integration, lead_id FROM leads WHERE (integration, lead_id) IN (VALUES {})",
+                values_placeholders(keys.len(), 2)
+            );
+            let mut query = sqlx::query(&sql).persistent(false);
+            for key in &keys {
+                query = query.bind(&key.integration).bind(&key.lead_id);
+            }
+            let mut taken = std::collections::HashSet::new();
+            for row in query.fetch_all(&mut *tx).await? {
+                taken.insert($crate::domain::LeadKey::new(
+                    row.try_get::<&str, _>(0)?,
+                    row.try_get::<&str, _>(1)?,
+                ));
+            }
+            // The first of each key not stored yet is new; the others are retries.
+            let fresh: Vec<bool> = keys.iter().map(|key| taken.insert(key.clone())).collect();
+            let count = fresh.iter().filter(|fresh| **fresh).count();
+            let now = time::OffsetDateTime::now_utc();
+            let micros = $crate::store::sql::to_micros(now);
+            let mut appended = Vec::with_capacity(count);
+            if count > 0 {
+                let leads_sql = format!(
+                    "INSERT INTO leads (integration, lead_id, sequence, order_id, deal_update_time) VALUES {}",
+                    values_placeholders(count, 5)
+                );
+                let events_sql = format!(
+                    "INSERT INTO events (sequence, kind, integration, lead_id, receive_time, payload) VALUES {}",
+                    values_placeholders(count, 6)
+                );
+                let mut leads = sqlx::query(&leads_sql).persistent(false);
+                let mut events = sqlx::query(&events_sql).persistent(false);
+                for (((lead, assignment), key), _) in run.iter().zip(&keys).zip(&fresh).filter(|(_, fresh)| **fresh) {
+                    let sequence = sequences.take();
+                    let order_id = $crate::store::sql::initial_order_id(*assignment, key);
+                    let body = $crate::domain::EventBody::Lead((*lead).clone());
+                    let payload = serde_json::to_string(&body)
+                        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+                    leads = leads
+                        .bind(&key.integration)
+                        .bind(&key.lead_id)
+                        .bind(sequence)
+                        .bind(order_id.clone())
+                        .bind(micros);
+                    events = events
+                        .bind(sequence)
+                        .bind("lead")
+                        .bind(&key.integration)
+                        .bind(&key.lead_id)
+                        .bind(micros)
+                        .bind(payload);
+                    appended.push((sequence, order_id, body));
+                }
+                leads.execute(&mut *tx).await?;
+                events.execute(&mut *tx).await?;
+            }
+            // In the run's order: new leads from what was appended (in sequence
+            // order), the others answered as retries now that the new ones are in.
+            let receive_time = $crate::store::sql::from_micros(micros);
+            let mut appended = appended.into_iter();
+            let mut outcomes = Vec::with_capacity(run.len());
+            for (((lead, assignment), key), fresh) in run.iter().zip(keys).zip(fresh) {
+                let appended = if fresh { appended.next() } else { None };
+                let Some((sequence, order_id, body)) = appended else {
+                    outcomes.push(Outcome::Lead(
+                        insert_lead(tx, lead, *assignment, committed, sequences).await?,
+                    ));
+                    continue;
+                };
+                committed.events.push($crate::domain::Stored {
+                    sequence: sequence as u64,
+                    receive_time,
+                    record: body,
+                });
+                outcomes.push(Outcome::Lead(Ok($crate::store::sql::new_lead_receipt(
+                    key,
+                    sequence as u64,
+                    order_id,
+                    receive_time,
+                ))));
+            }
+            Ok(outcomes)
         }
 
         async fn insert_event(
@@ -1020,3 +1176,14 @@ macro_rules! sql_store {
 }
 
 pub(super) use sql_store;
+
+#[cfg(test)]
+mod tests {
+    use super::values_placeholders;
+
+    #[test]
+    fn placeholders_are_numbered_row_by_row() {
+        assert_eq!(values_placeholders(1, 1), "($1)");
+        assert_eq!(values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+}

@@ -12,6 +12,7 @@ backend_tests!(
     roistat_quirks_in_the_raw_query_are_undone,
     sources_are_classified_from_the_title,
     a_retried_lead_gets_the_same_answer_and_no_second_event,
+    a_burst_of_new_repeated_and_stored_leads_is_stored_exactly_once,
     malformed_data_json_does_not_reject_the_lead,
     form_and_json_bodies_are_accepted,
     a_message_is_stored_streamed_and_deduplicated,
@@ -128,6 +129,44 @@ async fn sources_are_classified_from_the_title(options: Options) {
         let lead = client.get_lead(get_lead(id)).await.unwrap().into_inner();
         assert_eq!(lead.source(), source, "{title}");
     }
+}
+
+async fn a_burst_of_new_repeated_and_stored_leads_is_stored_exactly_once(options: Options) {
+    // Sent all at once, so that the writer commits them in shared batches: new
+    // leads, repeats of them within the burst, and leads stored before it.
+    let app = TestApp::spawn_with(options).await;
+    for n in 0..20 {
+        assert_eq!(app.lead(&format!("stored-{n}")).await.0, 200);
+    }
+    let mut ids: Vec<String> = (0..120).map(|n| format!("new-{n}")).collect();
+    ids.extend((0..120).step_by(3).map(|n| format!("new-{n}")));
+    ids.extend((0..20).map(|n| format!("stored-{n}")));
+    let mut burst = tokio::task::JoinSet::new();
+    for id in &ids {
+        let request = app.lead_request(id);
+        let id = id.clone();
+        burst.spawn(async move { (id, request.await) });
+    }
+    let mut answers = vec![];
+    while let Some(answer) = within("the burst", burst.join_next()).await {
+        answers.push(answer.unwrap());
+    }
+    let events = app.stored_events().await;
+
+    for (id, (status, body)) in &answers {
+        assert_eq!(*status, 200, "{id}: {body}");
+        assert_eq!(body["order_id"].as_str(), Some(id.as_str()), "{id}");
+    }
+    let mut stored: Vec<&str> = events.iter().filter_map(lead_id).collect();
+    stored.sort_unstable();
+    let mut expected: Vec<String> = (0..120)
+        .map(|n| format!("new-{n}"))
+        .chain((0..20).map(|n| format!("stored-{n}")))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(stored, expected, "each lead once");
+    let sequences: Vec<u64> = events.iter().map(|event| event.sequence).collect();
+    assert_eq!(sequences, (1..=140).collect::<Vec<u64>>(), "no gap");
 }
 
 async fn a_retried_lead_gets_the_same_answer_and_no_second_event(options: Options) {
