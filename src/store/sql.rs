@@ -148,9 +148,11 @@ pub(super) fn leading_leads(batch: &[Command]) -> Vec<(&Lead, OrderIdAssignment)
         .collect()
 }
 
-/// `rows` groups of `columns` numbered placeholders for a multi-row `VALUES`:
-/// `($1, $2), ($3, $4)`.
-pub(super) fn values_placeholders(rows: usize, columns: usize) -> String {
+/// `rows` groups of `columns` placeholders for a multi-row `VALUES`, numbered
+/// (`($1, $2), ($3, $4)`) or, for SQLite, anonymous (`(?, ?), (?, ?)`): SQLite looks
+/// named ones up by a linear scan, which costs quadratic time in statements with
+/// hundreds of them.
+pub(super) fn values_placeholders(rows: usize, columns: usize, anonymous: bool) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -161,8 +163,12 @@ pub(super) fn values_placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
+            if anonymous {
+                sql.push('?');
+            } else {
+                sql.push('$');
+                sql.push_str(&(row * columns + column + 1).to_string());
+            }
         }
         sql.push(')');
     }
@@ -846,7 +852,13 @@ macro_rules! sql_store {
         ) -> Result<Vec<$crate::store::writer::Outcome>, sqlx::Error> {
             use sqlx::Row as _;
             use $crate::store::writer::Outcome;
-            use $crate::store::sql::values_placeholders;
+            let values_placeholders = |rows, columns| {
+                $crate::store::sql::values_placeholders(
+                    rows,
+                    columns,
+                    <$db as sqlx::Database>::NAME == "SQLite",
+                )
+            };
             let keys: Vec<$crate::domain::LeadKey> = run.iter().map(|(lead, _)| lead.key()).collect();
             let sql = format!(
                 "SELECT integration, lead_id FROM leads WHERE (integration, lead_id) IN (VALUES {})",
@@ -1183,7 +1195,11 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_row_by_row() {
-        assert_eq!(values_placeholders(1, 1), "($1)");
-        assert_eq!(values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_placeholders(1, 1, false), "($1)");
+        assert_eq!(
+            values_placeholders(2, 3, false),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(values_placeholders(2, 2, true), "(?, ?), (?, ?)");
     }
 }
