@@ -239,14 +239,18 @@ impl TestApp {
         let database = options.database.url.clone();
         let mut command = Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
         command.arg("serve");
-        // Random loopback ports, unless the test chose addresses itself.
-        for flag in ["--http-addr", "--grpc-addr"] {
+        // Random loopback ports and the test's database, unless the test chose
+        // otherwise.
+        for (flag, value) in [
+            ("--http-addr", "127.0.0.1:0"),
+            ("--grpc-addr", "127.0.0.1:0"),
+            ("--database-url", database.as_str()),
+        ] {
             if !options.args.iter().any(|arg| arg == flag) {
-                command.args([flag, "127.0.0.1:0"]);
+                command.args([flag, value]);
             }
         }
         command
-            .args(["--database-url", &database])
             .args(&options.args)
             .env_clear()
             .env("RUST_LOG", "info,roistat_leads::relay=debug")

@@ -1,4 +1,5 @@
-//! Several replicas on one PostgreSQL database, and PostgreSQL outages.
+//! Several replicas on one PostgreSQL database, PostgreSQL outages, and an encrypted
+//! connection to it.
 //! These run only where `TEST_DATABASE_URL` names a server.
 
 use std::collections::BTreeSet;
@@ -168,4 +169,41 @@ async fn a_database_outage_answers_503_and_the_service_recovers_by_itself() {
     assert_eq!(after_status, 200);
     assert_eq!(ready_again, 200);
     assert_eq!((resumed.sequence, lead_id(&resumed)), (2, Some("after")));
+}
+
+#[tokio::test]
+async fn the_postgres_connection_can_be_encrypted() {
+    let Some(options) = Options::for_backend(Backend::Postgres).await else {
+        return;
+    };
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut options.database.admin().await)
+        .await
+        .unwrap();
+    if ssl != "on" {
+        eprintln!(
+            "notice: the PostgreSQL server has ssl = {ssl}: the encrypted connection is not tested"
+        );
+        return;
+    }
+    let separator = if options.database.url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!("{}{separator}sslmode=require", options.database.url);
+    let app = TestApp::spawn_with(options.clone().args(["--database-url", &url])).await;
+    let (status, _) = app.lead("over-tls").await;
+
+    // What the server says of the service's own connections.
+    let encrypted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.datname = $1 AND s.ssl",
+    )
+    .bind(options.database.name())
+    .fetch_one(&mut options.database.admin().await)
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(encrypted > 0, "no encrypted connection from the service");
 }
