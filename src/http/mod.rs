@@ -198,6 +198,20 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// The answer to a plain-HTTP request on the HTTPS port; the connection is closed.
+fn plain_http_refused() -> Response {
+    let mut response = HttpError::new(
+        StatusCode::BAD_REQUEST,
+        "this port speaks HTTPS: send the request to an https:// URL",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 fn roistat_json(status: StatusCode, body: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"status\":\"error\"}".to_vec());
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()

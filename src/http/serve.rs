@@ -67,15 +67,28 @@ pub async fn serve(
                 }
                 // The handshake runs here, off the accept loop, and is bounded in
                 // time like the request head that follows it.
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => {
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                Some(tls) => match opens_tls(&stream).await {
+                    None => return,
+                    // Plain HTTP on the TLS port (an http:// URL where https:// was
+                    // meant): answered in the service's own error format.
+                    Some(false) => {
+                        let refusal = hyper::service::service_fn(|_| async {
+                            Ok::<_, std::convert::Infallible>(super::plain_http_refused())
+                        });
+                        let connection = builder.serve_connection(TokioIo::new(stream), refusal);
                         watcher.watch(connection).await
                     }
-                    Err(error) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
+                    Some(true) => match tls.accept(stream).await {
+                        Ok(stream) => {
+                            let connection =
+                                builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(connection).await
+                        }
+                        Err(error) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                    },
                 },
             };
             if let Err(error) = result {
@@ -89,5 +102,16 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("in-flight HTTP requests did not finish in time");
+    }
+}
+
+/// Whether a connection's first byte opens a TLS handshake (a record of type 22);
+/// `None` when nothing arrives in time or the peer is gone.
+async fn opens_tls(stream: &tokio::net::TcpStream) -> Option<bool> {
+    const HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => Some(first[0] == HANDSHAKE_RECORD),
+        _ => None,
     }
 }

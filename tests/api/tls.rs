@@ -156,7 +156,7 @@ async fn run(args: &[&str]) -> Output {
 }
 
 #[tokio::test]
-async fn the_webhook_is_served_over_https_and_plain_http_is_refused() {
+async fn the_webhook_is_served_over_https_and_plain_http_is_refused_clearly() {
     let pki = Pki::new("ca");
     let server = pki.server();
     let mut app = TestApp::spawn_with(
@@ -179,7 +179,10 @@ async fn the_webhook_is_served_over_https_and_plain_http_is_refused() {
             ("id", "plain"),
         ])
         .send()
-        .await;
+        .await
+        .unwrap();
+    let plain_status = plain.status().as_u16();
+    let plain_body: serde_json::Value = plain.json().await.unwrap();
     let untrusted = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&Pki::new("other").ca_pem()).unwrap())
@@ -205,7 +208,12 @@ async fn the_webhook_is_served_over_https_and_plain_http_is_refused() {
     let stored = app.stored_events().await;
 
     assert_eq!((status, answer["status"].as_str()), (200, Some("ok")));
-    assert!(plain.is_err(), "plain HTTP on the TLS port: {plain:?}");
+    assert_eq!(plain_status, 400, "plain HTTP on the TLS port");
+    assert_eq!(plain_body["status"], "error");
+    assert!(
+        plain_body["error"].as_str().unwrap().contains("https://"),
+        "{plain_body}"
+    );
     assert!(untrusted.is_err(), "a client that does not trust the CA");
     assert!(sent.status.success(), "{sent:?}");
     let ids: Vec<_> = stored.iter().filter_map(crate::helpers::lead_id).collect();
