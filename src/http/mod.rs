@@ -146,9 +146,15 @@ const REQUEST_ID: &str = "x-request-id";
 
 /// `GET /metrics`: Prometheus text, with durable consumers' pending counts fresh.
 async fn render_metrics(State(state): State<HttpState>) -> Response {
-    if let Ok(consumers) = state.relay.list_consumers("", 1000).await {
-        for consumer in consumers {
+    const PAGE: u32 = 1000;
+    let mut after = String::new();
+    while let Ok(consumers) = state.relay.list_consumers(&after, PAGE).await {
+        for consumer in &consumers {
             telemetry::consumer_pending(&consumer.name, consumer.pending);
+        }
+        match consumers.last() {
+            Some(last) if consumers.len() == PAGE as usize => after.clone_from(&last.name),
+            _ => break,
         }
     }
     (

@@ -446,3 +446,46 @@ database_url = "postgres://app:db-secret@db.internal:5432/leads"
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn every_consumer_has_its_pending_count_in_the_metrics() {
+    // More consumers than one page of the store's listing.
+    const CONSUMERS: usize = 1_005;
+    let app = TestApp::spawn_with(Options::default()).await;
+    app.lead("1").await;
+    app.lead("2").await;
+    let client = app.grpc().await;
+    let mut acks = tokio::task::JoinSet::new();
+    for n in 0..CONSUMERS {
+        let mut client = client.clone();
+        acks.spawn(async move {
+            client
+                .ack_leads(AckLeadsRequest {
+                    consumer: format!("consumer-{n:04}"),
+                    sequence: 1,
+                })
+                .await
+                .map(|_| ())
+        });
+    }
+    while let Some(ack) = within("the acks", acks.join_next()).await {
+        ack.unwrap().unwrap();
+    }
+
+    let samples = metrics(&app, &app.http_base).await;
+
+    let pending: Vec<f64> = samples
+        .iter()
+        .filter(|(name, _)| name.starts_with("roistat_leads_consumer_pending{"))
+        .map(|(_, value)| *value)
+        .collect();
+    assert_eq!(pending.len(), CONSUMERS);
+    assert!(pending.iter().all(|value| *value == 1.0), "{pending:?}");
+    assert_eq!(
+        sample(
+            &samples,
+            r#"roistat_leads_consumer_pending{consumer="consumer-1004"}"#
+        ),
+        1.0
+    );
+}
