@@ -286,7 +286,7 @@ impl Application {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = hangups.recv() => reload(&endpoints),
+                    Some(()) = hangups.recv() => reload(&endpoints),
                 }
             }
         };
