@@ -148,3 +148,9 @@ pub fn consumer_pending(consumer: &str, pending: u64) {
     metrics::gauge!("roistat_leads_consumer_pending", "consumer" => consumer.to_owned())
         .set(pending as f64);
 }
+
+/// When the certificate a server presents stops being valid (Unix seconds).
+pub fn tls_certificate_expiry(server: &'static str, not_after: time::OffsetDateTime) {
+    metrics::gauge!("roistat_leads_tls_certificate_expiry_timestamp_seconds", "server" => server)
+        .set(not_after.unix_timestamp() as f64);
+}

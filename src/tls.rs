@@ -77,6 +77,15 @@ impl ServerTls {
         self.client_ca_path.as_deref()
     }
 
+    /// When the server's certificate (the first of its file) stops being valid;
+    /// `None` if its encoding cannot be read that far.
+    pub fn not_after(&self) -> Option<time::OffsetDateTime> {
+        let first = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .next()?
+            .ok()?;
+        not_after(&first)
+    }
+
     /// A rustls server configuration offering `alpn` protocols.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
         let certs = certificates(&self.cert_pem, &self.cert_path)?;
@@ -117,6 +126,72 @@ impl ServerTls {
     }
 }
 
+/// The `notAfter` time of a DER-encoded X.509 certificate (RFC 5280, 4.1):
+/// Certificate → tbsCertificate → [version], serialNumber, signature, issuer,
+/// validity { notBefore, notAfter }.
+fn not_after(certificate: &[u8]) -> Option<time::OffsetDateTime> {
+    const SEQUENCE: u8 = 0x30;
+    let (certificate, _) = der(certificate, Some(SEQUENCE))?;
+    let (tbs, _) = der(certificate, Some(SEQUENCE))?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = der(rest, Some(0xa0))?.1; // the explicit version
+    }
+    rest = der(rest, Some(0x02))?.1; // serialNumber
+    rest = der(rest, Some(SEQUENCE))?.1; // signature
+    rest = der(rest, Some(SEQUENCE))?.1; // issuer
+    let (validity, _) = der(rest, Some(SEQUENCE))?;
+    let (_, after_not_before) = der(validity, None)?;
+    let tag = *after_not_before.first()?;
+    let (value, _) = der(after_not_before, None)?;
+    let text = std::str::from_utf8(value).ok()?.strip_suffix('Z')?;
+    let digits = |range: std::ops::Range<usize>| text.get(range)?.parse::<u16>().ok();
+    // UTCTime has two year digits (50–99 are 19xx), GeneralizedTime four.
+    let (year, start) = match (tag, text.len()) {
+        (0x17, 12) => {
+            let year = digits(0..2)?;
+            (if year < 50 { 2000 + year } else { 1900 + year }, 2)
+        }
+        (0x18, 14) => (digits(0..4)?, 4),
+        _ => return None,
+    };
+    let field = |n: usize| {
+        digits(start + 2 * n..start + 2 * n + 2).and_then(|value| u8::try_from(value).ok())
+    };
+    let date = time::Date::from_calendar_date(
+        i32::from(year),
+        time::Month::try_from(field(0)?).ok()?,
+        field(1)?,
+    )
+    .ok()?;
+    let time = time::Time::from_hms(field(2)?, field(3)?, field(4)?).ok()?;
+    Some(time::PrimitiveDateTime::new(date, time).assume_utc())
+}
+
+/// One DER element of `input` (of tag `tag`, when given): its contents and what
+/// follows it.
+fn der(input: &[u8], tag: Option<u8>) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = input.split_first()?;
+    if tag.is_some_and(|tag| tag != found) {
+        return None;
+    }
+    let (&first, mut rest) = rest.split_first()?;
+    let length = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (bytes, after) = rest.split_at_checked(count)?;
+        rest = after;
+        bytes
+            .iter()
+            .fold(0usize, |length, byte| length << 8 | usize::from(*byte))
+    };
+    rest.split_at_checked(length)
+}
+
 /// Every certificate in a PEM file; at least one.
 fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
@@ -126,6 +201,32 @@ fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>,
         return Err(format!("{}: no PEM certificate in it", path.display()));
     }
     Ok(certs)
+}
+
+/// A certificate whose end is nearer than this is warned about when it is loaded.
+const EXPIRY_WARNING: time::Duration = time::Duration::days(14);
+
+/// Publishes when the certificate `server` now uses expires, and warns when that is
+/// soon or past.
+fn report_validity(server: &'static str, files: &ServerTls) {
+    let Some(not_after) = files.not_after() else {
+        tracing::warn!(server = %server, "cannot read the TLS certificate's expiry");
+        return;
+    };
+    crate::telemetry::tls_certificate_expiry(server, not_after);
+    let left = not_after - time::OffsetDateTime::now_utc();
+    if left <= time::Duration::ZERO {
+        tracing::error!(server = %server, %not_after, "the TLS certificate has expired");
+    } else if left < EXPIRY_WARNING {
+        tracing::warn!(
+            server = %server,
+            %not_after,
+            days_left = left.whole_days(),
+            "the TLS certificate expires soon"
+        );
+    } else {
+        tracing::info!(server = %server, %not_after, "TLS certificate loaded");
+    }
 }
 
 /// The live TLS configuration of one server. Each handshake uses the configuration
@@ -145,6 +246,7 @@ impl TlsEndpoint {
         alpn: &'static [&'static [u8]],
     ) -> Result<Self, String> {
         let config = files.server_config(alpn)?;
+        report_validity(name, &files);
         Ok(Self {
             name,
             alpn,
@@ -166,6 +268,7 @@ impl TlsEndpoint {
             self.files.client_ca_path.as_deref(),
         )?;
         let config = files.server_config(self.alpn)?;
+        report_validity(self.name, &files);
         *self
             .current
             .write()
@@ -232,5 +335,39 @@ impl TlsEndpoint {
             }
         });
         ReceiverStream::new(handshaken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_after;
+    use time::macros::datetime;
+
+    fn certificate_until(end: time::OffsetDateTime) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_after = end;
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_end_of_validity_is_read_from_the_certificate() {
+        // Until 2049 as UTCTime, from 2050 as GeneralizedTime (RFC 5280).
+        for end in [
+            datetime!(2030-01-01 00:00:00 UTC),
+            datetime!(2049-12-31 23:59:59 UTC),
+            datetime!(2051-06-15 12:30:45 UTC),
+        ] {
+            assert_eq!(not_after(&certificate_until(end)), Some(end));
+        }
+    }
+
+    #[test]
+    fn a_truncated_certificate_has_no_end_rather_than_a_panic() {
+        let der = certificate_until(datetime!(2030-01-01 00:00:00 UTC));
+        for length in 0..der.len() {
+            let _ = not_after(&der[..length]);
+        }
+        assert_eq!(not_after(b"not DER at all"), None);
     }
 }

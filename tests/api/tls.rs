@@ -57,10 +57,20 @@ impl Pki {
         std::fs::read(self.ca()).unwrap()
     }
 
-    /// A certificate for `names` (DNS names or IP addresses) used as `usage`.
-    fn issue(&self, file: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Issued {
+    /// A certificate for `names` (DNS names or IP addresses) used as `usage`, valid
+    /// until `until` (rcgen's default when `None`).
+    fn issue(
+        &self,
+        file: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        until: Option<time::OffsetDateTime>,
+    ) -> Issued {
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
+        if let Some(until) = until {
+            params.not_after = until;
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, &names[0]);
@@ -85,15 +95,20 @@ impl Pki {
 
     /// Another one, with a key of its own, in files named after `file`.
     fn server_named(&self, file: &str) -> Issued {
+        self.server_until(file, None)
+    }
+
+    fn server_until(&self, file: &str, until: Option<time::OffsetDateTime>) -> Issued {
         self.issue(
             file,
             &["localhost", "127.0.0.1"],
             ExtendedKeyUsagePurpose::ServerAuth,
+            until,
         )
     }
 
     fn client(&self, name: &str) -> Issued {
-        self.issue(name, &[name], ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(name, &[name], ExtendedKeyUsagePurpose::ClientAuth, None)
     }
 }
 
@@ -545,4 +560,61 @@ async fn sighup_reloads_the_certificates_and_a_broken_file_keeps_the_previous_on
     assert_eq!(stale, (false, false), "the old one is no longer served");
     assert_eq!(status, 200);
     assert!(app.terminate().await.success(), "SIGHUP did not end it");
+}
+
+#[tokio::test]
+async fn certificate_expiry_is_a_metric_and_a_warning_when_near() {
+    let pki = Pki::new("ca");
+    let soon = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap()
+        + time::Duration::days(5);
+    let later = time::macros::datetime!(2040-01-01 00:00:00 UTC);
+    let live = tempfile::tempdir().unwrap();
+    let (cert, key) = (live.path().join("live.crt"), live.path().join("live.key"));
+    let install = |issued: &Issued| {
+        std::fs::copy(&issued.cert, &cert).unwrap();
+        std::fs::copy(&issued.key, &key).unwrap();
+    };
+    install(&pki.server_until("soon", Some(soon)));
+    let mut app = TestApp::spawn_with(Options::default().args([
+        "--http-tls-cert",
+        &path(&cert),
+        "--http-tls-key",
+        &path(&key),
+    ]))
+    .await;
+    app.http = https_client(&pki);
+    let expiry = async |app: &TestApp| {
+        let text = app
+            .http
+            .get(format!("{}/metrics", app.http_base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(
+                    r#"roistat_leads_tls_certificate_expiry_timestamp_seconds{server="http"} "#,
+                )
+            })
+            .map(|value| value.parse::<f64>().unwrap())
+    };
+    let at_start = expiry(&app).await;
+    let warned = app
+        .logs()
+        .iter()
+        .any(|line| line.contains("WARN") && line.contains("expires soon"));
+
+    install(&pki.server_until("later", Some(later)));
+    app.signal(Signal::SIGHUP);
+    app.wait_for_logs("TLS certificates reloaded", 1).await;
+    let after_renewal = expiry(&app).await;
+
+    assert_eq!(at_start, Some(soon.unix_timestamp() as f64));
+    assert!(warned, "{:?}", app.logs());
+    assert_eq!(after_renewal, Some(later.unix_timestamp() as f64));
 }
