@@ -112,6 +112,22 @@ impl Pki {
     }
 }
 
+/// The certificate and key paths a service reads, and a function that installs an
+/// issued pair there, rewriting the files in place as a renewal job would.
+fn live_files() -> (TempDir, Issued, impl Fn(&Issued)) {
+    let live = tempfile::tempdir().unwrap();
+    let files = Issued {
+        cert: live.path().join("live.crt"),
+        key: live.path().join("live.key"),
+    };
+    let (cert, key) = (files.cert.clone(), files.key.clone());
+    let install = move |issued: &Issued| {
+        std::fs::copy(&issued.cert, &cert).unwrap();
+        std::fs::copy(&issued.key, &key).unwrap();
+    };
+    (live, files, install)
+}
+
 fn path(path: &Path) -> String {
     path.display().to_string()
 }
@@ -505,13 +521,7 @@ async fn grpc_trusted_by(app: &TestApp, ca: &Pki) -> bool {
 async fn sighup_reloads_the_certificates_and_a_broken_file_keeps_the_previous_ones() {
     let old_ca = Pki::new("old-ca");
     let new_ca = Pki::new("new-ca");
-    // The files the service reads, rewritten in place as a renewal job would.
-    let live = tempfile::tempdir().unwrap();
-    let (cert, key) = (live.path().join("live.crt"), live.path().join("live.key"));
-    let install = |issued: &Issued| {
-        std::fs::copy(&issued.cert, &cert).unwrap();
-        std::fs::copy(&issued.key, &key).unwrap();
-    };
+    let (_live, Issued { cert, key }, install) = live_files();
     install(&old_ca.server());
     let mut app = TestApp::spawn_with(
         Options::default()
@@ -570,12 +580,7 @@ async fn certificate_expiry_is_a_metric_and_a_warning_when_near() {
         .unwrap()
         + time::Duration::days(5);
     let later = time::macros::datetime!(2040-01-01 00:00:00 UTC);
-    let live = tempfile::tempdir().unwrap();
-    let (cert, key) = (live.path().join("live.crt"), live.path().join("live.key"));
-    let install = |issued: &Issued| {
-        std::fs::copy(&issued.cert, &cert).unwrap();
-        std::fs::copy(&issued.key, &key).unwrap();
-    };
+    let (_live, Issued { cert, key }, install) = live_files();
     install(&pki.server_until("soon", Some(soon)));
     let mut app = TestApp::spawn_with(Options::default().args([
         "--http-tls-cert",
