@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use md5::{Digest, Md5};
-use roistat_leads::domain::{Params, parse_lead};
+use roistat_leads::domain::OrderIdMode;
 use roistat_leads::proto::StreamLeadsRequest;
 use roistat_leads::proto::lead_event::Event;
 use roistat_leads::proto::lead_service_client::LeadServiceClient;
-use roistat_leads::store::OrderIdAssignment;
+use roistat_leads::roistat::{Params, parse_lead};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
@@ -306,9 +306,7 @@ async fn fill(database_url: &str, events: usize) -> anyhow::Result<()> {
                     .into_iter()
                     .collect();
                 let lead = parse_lead("default", &params).expect("a valid lead");
-                store
-                    .insert_lead(lead, OrderIdAssignment::DealOrLeadId)
-                    .await?;
+                store.insert_lead(lead, OrderIdMode::Lead).await?;
             }
             anyhow::Ok(())
         });

@@ -7,8 +7,8 @@
 use axum::Router;
 use axum::extract::RawQuery;
 use axum::routing::get;
-use roistat_leads::domain::{Params, parse_lead};
-use roistat_leads::roistat::{Credentials, OrderAnswer, decode_form};
+use roistat_leads::roistat::answer::OrderAnswer;
+use roistat_leads::roistat::{Credentials, Params, decode_form, parse_lead};
 use secrecy::SecretString;
 
 #[tokio::main]

@@ -1,122 +1,157 @@
-//! The application: opens the store, binds both servers, runs them until shutdown,
-//! then closes the store.
+//! The application: `build` does everything that can fail (opens the store, binds
+//! every listener, assembles both servers, reads the TLS files), so that a started
+//! application only serves; `run` serves until shutdown, then closes the store.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use secrecy::{ExposeSecret, SecretString};
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
-use crate::config::LogFormat;
-use crate::domain::OrderIdMode;
-use crate::grpc::{LeadApi, LeadServiceServer};
-use crate::http::{self, AccessPolicy, HttpState, Limits};
-use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::config::Settings;
+use crate::grpc::GrpcServer;
+use crate::http::{self, Admission, HttpState, RateLimiter};
+use crate::net::{self, Limits, ServerTls, TlsEndpoint, TlsError};
 use crate::relay::LeadRelay;
-use crate::roistat::Credentials;
-use crate::store::{self, LeadStore};
+use crate::signal::Hangups;
+use crate::store::{self, LeadStore, OpenError};
 use crate::telemetry;
-use crate::tls::{ServerTls, TlsEndpoint};
 
 /// How often histogram samples are folded in, whether or not anyone scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
-const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// Everything the application needs to start.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub http_addr: SocketAddr,
-    pub grpc_addr: SocketAddr,
-    /// A second address for GET /metrics, besides the HTTP server's.
-    pub metrics_addr: Option<SocketAddr>,
-    pub database_url: String,
-    /// Credentials by integration name; "default" is served at plain /webhook.
-    pub integrations: BTreeMap<String, Credentials>,
-    pub order_id_mode: OrderIdMode,
-    pub deal_wait: Duration,
-    /// Live events kept in memory for subscribers.
-    pub stream_buffer: usize,
-    /// A stream quiet for this long gets a heartbeat.
-    pub heartbeat: Duration,
-    /// Records per export page when Roistat gives no `limit`.
-    pub export_page_size: u64,
-    pub log_format: LogFormat,
-    /// Bearer token LeadService calls must carry; `None` leaves it open.
-    pub grpc_token: Option<SecretString>,
-    /// Which source addresses may call the webhook.
-    pub access: AccessPolicy,
-    /// Webhook requests per second per client address.
-    pub rate_limit: Option<std::num::NonZeroU32>,
-    pub limits: Limits,
-    /// HTTPS for the webhook server, when set.
-    pub http_tls: Option<ServerTls>,
-    /// TLS (and perhaps client certificates) for the gRPC server, when set.
-    pub grpc_tls: Option<ServerTls>,
+/// Why the application cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store")]
+    Store(#[from] OpenError),
+    #[error("cannot listen for {what} on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the gRPC server")]
+    Grpc(#[from] crate::grpc::BuildError),
+    #[error("cannot set up TLS for {server}")]
+    Tls {
+        server: &'static str,
+        #[source]
+        source: TlsError,
+    },
 }
 
-/// A started application: store open, listeners bound, not yet serving.
+/// A started application: store open, listeners bound, servers assembled, not yet
+/// serving.
 pub struct Application {
-    settings: Settings,
     http_listener: TcpListener,
     grpc_listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     store: Arc<dyn LeadStore>,
-    relay: LeadRelay,
+    router: Router,
+    metrics_router: Router,
+    rate_limit: Option<Arc<RateLimiter>>,
+    grpc: GrpcServer,
+    http_tls: Option<Arc<TlsEndpoint>>,
+    grpc_tls: Option<Arc<TlsEndpoint>>,
+    grpc_tls_mode: &'static str,
+    limits: Limits,
+    hangups: Option<Hangups>,
     shutdown: CancellationToken,
 }
 
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn endpoint(
+    server: &'static str,
+    tls: Option<ServerTls>,
+    alpn: &'static [&'static [u8]],
+) -> Result<Option<Arc<TlsEndpoint>>, StartError> {
+    tls.map(|tls| TlsEndpoint::new(server, tls, alpn).map(Arc::new))
+        .transpose()
+        .map_err(|source| StartError::Tls { server, source })
+}
+
 impl Application {
-    /// Opens the store (applying migrations) and binds both listeners, so that the
-    /// bound addresses are known before serving (port 0 picks a free port).
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
         telemetry::metrics();
-        let store = store::open(&settings.database_url, settings.stream_buffer)
-            .await
-            .context("cannot open the store")?;
-        let http_listener = TcpListener::bind(settings.http_addr)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
-        let grpc_listener = TcpListener::bind(settings.grpc_addr)
-            .await
-            .with_context(|| format!("cannot listen for gRPC on {}", settings.grpc_addr))?;
+        let store = store::open(&settings.database_url, settings.stream_buffer).await?;
+        let http_listener = bind("HTTP", settings.http_addr).await?;
+        let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
         let metrics_listener = match settings.metrics_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen for metrics on {addr}"))?,
-            ),
+            Some(addr) => Some(bind("metrics", addr).await?),
             None => None,
         };
         let shutdown = CancellationToken::new();
-        let relay = LeadRelay::new(
-            store.clone(),
-            settings.order_id_mode,
-            settings.deal_wait,
-            settings.heartbeat,
-            shutdown.clone(),
-        );
+        let relay = LeadRelay::new(store.clone(), settings.relay.clone(), shutdown.clone());
+        let grpc = GrpcServer::build(relay.clone(), &settings.grpc).await?;
+        let client_certificates = settings
+            .grpc_tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_path().is_some());
+        let grpc_addr = grpc_listener.local_addr().unwrap_or(settings.grpc_addr);
+        if settings.grpc.token.is_none() && !client_certificates && !grpc_addr.ip().is_loopback() {
+            tracing::warn!(
+                %grpc_addr,
+                "gRPC listens beyond loopback without --grpc-token or --grpc-tls-client-ca: anyone who reaches it can read every lead"
+            );
+        }
+        let rate_limit = settings
+            .rate_limit
+            .map(|limit| Arc::new(http::rate_limiter(limit)));
+        let http_state = HttpState {
+            relay,
+            integrations: Arc::new(settings.integrations),
+            limits: settings.limits,
+            export_page_size: settings.export_page_size,
+            admission: Admission {
+                access: Arc::new(settings.access),
+                rate_limit: rate_limit.clone(),
+            },
+        };
         Ok(Self {
-            settings,
             http_listener,
             grpc_listener,
             metrics_listener,
             store,
-            relay,
+            metrics_router: http::metrics_router(http_state.clone()),
+            router: http::router(http_state),
+            rate_limit,
+            grpc,
+            grpc_tls_mode: match (&settings.grpc_tls, client_certificates) {
+                (None, _) => "off",
+                (Some(_), false) => "on",
+                (Some(_), true) => "mutual",
+            },
+            http_tls: endpoint("http", settings.http_tls, &[b"http/1.1"])?,
+            grpc_tls: endpoint("grpc", settings.grpc_tls, &[b"h2"])?,
+            limits: settings.limits,
+            // Installed before the service reports itself listening, so that no
+            // SIGHUP sent after that is missed.
+            hangups: match Hangups::watch() {
+                Ok(hangups) => Some(hangups),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch SIGHUP: TLS certificates reload only at restart");
+                    None
+                }
+            },
             shutdown,
         })
     }
 
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_listener
-            .local_addr()
-            .unwrap_or(self.settings.http_addr)
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener.local_addr().ok()
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listener.local_addr().ok()
     }
 
     /// The separate metrics address, when one is configured.
@@ -126,12 +161,6 @@ impl Application {
             .and_then(|listener| listener.local_addr().ok())
     }
 
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_listener
-            .local_addr()
-            .unwrap_or(self.settings.grpc_addr)
-    }
-
     /// Cancelling it shuts the application down gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -139,125 +168,45 @@ impl Application {
 
     /// Serves until the shutdown token is cancelled (or a server fails): stops
     /// accepting, lets in-flight webhooks finish, ends streams, closes the store.
-    pub async fn run(self) -> anyhow::Result<()> {
-        let (http_addr, grpc_addr) = (self.http_addr(), self.grpc_addr());
-        let metrics_addr = self.metrics_addr().map(|addr| addr.to_string());
+    pub async fn run(self) -> Result<(), tonic::transport::Error> {
+        let addr = |addr: Option<SocketAddr>| addr.map_or("none".to_owned(), |a| a.to_string());
+        tracing::info!(
+            http_addr = %addr(self.http_addr()),
+            http_tls = self.http_tls.is_some(),
+            grpc_addr = %addr(self.grpc_addr()),
+            grpc_tls = %self.grpc_tls_mode,
+            metrics_addr = %addr(self.metrics_addr()),
+            "listening"
+        );
         let Self {
-            settings,
             http_listener,
             grpc_listener,
             metrics_listener,
             store,
-            relay,
+            router,
+            metrics_router,
+            rate_limit,
+            grpc,
+            http_tls,
+            grpc_tls,
+            limits,
+            hangups,
             shutdown,
+            ..
         } = self;
-
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<LeadServiceServer<LeadApi>>().await;
-        // Both reflection versions: older grpcurl releases speak only v1alpha.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-        let lead_api = LeadApi::new(relay.clone(), 64);
-        let client_certificates = settings
-            .grpc_tls
-            .as_ref()
-            .is_some_and(|tls| tls.client_ca_path().is_some());
-        if settings.grpc_token.is_none() && !client_certificates && !grpc_addr.ip().is_loopback() {
-            tracing::warn!(
-                %grpc_addr,
-                "gRPC listens beyond loopback without --grpc-token or --grpc-tls-client-ca: anyone who reaches it can read every lead"
-            );
-        }
-        let lead_service = LeadServiceServer::with_interceptor(
-            lead_api,
-            BearerAuth::new(settings.grpc_token.clone()),
-        );
-        let grpc = tonic::transport::Server::builder()
-            .trace_fn(|request| {
-                tracing::info_span!(
-                    "grpc",
-                    request_id = %telemetry::request_id(),
-                    method = %request.uri().path()
-                )
-            })
-            // Pings keep idle streams alive through proxies and load balancers and
-            // find dead peers; TCP keepalive is the backstop.
-            .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(lead_service);
-
-        let http_state = HttpState {
-            relay,
-            integrations: Arc::new(settings.integrations),
-            limits: settings.limits,
-            export_page_size: settings.export_page_size,
-            access: Arc::new(settings.access),
-            rate_limit: settings
-                .rate_limit
-                .map(|limit| Arc::new(http::rate_limiter(limit))),
-        };
-        let rate_limit = http_state.rate_limit.clone();
-        let metrics_router = http::metrics_router(http_state.clone());
-        let router = http::router(http_state);
-
-        let endpoint = |name, tls: Option<ServerTls>, alpn| {
-            tls.map(|tls| TlsEndpoint::new(name, tls, alpn).map(Arc::new))
-                .transpose()
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("cannot set up TLS for {name}"))
-        };
-        let http_tls = endpoint("http", settings.http_tls.clone(), &[b"http/1.1"])?;
-        let grpc_tls = endpoint("grpc", settings.grpc_tls.clone(), &[b"h2"])?;
-        // Installed before the service reports itself listening, so that no SIGHUP
-        // sent after that is missed.
-        let hangups = hangup_signal();
-        tracing::info!(
-            %http_addr,
-            http_tls = http_tls.is_some(),
-            %grpc_addr,
-            grpc_tls = %match (&settings.grpc_tls, client_certificates) {
-                (None, _) => "off",
-                (Some(_), false) => "on",
-                (Some(_), true) => "mutual",
-            },
-            metrics_addr = %metrics_addr.as_deref().unwrap_or("none"),
-            "listening"
-        );
-        let grpc_shutdown = shutdown.clone();
         let grpc_server = async {
-            let tcp = TcpIncoming::from(grpc_listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(TCP_KEEPALIVE));
-            let result = match grpc_tls.clone() {
-                Some(tls) => {
-                    grpc.serve_with_incoming_shutdown(
-                        tls.incoming(tcp),
-                        grpc_shutdown.cancelled_owned(),
-                    )
-                    .await
-                }
-                None => {
-                    grpc.serve_with_incoming_shutdown(tcp, grpc_shutdown.cancelled_owned())
-                        .await
-                }
-            };
+            let result = grpc
+                .serve(grpc_listener, grpc_tls.clone(), shutdown.clone())
+                .await;
             // If the gRPC server fails, the whole service stops.
             shutdown.cancel();
             result
         };
         let http_server = async {
-            http::serve(
+            net::serve(
                 http_listener,
                 router,
-                settings.limits,
+                limits,
                 http_tls.clone(),
                 shutdown.clone(),
             )
@@ -266,19 +215,8 @@ impl Application {
         };
         let metrics_server = async {
             if let Some(listener) = metrics_listener {
-                http::serve(
-                    listener,
-                    metrics_router,
-                    settings.limits,
-                    None,
-                    shutdown.clone(),
-                )
-                .await;
+                net::serve(listener, metrics_router, limits, None, shutdown.clone()).await;
             }
-        };
-        let stop_reporting = async {
-            shutdown.cancelled().await;
-            health.set_not_serving::<LeadServiceServer<LeadApi>>().await;
         };
         let reload_tls = async {
             let Some(mut hangups) = hangups else { return };
@@ -305,17 +243,16 @@ impl Application {
                 }
             }
         };
-        let (grpc_result, (), (), (), (), ()) = tokio::join!(
+        let (grpc_result, (), (), (), ()) = tokio::join!(
             grpc_server,
             http_server,
             metrics_server,
-            stop_reporting,
             reload_tls,
             metrics_upkeep
         );
         store.close().await;
         tracing::info!("stopped");
-        grpc_result.context("gRPC server failed")
+        grpc_result
     }
 }
 
@@ -334,85 +271,5 @@ fn reload(endpoints: &[Arc<TlsEndpoint>]) {
                 "cannot reload TLS certificates; keeping the previous ones"
             ),
         }
-    }
-}
-
-/// SIGHUP, which asks for the TLS certificates to be read again (and no longer ends
-/// the process); `None` where there is no such signal.
-#[cfg(unix)]
-fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(hangups) => Some(hangups),
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGHUP: TLS certificates reload only at restart");
-            None
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn hangup_signal() -> Option<tokio::sync::mpsc::Receiver<()>> {
-    None
-}
-
-/// Checks `authorization: Bearer TOKEN` on LeadService calls, in constant time.
-#[derive(Clone)]
-struct BearerAuth {
-    expected: Option<Arc<str>>,
-}
-
-impl BearerAuth {
-    fn new(token: Option<SecretString>) -> Self {
-        Self {
-            expected: token
-                .map(|token| Arc::from(format!("Bearer {}", token.expose_secret()).as_str())),
-        }
-    }
-}
-
-impl tonic::service::Interceptor for BearerAuth {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(request);
-        };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .map(|value| value.as_bytes())
-            .unwrap_or_default();
-        if bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes())) {
-            Ok(request)
-        } else {
-            Err(tonic::Status::unauthenticated(
-                "missing or wrong bearer token",
-            ))
-        }
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called,
-/// not when the future is first polled, so no signal in between is missed.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let interrupt = signal(SignalKind::interrupt());
-        let terminate = signal(SignalKind::terminate());
-        async move {
-            match (interrupt, terminate) {
-                (Ok(mut interrupt), Ok(mut terminate)) => {
-                    tokio::select! {
-                        _ = interrupt.recv() => {},
-                        _ = terminate.recv() => {},
-                    }
-                }
-                _ => std::future::pending::<()>().await,
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,8 +1,10 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use roistat_leads::app::{Application, shutdown_signal};
-use roistat_leads::config::{Cli, Command, describe};
+use roistat_leads::app::Application;
+use roistat_leads::cli::{self, Cli, Command, causes};
+use roistat_leads::config;
+use roistat_leads::signal::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,9 +19,9 @@ async fn main() -> ExitCode {
         .map(|(_, sub)| sub.clone())
         .unwrap_or_default();
     match cli.command {
-        Command::CheckConfig(args) => match args.into_settings(&sub_matches) {
+        Command::CheckConfig(args) => match config::load(args, &sub_matches) {
             Ok(settings) => {
-                println!("{}", describe(&settings));
+                println!("{}", config::describe(&settings));
                 ExitCode::SUCCESS
             }
             Err(error) => {
@@ -27,9 +29,8 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Send(args) => roistat_leads::send::run(args).await,
         Command::Serve(args) => {
-            let settings = match args.into_settings(&sub_matches) {
+            let settings = match config::load(args, &sub_matches) {
                 Ok(settings) => settings,
                 Err(error) => {
                     eprintln!("roistat-leads: {error}");
@@ -37,34 +38,39 @@ async fn main() -> ExitCode {
                 }
             };
             roistat_leads::telemetry::init(settings.log_format);
-            let app = match Application::build(settings).await {
-                Ok(app) => app,
-                Err(error) => {
-                    tracing::error!("cannot start: {error:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let shutdown = app.shutdown_token();
-            let signal = shutdown_signal();
-            tokio::spawn(async move {
-                signal.await;
-                tracing::info!("shutting down");
-                shutdown.cancel();
-            });
-            match app.run().await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!("stopped: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            serve(settings).await
         }
-        Command::Tail(args) => match roistat_leads::tail::run(args).await {
+        Command::Send(args) => cli::send(args).await,
+        Command::Tail(args) => match cli::tail(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("roistat-leads tail: {error:#}");
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+async fn serve(settings: config::Settings) -> ExitCode {
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!("cannot start: {}", causes(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = app.shutdown_token();
+    let signal = shutdown_signal();
+    tokio::spawn(async move {
+        signal.await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    match app.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("stopped: {}", causes(&error));
+            ExitCode::FAILURE
+        }
     }
 }

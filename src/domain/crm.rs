@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
 
-use super::ParseError;
+use super::{InvalidValue, validate_id, validate_text};
 
 /// An amount of money: a non-negative decimal, never a binary float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -86,6 +86,18 @@ impl DealUpdate {
         *self == DealUpdate::default()
     }
 
+    /// Everything reported must be storable: no NUL anywhere.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let texts = [&self.name, &self.status, &self.manager_id, &self.client_id]
+            .into_iter()
+            .flatten()
+            .chain(self.fields.iter().flat_map(|(key, value)| [key, value]));
+        for text in texts {
+            validate_text("deal field", text)?;
+        }
+        Ok(())
+    }
+
     /// `details` with this update applied.
     pub fn apply(&self, mut details: DealDetails) -> DealDetails {
         fn set<T: Clone>(target: &mut Option<T>, value: &Option<T>) {
@@ -135,28 +147,61 @@ pub struct Scheme {
 }
 
 impl Scheme {
-    /// Ids must be non-empty and unique within each list.
-    pub fn validate(&self) -> Result<(), String> {
-        fn unique<'a>(what: &str, ids: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    /// Ids must be non-empty, unique within each list, and storable.
+    pub fn validate(&self) -> Result<(), SchemeError> {
+        fn unique<'a>(
+            list: &'static str,
+            ids: impl Iterator<Item = &'a str>,
+        ) -> Result<(), SchemeError> {
             let mut seen = std::collections::BTreeSet::new();
             for id in ids {
-                if id.trim().is_empty() {
-                    return Err(format!("{what}: an id is empty"));
-                }
+                validate_id("id", id).map_err(|error| SchemeError::Invalid { list, error })?;
                 if !seen.insert(id) {
-                    return Err(format!("{what}: id {id:?} appears twice"));
+                    return Err(SchemeError::Duplicate {
+                        list,
+                        id: id.to_owned(),
+                    });
                 }
             }
             Ok(())
         }
         unique("statuses", self.statuses.iter().map(|s| s.id.as_str()))?;
         unique("fields", self.fields.iter().map(|f| f.id.as_str()))?;
-        unique("managers", self.managers.iter().map(|m| m.id.as_str()))
+        unique("managers", self.managers.iter().map(|m| m.id.as_str()))?;
+        let texts = self
+            .statuses
+            .iter()
+            .chain(&self.fields)
+            .map(|entry| entry.name.as_str())
+            .chain(
+                self.managers
+                    .iter()
+                    .flat_map(|m| [&*m.name, &*m.phone, &*m.email]),
+            );
+        for text in texts {
+            validate_text("name", text).map_err(|error| SchemeError::Invalid {
+                list: "scheme",
+                error,
+            })?;
+        }
+        Ok(())
     }
 
     pub fn has_status(&self, id: &str) -> bool {
         self.statuses.iter().any(|status| status.id == id)
     }
+}
+
+/// Why a scheme cannot be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemeError {
+    #[error("{list}: {error}")]
+    Invalid {
+        list: &'static str,
+        error: InvalidValue,
+    },
+    #[error("{list}: id {id:?} appears twice")]
+    Duplicate { list: &'static str, id: String },
 }
 
 /// A client (contact) of the CRM, which Roistat reads with `action=export_clients`.
@@ -172,16 +217,38 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.id.trim().is_empty() {
-            return Err("client id must not be empty".to_owned());
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        validate_id("client id", &self.id)?;
+        for text in [&self.name, &self.phone, &self.email, &self.company] {
+            validate_text("client", text)?;
         }
         if let Some(date) = &self.birth_date {
-            Date::parse(date, format_description!("[year]-[month]-[day]"))
-                .map_err(|_| format!("birth_date {date:?} is not YYYY-MM-DD"))?;
+            Date::parse(date, format_description!("[year]-[month]-[day]")).map_err(|_| {
+                InvalidValue {
+                    name: "birth_date",
+                    reason: "must be YYYY-MM-DD",
+                }
+            })?;
         }
         Ok(())
     }
+}
+
+/// A client as last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client: Client,
+    pub update_time: OffsetDateTime,
+}
+
+/// What `action=export` and `action=export_clients` ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportQuery {
+    /// Records changed at or after this time (`date`, Unix seconds; absent: all).
+    pub since: OffsetDateTime,
+    pub offset: u64,
+    /// Absent on Roistat's first call: the service's page size applies.
+    pub limit: Option<u64>,
 }
 
 /// A task Roistat asks the CRM to create (`action=task`).
@@ -215,20 +282,6 @@ pub struct Call {
     pub duration: Option<u64>,
     pub file_url: String,
     pub extra: BTreeMap<String, String>,
-}
-
-/// A parameter that must be a non-negative integer, if present.
-pub(crate) fn parse_count(
-    name: &'static str,
-    raw: Option<&str>,
-) -> Result<Option<u64>, ParseError> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(text) => text.parse().map(Some).map_err(|_| ParseError::Invalid {
-            name,
-            reason: "must be a non-negative integer",
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -1,25 +1,28 @@
-//! The lead relay's model: leads, deal messages, deals and events.
-//! It knows neither HTTP, gRPC nor SQL; `parse` turns Roistat's parameters into it.
+//! The relay's model: leads, deal messages, tasks, calls, deals, the events that
+//! announce them, and the order-id policy. It knows neither HTTP, gRPC nor SQL.
 
 mod crm;
-mod parse;
+mod event;
+mod order;
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use crm::{Call, Client, DealDetails, DealUpdate, Manager, Money, Scheme, SchemeEntry, Task};
-pub use parse::{
-    ExportQuery, Params, ParseError, parse_call, parse_export, parse_lead, parse_message,
-    parse_roistat_time, parse_task,
+pub use crm::{
+    Call, Client, ClientRecord, DealDetails, DealUpdate, ExportQuery, Manager, Money, Scheme,
+    SchemeEntry, SchemeError, Task,
 };
+pub use event::{Event, EventBody, EventFilter, EventKind, Stored};
+pub use order::{Deal, DealReport, Order, OrderIdMode};
 
-/// The integration every lead belongs to until several Roistat projects can be configured.
+/// The integration every lead belongs to when none is named: plain `/webhook`.
 pub const DEFAULT_INTEGRATION: &str = "default";
 
 /// Identifies a lead: Roistat lead ids are unique only within one Roistat project.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeadKey {
     pub integration: String,
     pub lead_id: String,
@@ -28,20 +31,24 @@ pub struct LeadKey {
 impl LeadKey {
     /// A key in `integration`, or in the default integration when it is empty.
     pub fn new(integration: &str, lead_id: impl Into<String>) -> Self {
-        let integration = if integration.is_empty() {
-            DEFAULT_INTEGRATION
-        } else {
-            integration
-        };
         Self {
-            integration: integration.to_owned(),
+            integration: integration_or_default(integration).to_owned(),
             lead_id: lead_id.into(),
         }
     }
 }
 
+/// `name`, or the default integration when it is empty.
+pub fn integration_or_default(name: &str) -> &str {
+    if name.is_empty() {
+        DEFAULT_INTEGRATION
+    } else {
+        name
+    }
+}
+
 /// Where a lead came from, as told by the title Roistat gives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeadSource {
     LeadHunter,
@@ -52,6 +59,14 @@ pub enum LeadSource {
 }
 
 impl LeadSource {
+    pub const ALL: [LeadSource; 5] = [
+        LeadSource::LeadHunter,
+        LeadSource::Calltracking,
+        LeadSource::Crm,
+        LeadSource::Jivosite,
+        LeadSource::Other,
+    ];
+
     /// Classifies a lead by its title, in the English and Russian forms Roistat uses.
     pub fn from_title(title: &str) -> Self {
         const PREFIXES: &[(&str, LeadSource)] = &[
@@ -70,6 +85,28 @@ impl LeadSource {
             .iter()
             .find(|(prefix, _)| title.starts_with(prefix))
             .map_or(LeadSource::Other, |(_, source)| *source)
+    }
+
+    /// The source's name, as stored and as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeadSource::LeadHunter => "lead_hunter",
+            LeadSource::Calltracking => "calltracking",
+            LeadSource::Crm => "crm",
+            LeadSource::Jivosite => "jivosite",
+            LeadSource::Other => "other",
+        }
+    }
+
+    /// The source of a stored name; `None` for a name this version does not know.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|source| source.as_str() == name)
+    }
+}
+
+impl fmt::Display for LeadSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -109,139 +146,11 @@ impl Lead {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DealMessage {
     pub integration: String,
+    /// `leadId` exactly as sent.
     pub lead_id: String,
     pub title: String,
     pub text: String,
     pub extra: BTreeMap<String, String>,
-}
-
-/// A digest of `parts` that no other sequence of parts shares.
-fn digest(parts: &[&str]) -> String {
-    use md5::{Digest, Md5};
-    let mut hasher = Md5::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
-    format!("{:x}", hasher.finalize())
-}
-
-/// A record once committed: its event sequence and when it was stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stored<T> {
-    pub sequence: u64,
-    pub receive_time: OffsetDateTime,
-    pub record: T,
-}
-
-/// What an event announces. Leads dominate the stream, so the size difference
-/// between variants costs nothing worth a box.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
-pub enum EventBody {
-    Lead(Lead),
-    Message(DealMessage),
-    Task(Task),
-    Call(Call),
-}
-
-impl EventBody {
-    pub fn kind(&self) -> EventKind {
-        match self {
-            EventBody::Lead(_) => EventKind::Lead,
-            EventBody::Message(_) => EventKind::Message,
-            EventBody::Task(_) => EventKind::Task,
-            EventBody::Call(_) => EventKind::Call,
-        }
-    }
-
-    /// The kind's name, as stored.
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            EventBody::Lead(_) => "lead",
-            EventBody::Message(_) => "message",
-            EventBody::Task(_) => "task",
-            EventBody::Call(_) => "call",
-        }
-    }
-
-    pub fn integration(&self) -> &str {
-        match self {
-            EventBody::Lead(lead) => &lead.integration,
-            EventBody::Message(message) => &message.integration,
-            EventBody::Task(task) => &task.integration,
-            EventBody::Call(call) => &call.integration,
-        }
-    }
-
-    /// The lead id (or, for tasks and calls, the id Roistat names them by) the
-    /// event is filed under.
-    pub fn subject_id(&self) -> &str {
-        match self {
-            EventBody::Lead(lead) => &lead.lead_id,
-            EventBody::Message(message) => &message.lead_id,
-            EventBody::Task(task) => &task.element_id,
-            EventBody::Call(call) => &call.call_id,
-        }
-    }
-
-    /// What makes a retry the same event: Roistat resends identical requests.
-    /// Leads are identified by their key instead.
-    pub fn identity(&self) -> String {
-        match self {
-            EventBody::Lead(lead) => format!("lead:{}", lead.lead_id),
-            EventBody::Message(message) => {
-                format!(
-                    "message:{}",
-                    digest(&[&message.lead_id, &message.title, &message.text])
-                )
-            }
-            EventBody::Task(task) => {
-                let deadline = task.deadline.map(|time| time.unix_timestamp().to_string());
-                let deadline = deadline.as_deref().unwrap_or_default();
-                format!("task:{}", digest(&[&task.element_id, deadline, &task.text]))
-            }
-            EventBody::Call(call) => format!("call:{}", call.call_id),
-        }
-    }
-}
-
-/// One committed event of the lead stream.
-pub type Event = Stored<EventBody>;
-
-/// The kinds of events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Lead,
-    Message,
-    Task,
-    Call,
-}
-
-/// Which events a subscriber wants; an empty list admits everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventFilter {
-    /// Lead sources; other events have none and pass.
-    pub sources: Vec<LeadSource>,
-    pub kinds: Vec<EventKind>,
-    pub integrations: Vec<String>,
-}
-
-impl EventFilter {
-    pub fn matches(&self, body: &EventBody) -> bool {
-        let kind_ok = self.kinds.is_empty() || self.kinds.contains(&body.kind());
-        let source_ok = match body {
-            EventBody::Lead(lead) => self.sources.is_empty() || self.sources.contains(&lead.source),
-            _ => true,
-        };
-        let integration_ok = self.integrations.is_empty()
-            || self
-                .integrations
-                .iter()
-                .any(|name| name == body.integration());
-        kind_ok && source_ok && integration_ok
-    }
 }
 
 /// A named, durable consumer of the lead stream and its position.
@@ -256,8 +165,16 @@ pub struct Consumer {
     pub create_time: OffsetDateTime,
 }
 
+/// Why a value cannot be part of the model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name} {reason}")]
+pub struct InvalidValue {
+    pub name: &'static str,
+    pub reason: &'static str,
+}
+
 /// Checks a consumer name: 1 to 64 of `A-Z a-z 0-9 . _ -`.
-pub fn validate_consumer_name(name: &str) -> Result<(), ParseError> {
+pub fn validate_consumer_name(name: &str) -> Result<(), InvalidValue> {
     let valid = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -265,44 +182,75 @@ pub fn validate_consumer_name(name: &str) -> Result<(), ParseError> {
     if valid {
         Ok(())
     } else {
-        Err(ParseError::Invalid {
+        Err(InvalidValue {
             name: "consumer",
             reason: "must be 1 to 64 of A-Z a-z 0-9 . _ -",
         })
     }
 }
 
-/// The deal state of a lead.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Deal {
-    pub key: LeadKey,
-    /// The CRM's deal id, once reported.
-    pub deal_id: Option<String>,
-    /// What Roistat was answered as `order_id`; fixed once set.
-    pub answered_order_id: Option<String>,
-    pub details: DealDetails,
-    pub update_time: OffsetDateTime,
-}
-
-impl Deal {
-    /// The order id Roistat is, or will be, answered for this lead under `mode`;
-    /// `None` while the service still waits for the CRM's deal id.
-    pub fn order_id(&self, mode: OrderIdMode) -> Option<&str> {
-        self.answered_order_id
-            .as_deref()
-            .or(self.deal_id.as_deref())
-            .or(match mode {
-                OrderIdMode::Lead => Some(self.key.lead_id.as_str()),
-                OrderIdMode::Crm => None,
-            })
+/// Checks an id a caller names a record by (a deal id, a client id): not empty,
+/// at most 256 bytes, no control characters (a NUL cannot even be stored).
+pub fn validate_id(name: &'static str, id: &str) -> Result<(), InvalidValue> {
+    if id.trim().is_empty() {
+        return Err(InvalidValue {
+            name,
+            reason: "must not be empty",
+        });
     }
+    if id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(InvalidValue {
+            name,
+            reason: "must be at most 256 bytes without control characters",
+        });
+    }
+    Ok(())
 }
 
-/// What Roistat is answered as `order_id` for a new lead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderIdMode {
-    /// At once: the Roistat lead id, or the deal id if one was already reported.
-    Lead,
-    /// The CRM's deal id, once an internal service reports it.
-    Crm,
+/// Checks free text a caller reports (a name, a status): no NUL, which no store
+/// can keep as text.
+pub fn validate_text(name: &'static str, text: &str) -> Result<(), InvalidValue> {
+    if text.contains('\0') {
+        return Err(InvalidValue {
+            name,
+            reason: "must not contain a NUL character",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_in_both_languages() {
+        let cases = [
+            ("Incoming call from 11230001122", LeadSource::Calltracking),
+            ("Call from 11230001122", LeadSource::Calltracking),
+            ("Звонок от 79990001122", LeadSource::Calltracking),
+            ("Hunted lead: 1", LeadSource::LeadHunter),
+            ("Пойманный лид: 79990001122", LeadSource::LeadHunter),
+            ("JivoSite Lead", LeadSource::Jivosite),
+            ("CRM Lead", LeadSource::Crm),
+            ("Заявка с сайта", LeadSource::Other),
+            ("", LeadSource::Other),
+        ];
+        for (title, source) in cases {
+            assert_eq!(LeadSource::from_title(title), source, "{title}");
+        }
+        for source in LeadSource::ALL {
+            assert_eq!(LeadSource::from_name(source.as_str()), Some(source));
+        }
+    }
+
+    #[test]
+    fn ids_are_plain() {
+        assert!(validate_id("deal_id", "D-1").is_ok());
+        assert!(validate_id("deal_id", " ").is_err());
+        assert!(validate_id("deal_id", "a\0b").is_err());
+        assert!(validate_text("name", "a\0b").is_err());
+        assert!(validate_consumer_name("billing.v2").is_ok());
+        assert!(validate_consumer_name("bill ing").is_err());
+    }
 }

@@ -1,29 +1,16 @@
-//! Domain model → generated protobuf messages.
+//! The domain model to and from the generated protobuf messages.
 
 use time::OffsetDateTime;
 use tonic::Status;
 
 use super::invalid;
 use crate::domain::{
-    Call, Client, Consumer, Deal, DealMessage, DealUpdate, Event, EventBody, EventFilter,
-    EventKind, Lead, LeadKey, LeadSource, Manager, Money, OrderIdMode, Scheme, SchemeEntry, Task,
+    Call, Client, Consumer, Deal, DealMessage, DealReport, DealUpdate, Event, EventBody,
+    EventFilter, EventKind, Lead, LeadKey, LeadSource, Manager, Money, OrderIdMode, Scheme,
+    SchemeEntry, Task,
 };
-use crate::proto;
+use crate::proto::{self, from_timestamp, timestamp};
 use crate::relay::{StreamItem, StreamRequest, StreamStart};
-use crate::store::DealReport;
-
-pub fn timestamp(time: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.unix_timestamp(),
-        nanos: time.nanosecond() as i32,
-    }
-}
-
-/// A Timestamp as a time; `None` when out of range.
-pub fn from_timestamp(timestamp: &prost_types::Timestamp) -> Option<OffsetDateTime> {
-    let nanos = i128::from(timestamp.seconds) * 1_000_000_000 + i128::from(timestamp.nanos);
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
-}
 
 pub fn source(source: LeadSource) -> proto::LeadSource {
     match source {

@@ -1,22 +1,21 @@
-//! The gRPC face: `roistat.leads.v1.LeadService`, with conversions between the
-//! generated messages and the domain model.
+//! The gRPC face: `roistat.leads.v1.LeadService`, the server around it (health,
+//! reflection, authentication) in `server`, and conversions between the generated
+//! messages and the domain model in `convert`. It calls the relay only.
 
 mod convert;
+mod server;
 
-pub use convert::{from_timestamp, timestamp};
+pub use server::{BuildError, GrpcOptions, GrpcServer};
 
 use std::pin::Pin;
 
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use crate::domain::LeadKey;
-use crate::error::Error;
+use crate::domain::{LeadKey, integration_or_default};
 use crate::proto;
 use crate::proto::lead_service_server::LeadService;
-use crate::relay::LeadRelay;
-
-pub use crate::proto::lead_service_server::LeadServiceServer;
+use crate::relay::{Error, LeadRelay};
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
@@ -238,7 +237,7 @@ pub(crate) fn invalid(message: &str) -> Status {
 
 /// A request's integration: empty means the default one.
 fn integration(name: &str) -> String {
-    LeadKey::new(name, String::new()).integration
+    integration_or_default(name).to_owned()
 }
 
 pub(crate) fn lead_key(integration: &str, lead_id: &str) -> Result<LeadKey, Status> {

@@ -3,14 +3,15 @@
 
 use time::OffsetDateTime;
 
-use super::{LeadRelay, lead_not_found};
-use crate::domain::{Client, Deal, ExportQuery, LeadKey, Scheme};
-use crate::error::Error;
-use crate::store::{DealReport, ExportKind, ExportPage, ExportedClient, ExportedOrder};
+use super::{Error, LeadRelay};
+use crate::domain::{
+    Client, ClientRecord, Deal, DealReport, ExportQuery, LeadKey, Order, Scheme, validate_id,
+};
+use crate::store::{ExportKind, ExportWindow};
 
 /// A page of an export walk, with what Roistat needs around it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ExportAnswer<T> {
+pub struct ExportPage<T> {
     pub records: Vec<T>,
     /// How many records the whole walk has: the same on every page.
     pub total_count: u64,
@@ -18,27 +19,14 @@ pub struct ExportAnswer<T> {
     pub limit: u64,
 }
 
-/// An exported order with its order id resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderExport {
-    /// What Roistat was (or will be) answered for the lead.
-    pub order_id: String,
-    pub order: ExportedOrder,
-}
-
 impl LeadRelay {
     /// Records what the CRM reports about a deal: its id and/or details.
     /// A status must be one of the scheme's, once a scheme is published.
     pub async fn report_deal(&self, key: &LeadKey, report: DealReport) -> Result<Deal, Error> {
-        if report
-            .deal_id
-            .as_deref()
-            .is_some_and(|id| id.trim().is_empty())
-        {
-            return Err(Error::InvalidArgument(
-                "deal_id must not be empty".to_owned(),
-            ));
+        if let Some(deal_id) = &report.deal_id {
+            validate_id("deal_id", deal_id)?;
         }
+        report.update.validate()?;
         if report.deal_id.is_none() && report.update.is_empty() {
             return Err(Error::InvalidArgument(
                 "nothing to report: give deal_id or a deal field".to_owned(),
@@ -66,7 +54,10 @@ impl LeadRelay {
     }
 
     pub async fn get_deal(&self, key: &LeadKey) -> Result<Deal, Error> {
-        self.store.get_deal(key).await?.ok_or_else(lead_not_found)
+        self.store
+            .get_deal(key)
+            .await?
+            .ok_or_else(|| Error::NotFound("lead not found".to_owned()))
     }
 
     /// Publishes the CRM's scheme (replacing the previous one).
@@ -75,7 +66,7 @@ impl LeadRelay {
         integration: &str,
         scheme: Scheme,
     ) -> Result<(Scheme, OffsetDateTime), Error> {
-        scheme.validate().map_err(Error::InvalidArgument)?;
+        scheme.validate()?;
         let update_time = self.store.put_scheme(integration, &scheme).await?;
         tracing::info!(
             integration,
@@ -111,7 +102,7 @@ impl LeadRelay {
         integration: &str,
         client: Client,
     ) -> Result<(Client, OffsetDateTime), Error> {
-        client.validate().map_err(Error::InvalidArgument)?;
+        client.validate()?;
         let update_time = self.store.put_client(integration, &client).await?;
         tracing::info!(client_id = %client.id, "client reported");
         Ok((client, update_time))
@@ -125,26 +116,15 @@ impl LeadRelay {
         integration: &str,
         query: ExportQuery,
         page_size: u64,
-    ) -> Result<ExportAnswer<OrderExport>, Error> {
-        let page = self
-            .export_page(integration, ExportKind::Orders, query, page_size)
+    ) -> Result<ExportPage<Order>, Error> {
+        let window = self
+            .export_window(integration, ExportKind::Orders, query, page_size)
             .await?;
-        let (total_count, orders) = self.store.export_orders(integration, page).await?;
-        let records = orders
-            .into_iter()
-            .map(|order| OrderExport {
-                order_id: order
-                    .deal
-                    .order_id(self.order_id_mode)
-                    .unwrap_or(&order.deal.key.lead_id)
-                    .to_owned(),
-                order,
-            })
-            .collect();
-        Ok(ExportAnswer {
+        let (total_count, records) = self.store.export_orders(integration, window).await?;
+        Ok(ExportPage {
             records,
             total_count,
-            limit: page.limit,
+            limit: window.limit,
         })
     }
 
@@ -154,31 +134,31 @@ impl LeadRelay {
         integration: &str,
         query: ExportQuery,
         page_size: u64,
-    ) -> Result<ExportAnswer<ExportedClient>, Error> {
-        let page = self
-            .export_page(integration, ExportKind::Clients, query, page_size)
+    ) -> Result<ExportPage<ClientRecord>, Error> {
+        let window = self
+            .export_window(integration, ExportKind::Clients, query, page_size)
             .await?;
-        let (total_count, records) = self.store.export_clients(integration, page).await?;
-        Ok(ExportAnswer {
+        let (total_count, records) = self.store.export_clients(integration, window).await?;
+        Ok(ExportPage {
             records,
             total_count,
-            limit: page.limit,
+            limit: window.limit,
         })
     }
 
-    async fn export_page(
+    async fn export_window(
         &self,
         integration: &str,
         kind: ExportKind,
         query: ExportQuery,
         page_size: u64,
-    ) -> Result<ExportPage, Error> {
+    ) -> Result<ExportWindow, Error> {
         let restart = query.offset == 0;
         let snapshot = self
             .store
             .export_snapshot(integration, kind, query.since, restart)
             .await?;
-        Ok(ExportPage {
+        Ok(ExportWindow {
             snapshot,
             since: query.since,
             offset: query.offset,

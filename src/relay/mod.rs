@@ -1,8 +1,11 @@
 //! The relay's use cases, shared by the HTTP and gRPC faces: receive a lead or a
 //! message, answer Roistat's order id, report deals, read leads; `stream` holds
-//! streaming and named consumers.
+//! streaming, `consumers` named consumers, `crm` the rest of the own-CRM protocol.
+//! The faces call it, never the store.
 
+mod consumers;
 mod crm;
+mod error;
 mod stream;
 
 use std::sync::Arc;
@@ -13,22 +16,29 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Deal, EventBody, Lead, LeadKey, OrderIdMode, Stored};
-
-use crate::error::Error;
-use crate::store::{LeadStore, OrderIdAssignment, StoreError};
+use crate::store::LeadStore;
 use crate::telemetry;
-pub use crm::{ExportAnswer, OrderExport};
+
+pub use crm::ExportPage;
+pub use error::Error;
 pub use stream::{StreamItem, StreamRequest, StreamStart};
 
 /// The relay: one per process, cheap to share.
 #[derive(Clone)]
 pub struct LeadRelay {
     store: Arc<dyn LeadStore>,
-    order_id_mode: OrderIdMode,
-    deal_wait: Duration,
-    /// A stream that delivered nothing for this long gets a heartbeat.
-    heartbeat: Duration,
+    options: RelayOptions,
     shutdown: CancellationToken,
+}
+
+/// How the relay behaves.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    pub order_id_mode: OrderIdMode,
+    /// In `crm` mode, how long a webhook waits for the CRM's deal id.
+    pub deal_wait: Duration,
+    /// A stream that delivered nothing for this long gets a heartbeat.
+    pub heartbeat: Duration,
 }
 
 /// What Roistat is told about a received lead.
@@ -42,22 +52,18 @@ pub struct LeadAnswer {
 impl LeadRelay {
     pub fn new(
         store: Arc<dyn LeadStore>,
-        order_id_mode: OrderIdMode,
-        deal_wait: Duration,
-        heartbeat: Duration,
+        options: RelayOptions,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
-            order_id_mode,
-            deal_wait,
-            heartbeat,
+            options,
             shutdown,
         }
     }
 
     pub fn order_id_mode(&self) -> OrderIdMode {
-        self.order_id_mode
+        self.options.order_id_mode
     }
 
     /// Stores a lead (once, however often Roistat retries) and returns the order id
@@ -65,16 +71,13 @@ impl LeadRelay {
     /// and is [`Error::Unavailable`] without one, so that Roistat asks again.
     pub async fn receive_lead(&self, lead: Lead) -> Result<LeadAnswer, Error> {
         let key = lead.key();
-        let assignment = match self.order_id_mode {
-            OrderIdMode::Lead => OrderIdAssignment::DealOrLeadId,
-            OrderIdMode::Crm => OrderIdAssignment::DealIdOnly,
-        };
+        let mode = self.options.order_id_mode;
         // Subscribed before the insert, so a report that lands in between is seen.
         let reports = self.store.subscribe_deal_reports();
         let source = lead.source;
-        let receipt = self.store.insert_lead(lead, assignment).await?;
+        let receipt = self.store.insert_lead(lead, mode).await?;
         if receipt.created {
-            telemetry::lead_stored(source);
+            telemetry::lead_stored(source.as_str());
         } else {
             telemetry::retry_deduplicated("lead");
         }
@@ -89,7 +92,10 @@ impl LeadRelay {
             Some(_) => receipt.deal,
             None => self.wait_for_deal(&key, reports).await?,
         };
-        let order_id = deal.answered_order_id.ok_or(Error::Internal)?;
+        let Some(order_id) = deal.answered_order_id else {
+            tracing::error!(lead_id = %key.lead_id, "a lead was fixed without an order id");
+            return Err(Error::Internal);
+        };
         Ok(LeadAnswer { order_id, created })
     }
 
@@ -99,7 +105,7 @@ impl LeadRelay {
         key: &LeadKey,
         mut reports: broadcast::Receiver<LeadKey>,
     ) -> Result<Deal, Error> {
-        let deadline = Instant::now() + self.deal_wait;
+        let deadline = Instant::now() + self.options.deal_wait;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
@@ -119,7 +125,7 @@ impl LeadRelay {
             }
             let deal = self
                 .store
-                .assign_order_id(key, OrderIdAssignment::DealIdOnly)
+                .assign_order_id(key, self.options.order_id_mode)
                 .await?;
             if deal.answered_order_id.is_some() {
                 return Ok(deal);
@@ -130,7 +136,7 @@ impl LeadRelay {
     /// Stores a message, task or call once; the same one sent again is not a
     /// second event. Returns the event's sequence (of the first delivery).
     pub async fn receive_event(&self, body: EventBody) -> Result<u64, Error> {
-        let kind = body.kind_name();
+        let kind = body.kind().as_str();
         let subject = body.subject_id().to_owned();
         let receipt = self.store.insert_event(body).await?;
         if !receipt.created {
@@ -147,7 +153,10 @@ impl LeadRelay {
     }
 
     pub async fn get_lead(&self, key: &LeadKey) -> Result<Stored<Lead>, Error> {
-        self.store.get_lead(key).await?.ok_or_else(lead_not_found)
+        self.store
+            .get_lead(key)
+            .await?
+            .ok_or_else(|| Error::NotFound("lead not found".to_owned()))
     }
 
     pub async fn list_leads(
@@ -162,12 +171,8 @@ impl LeadRelay {
             .await?)
     }
 
-    /// True when the store answers.
+    /// True when the store can commit a write.
     pub async fn ready(&self) -> bool {
         self.store.ping().await.is_ok()
     }
-}
-
-pub(crate) fn lead_not_found() -> Error {
-    Error::from(StoreError::NotFound)
 }

@@ -1,4 +1,4 @@
-//! Streaming events to subscribers, and named consumers' durable positions.
+//! Streaming events to subscribers: stored history, then live events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +7,8 @@ use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use super::LeadRelay;
-use crate::domain::{Consumer, Event, EventFilter, validate_consumer_name};
-use crate::error::Error;
+use super::{Error, LeadRelay};
+use crate::domain::{Event, EventFilter, validate_consumer_name};
 use crate::telemetry;
 
 /// Events read from the store per query while a subscriber catches up.
@@ -144,7 +143,7 @@ impl LeadRelay {
                 let event = tokio::select! {
                     _ = self.shutdown.cancelled() => return,
                     _ = out.closed() => return,
-                    _ = tokio::time::sleep_until(last_delivery + self.heartbeat) => {
+                    _ = tokio::time::sleep_until(last_delivery + self.options.heartbeat) => {
                         let latest_sequence = self.store.latest_sequence().await.unwrap_or(cursor).max(cursor);
                         let heartbeat = StreamItem::Heartbeat { sequence: cursor, latest_sequence };
                         if !self.deliver(out, heartbeat).await {
@@ -223,50 +222,4 @@ impl LeadRelay {
             _ = self.shutdown.cancelled() => false,
         }
     }
-
-    /// Acknowledges every event up to and including `sequence` for a consumer
-    /// (created if new). Never moves a consumer backwards.
-    pub async fn ack(&self, name: &str, sequence: u64) -> Result<Consumer, Error> {
-        validate_consumer_name(name)?;
-        let latest = self.store.latest_sequence().await?;
-        if sequence > latest {
-            return Err(Error::InvalidArgument(format!(
-                "sequence {sequence} is not stored yet (the latest is {latest})"
-            )));
-        }
-        let consumer = self.store.ack_consumer(name, sequence).await?;
-        tracing::debug!(consumer = name, sequence, "acknowledged");
-        Ok(consumer)
-    }
-
-    pub async fn get_consumer(&self, name: &str) -> Result<Consumer, Error> {
-        validate_consumer_name(name)?;
-        self.store
-            .get_consumer(name)
-            .await?
-            .ok_or_else(consumer_not_found)
-    }
-
-    /// Consumers by name, after `after_name`, at most `limit`.
-    pub async fn list_consumers(
-        &self,
-        after_name: &str,
-        limit: u32,
-    ) -> Result<Vec<Consumer>, Error> {
-        Ok(self.store.list_consumers(after_name, limit).await?)
-    }
-
-    pub async fn delete_consumer(&self, name: &str) -> Result<(), Error> {
-        validate_consumer_name(name)?;
-        if self.store.delete_consumer(name).await? {
-            tracing::info!(consumer = name, "consumer deleted");
-            Ok(())
-        } else {
-            Err(consumer_not_found())
-        }
-    }
-}
-
-fn consumer_not_found() -> Error {
-    Error::NotFound("consumer not found".to_owned())
 }

@@ -1,6 +1,8 @@
 //! Durable storage of leads, messages, deals and the event log behind them.
-//! Every backend implements [`LeadStore`]; `open` picks one from the database URL.
+//! Every backend implements [`LeadStore`] through the same SQL (`sql/`), over the
+//! small database surface of `db.rs`; `open` picks one from the database URL.
 
+mod db;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -9,22 +11,21 @@ mod writer;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
-use time::OffsetDateTime;
-
 use crate::domain::{
-    Client, Consumer, Deal, DealUpdate, Event, EventBody, Lead, LeadKey, Scheme, Stored,
+    Client, ClientRecord, Consumer, Deal, DealReport, Event, EventBody, Lead, LeadKey, Order,
+    OrderIdMode, Scheme, Stored,
 };
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use db::DbError;
 
 /// Deal reports a waiting webhook may fall behind before it re-reads the store.
 const DEAL_REPORTS_CAPACITY: usize = 1024;
 
 /// A storage failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
@@ -32,23 +33,24 @@ pub enum StoreError {
     #[error("{0}")]
     Conflict(String),
     /// The store cannot be reached or cannot commit right now; retrying may succeed.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    #[error("store unavailable")]
+    Unavailable(#[source] DbError),
+    /// What is stored cannot be read, or the database refused a statement for
+    /// good: retrying will not help, and an operator must look.
+    #[error("store failed")]
+    Failed(#[source] DbError),
+    /// The store is closed (the service is stopping).
+    #[error("store is closed")]
+    Closed,
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        StoreError::Unavailable(error.to_string())
+impl From<DbError> for StoreError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Unavailable(_) => StoreError::Unavailable(error),
+            DbError::Invalid(_) => StoreError::Failed(error),
+        }
     }
-}
-
-/// How `order_id` is fixed when a lead is stored and not answered yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderIdAssignment {
-    /// The reported deal id if any, else the lead id.
-    DealOrLeadId,
-    /// The reported deal id only; stays unanswered without one.
-    DealIdOnly,
 }
 
 /// The outcome of storing a lead.
@@ -69,14 +71,6 @@ pub struct EventReceipt {
     pub created: bool,
 }
 
-/// What the CRM reports about a lead's deal.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DealReport {
-    /// The CRM's deal id; `None` leaves it as it is.
-    pub deal_id: Option<String>,
-    pub update: DealUpdate,
-}
-
 /// Which records an export walk reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportKind {
@@ -93,9 +87,9 @@ impl ExportKind {
     }
 }
 
-/// A page of an export walk.
+/// What a page of an export walk covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExportPage {
+pub struct ExportWindow {
     /// The walk: records as of this version, changed at or after `since`.
     pub snapshot: u64,
     pub since: OffsetDateTime,
@@ -103,42 +97,17 @@ pub struct ExportPage {
     pub limit: u64,
 }
 
-/// An order as Roistat's export shows it: a deal with what its lead says.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExportedOrder {
-    pub deal: Deal,
-    /// The lead's visit: Roistat's `roistat` field.
-    pub visit: String,
-    /// When the lead arrived: `date_create` when the CRM reported none.
-    pub lead_receive_time: OffsetDateTime,
-}
-
-/// A client as of a walk's snapshot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExportedClient {
-    pub client: Client,
-    pub update_time: OffsetDateTime,
-}
-
 /// Storage of the relay. Writes return only after they are durably committed;
 /// every new event is then published on the store's event feed in sequence order.
 #[async_trait]
 pub trait LeadStore: Send + Sync + 'static {
     /// Stores a lead once: a lead already stored under the same key is left as it
-    /// was. Then fixes its order id per `assignment` if it has none yet.
-    async fn insert_lead(
-        &self,
-        lead: Lead,
-        assignment: OrderIdAssignment,
-    ) -> Result<LeadReceipt, StoreError>;
+    /// was. Then fixes its order id per `mode` if it has none yet.
+    async fn insert_lead(&self, lead: Lead, mode: OrderIdMode) -> Result<LeadReceipt, StoreError>;
 
-    /// Fixes the order id of a stored lead per `assignment` if it has none yet;
-    /// returns the deal. [`StoreError::NotFound`] for an unknown lead.
-    async fn assign_order_id(
-        &self,
-        key: &LeadKey,
-        assignment: OrderIdAssignment,
-    ) -> Result<Deal, StoreError>;
+    /// Fixes the order id of a stored lead per `mode` if it has none yet; returns
+    /// the deal. [`StoreError::NotFound`] for an unknown lead.
+    async fn assign_order_id(&self, key: &LeadKey, mode: OrderIdMode) -> Result<Deal, StoreError>;
 
     /// Stores a message, task or call once: the same one sent again is a retry.
     async fn insert_event(&self, body: EventBody) -> Result<EventReceipt, StoreError>;
@@ -179,21 +148,21 @@ pub trait LeadStore: Send + Sync + 'static {
         restart: bool,
     ) -> Result<u64, StoreError>;
 
-    /// A page of deals as of a snapshot, by update time then lead id, and how many
-    /// the whole walk has.
+    /// A page of orders as of a snapshot, by update time then lead id, and how
+    /// many the whole walk has.
     async fn export_orders(
         &self,
         integration: &str,
-        page: ExportPage,
-    ) -> Result<(u64, Vec<ExportedOrder>), StoreError>;
+        window: ExportWindow,
+    ) -> Result<(u64, Vec<Order>), StoreError>;
 
     /// A page of clients as of a snapshot, by update time then id, and how many the
     /// whole walk has.
     async fn export_clients(
         &self,
         integration: &str,
-        page: ExportPage,
-    ) -> Result<(u64, Vec<ExportedClient>), StoreError>;
+        window: ExportWindow,
+    ) -> Result<(u64, Vec<ClientRecord>), StoreError>;
 
     async fn get_lead(&self, key: &LeadKey) -> Result<Option<Stored<Lead>>, StoreError>;
 
@@ -249,7 +218,8 @@ pub trait LeadStore: Send + Sync + 'static {
     /// False when there was no such consumer.
     async fn delete_consumer(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// Succeeds when the store can read and write.
+    /// Succeeds when the store can commit a write: an empty one goes through the
+    /// writer, as a lead would.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Finishes pending writes and closes connections.
@@ -257,16 +227,27 @@ pub trait LeadStore: Send + Sync + 'static {
 }
 
 /// Opens the store a database URL names, applying its migrations.
-pub async fn open(url: &str, feed_capacity: usize) -> anyhow::Result<Arc<dyn LeadStore>> {
+pub async fn open(url: &str, feed_capacity: usize) -> Result<Arc<dyn LeadStore>, OpenError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url, feed_capacity).await?))
+        Ok(Arc::new(sqlite::open(url, feed_capacity).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(PostgresStore::open(url, feed_capacity).await?))
+        Ok(Arc::new(postgres::open(url, feed_capacity).await?))
     } else {
         // Only the scheme is shown: the rest of a URL may hold a password.
-        let scheme = url.split(':').next().unwrap_or_default();
-        anyhow::bail!(
-            "unsupported database URL scheme {scheme:?}: expected sqlite://PATH or postgres://..."
-        )
+        let scheme = url.split(':').next().unwrap_or_default().to_owned();
+        Err(OpenError::UnsupportedScheme(scheme))
     }
+}
+
+/// Why a store cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("unsupported database URL scheme {0:?}: expected sqlite://PATH or postgres://...")]
+    UnsupportedScheme(String),
+    #[error("invalid database URL")]
+    InvalidUrl(#[source] sqlx::Error),
+    #[error("cannot connect to the database")]
+    Connect(#[source] DbError),
+    #[error("cannot apply the migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
 }

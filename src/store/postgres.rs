@@ -1,9 +1,13 @@
 //! The PostgreSQL store, for several replicas sharing one database.
 //!
-//! Writes: each replica's writer task commits its batches; the event counter's row
-//! lock orders commits across replicas (see `sql.rs`), so sequences are gap-free and
-//! commit-ordered. Inside each transaction that appends events, `pg_notify` tells
-//! every replica; a deal report is announced the same way.
+//! Writes: each replica's writer commits its batches on a connection of its own,
+//! never queued behind readers. Every write transaction first locks the event
+//! counter's row (see `sql/mod.rs`), so sequences are gap-free and commit-ordered
+//! across replicas and no two transactions wait on each other in opposite orders.
+//! Inside each transaction that appends events, `pg_notify` tells every replica; a
+//! deal report is announced the same way. Every session commits synchronously
+//! whatever the server's default, so an `ok` is never answered before the commit
+//! is durable.
 //!
 //! Live feed: a publisher task per replica reads the events after the last one it
 //! published and publishes them in order. It is woken by this replica's commits, by
@@ -14,21 +18,26 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
-use tokio::sync::{Mutex, Notify, broadcast, mpsc};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgListener, PgPoolOptions, PgRow,
+};
+use sqlx::query::Query;
+use sqlx::{ConnectOptions, PgPool, Postgres, Row as _};
+use tokio::sync::{Mutex, Notify, broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::sql::{Shared, sql_store};
-use super::writer::{self, Command, Committed, Outcome, Transactor};
-use super::{DEAL_REPORTS_CAPACITY, StoreError};
+use super::db::{Arg, Conn, DbError, Row, Source};
+use super::sql::{self, Backend, SqlStore, SqlTransactor, WriteSide};
+use super::writer::{self, Committed, Write};
+use super::{DEAL_REPORTS_CAPACITY, OpenError};
 use crate::domain::{Event, LeadKey};
 
 const EVENTS_CHANNEL: &str = "roistat_leads_events";
 const DEALS_CHANNEL: &str = "roistat_leads_deals";
 const MAX_CONNECTIONS: u32 = 16;
-/// A webhook gets 503 rather than waiting longer than this for a connection.
+/// A read waits no longer than this for a connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 const STATEMENT_TIMEOUT_MS: &str = "10000";
 /// How often the publisher looks for events even without a notification.
@@ -36,80 +45,168 @@ const SAFETY_POLL: Duration = Duration::from_secs(1);
 const PUBLISH_BATCH: u32 = 512;
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
-/// The PostgreSQL implementation of [`super::LeadStore`].
-pub struct PostgresStore {
-    shared: Shared<Postgres>,
+pub(super) type PostgresStore = SqlStore<PgBackend>;
+
+/// Connects to the database at `url` and applies the migrations (concurrent
+/// replicas take turns: the migrator holds an advisory lock).
+pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<PostgresStore, OpenError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(OpenError::InvalidUrl)?
+        .application_name("roistat-leads")
+        .options([
+            ("statement_timeout", STATEMENT_TIMEOUT_MS),
+            ("synchronous_commit", "on"),
+        ]);
+    let pool = PgPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options.clone())
+        .await
+        .map_err(|error| OpenError::Connect(pg_error(error)))?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .map_err(OpenError::Migrate)?;
+    let writer_conn = options
+        .connect()
+        .await
+        .map_err(|error| OpenError::Connect(pg_error(error)))?;
+
+    let (feed, _) = broadcast::channel(feed_capacity.max(1));
+    let (deal_reports, _) = broadcast::channel(DEAL_REPORTS_CAPACITY);
+    let (commands, queue) = mpsc::channel(writer::MAX_BATCH * 4);
+    let wake = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    let mut conn = PgConn(
+        pool.acquire()
+            .await
+            .map_err(|e| OpenError::Connect(pg_error(e)))?,
+    );
+    let published = sql::latest_sequence(&mut conn)
+        .await
+        .map_err(OpenError::Connect)?;
+    drop(conn);
+
+    let side = PgWriteSide {
+        options,
+        conn: Some(PgConn(Box::new(writer_conn))),
+        wake: wake.clone(),
+        deal_reports: deal_reports.clone(),
+    };
+    let (done, writer_done) = oneshot::channel();
+    tokio::spawn(async move {
+        writer::run(SqlTransactor(side), queue).await;
+        let _ = done.send(());
+    });
+    let publisher = tokio::spawn(publish(
+        pool.clone(),
+        feed.clone(),
+        published,
+        wake.clone(),
+        stop.clone(),
+    ));
+    let listener = tokio::spawn(listen(
+        pool.clone(),
+        wake,
+        deal_reports.clone(),
+        stop.clone(),
+    ));
+    Ok(SqlStore {
+        backend: PgBackend {
+            pool,
+            stop,
+            tasks: Mutex::new(vec![publisher, listener]),
+        },
+        commands,
+        feed,
+        deal_reports,
+        writer_done: Mutex::new(Some(writer_done)),
+    })
 }
 
-impl PostgresStore {
-    /// Connects to the database at `url` and applies the migrations (concurrent
-    /// replicas take turns: the migrator holds an advisory lock).
-    pub async fn open(url: &str, feed_capacity: usize) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(url)?
-            .application_name("roistat-leads")
-            .options([("statement_timeout", STATEMENT_TIMEOUT_MS)]);
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+/// The read side: a pool, and the tasks that feed this replica's subscribers.
+pub(super) struct PgBackend {
+    pool: PgPool,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
 
-        let (feed, _) = broadcast::channel(feed_capacity.max(1));
-        let (deal_reports, _) = broadcast::channel(DEAL_REPORTS_CAPACITY);
-        let (commands, queue) = mpsc::channel(writer::MAX_BATCH * 4);
-        let wake = Arc::new(Notify::new());
-        let stop = CancellationToken::new();
-        let published = latest_sequence(&pool).await?;
+type PooledConn = PgConn<PoolConnection<Postgres>>;
 
-        let writer = tokio::spawn(writer::run(
-            PgWriter {
-                pool: pool.clone(),
-                wake: wake.clone(),
-                deal_reports: deal_reports.clone(),
-            },
-            queue,
-        ));
-        let publisher = tokio::spawn(publish(
-            pool.clone(),
-            feed.clone(),
-            published,
-            wake.clone(),
-            stop.clone(),
-        ));
-        let listener = tokio::spawn(listen(
-            pool.clone(),
-            wake,
-            deal_reports.clone(),
-            stop.clone(),
-        ));
-        Ok(Self {
-            shared: Shared {
-                commands,
-                write_pool: pool.clone(),
-                pool,
-                feed,
-                deal_reports,
-                tasks: Mutex::new(vec![writer, publisher, listener]),
-                stop,
-            },
-        })
+impl Backend for PgBackend {
+    type Conn = PooledConn;
+    type Reader<'a> = Box<PooledConn>;
+
+    async fn reader(&self) -> Result<Box<PooledConn>, DbError> {
+        let conn = self.pool.acquire().await.map_err(pg_error)?;
+        Ok(Box::new(PgConn(conn)))
+    }
+
+    async fn close(&self) {
+        self.stop.cancel();
+        for task in self.tasks.lock().await.drain(..) {
+            let _ = task.await;
+        }
+        self.pool.close().await;
     }
 }
 
-struct PgWriter {
-    pool: PgPool,
+/// The writer's side: its own connection, connected again after a failure.
+struct PgWriteSide {
+    options: PgConnectOptions,
+    conn: Option<PgConn<Box<PgConnection>>>,
     wake: Arc<Notify>,
     deal_reports: broadcast::Sender<LeadKey>,
 }
 
-#[async_trait]
-impl Transactor for PgWriter {
-    async fn apply_batch(
-        &mut self,
-        batch: &[Command],
-    ) -> Result<(Vec<Outcome>, Committed), sqlx::Error> {
-        apply_batch(&self.pool, batch).await
+impl WriteSide for PgWriteSide {
+    type Conn = PgConn<Box<PgConnection>>;
+
+    const BEGIN: &'static str = "BEGIN";
+
+    async fn connection(&mut self) -> Result<&mut PgConn<Box<PgConnection>>, DbError> {
+        if self.conn.is_none() {
+            let conn = self.options.connect().await.map_err(pg_error)?;
+            self.conn = Some(PgConn(Box::new(conn)));
+        }
+        Ok(self.conn.as_mut().expect("connected just now"))
+    }
+
+    fn discard(&mut self) {
+        self.conn = None;
+    }
+
+    /// Every write transaction takes the counter's lock first and holds it to
+    /// commit: writes on all replicas then run one transaction at a time, in
+    /// sequence order, so the existence check of a lead sees every committed copy
+    /// (the same lead retried on two replicas is one lead), and no other lock is
+    /// ever taken before it.
+    async fn begin_writes(
+        conn: &mut PgConn<Box<PgConnection>>,
+        _batch: &[Write],
+    ) -> Result<(), DbError> {
+        let sql = "SELECT last_sequence FROM event_counter FOR UPDATE";
+        conn.execute(sql, &[]).await?;
+        Ok(())
+    }
+
+    /// Notifications are sent only if the transaction commits.
+    async fn before_commit(
+        conn: &mut PgConn<Box<PgConnection>>,
+        committed: &Committed,
+    ) -> Result<(), DbError> {
+        if let Some(last) = committed.events.last() {
+            let sequence = last.sequence.to_string();
+            let args = [EVENTS_CHANNEL.into(), (&sequence).into()];
+            conn.execute("SELECT pg_notify($1, $2)", &args).await?;
+        }
+        for key in &committed.deal_reports {
+            let payload = serde_json::to_string(&[&key.integration, &key.lead_id])
+                .map_err(|error| DbError::invalid(error.to_string()))?;
+            let args = [DEALS_CHANNEL.into(), (&payload).into()];
+            conn.execute("SELECT pg_notify($1, $2)", &args).await?;
+        }
+        Ok(())
     }
 
     fn announce(&mut self, committed: Committed) {
@@ -120,40 +217,6 @@ impl Transactor for PgWriter {
             let _ = self.deal_reports.send(key);
         }
     }
-}
-
-/// A batch that may append events takes the counter's lock first, and holds it to
-/// commit: inserts on all replicas then run one transaction at a time, in sequence
-/// order, so the existence check of a lead sees every committed copy (the same lead
-/// retried on two replicas is one lead).
-async fn begin_writes(tx: &mut Connection, batch: &[Command]) -> Result<(), sqlx::Error> {
-    if super::sql::appends_events(batch) {
-        sqlx::query("SELECT last_sequence FROM event_counter FOR UPDATE")
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Notifications are sent only if the transaction commits.
-async fn before_commit(tx: &mut Connection, committed: &Committed) -> Result<(), sqlx::Error> {
-    if let Some(last) = committed.events.last() {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(EVENTS_CHANNEL)
-            .bind(last.sequence.to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
-    for key in &committed.deal_reports {
-        let payload = serde_json::to_string(&[&key.integration, &key.lead_id])
-            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(DEALS_CHANNEL)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Publishes committed events to this replica's feed, in order, exactly once each.
@@ -171,7 +234,11 @@ async fn publish(
             _ = tokio::time::sleep(SAFETY_POLL) => {}
         }
         loop {
-            match events_after(&pool, published, PUBLISH_BATCH).await {
+            let read = async {
+                let mut conn = PgConn(pool.acquire().await.map_err(pg_error)?);
+                sql::events_after(&mut conn, published, PUBLISH_BATCH).await
+            };
+            match read.await {
                 Ok(events) => {
                     let complete = events.len() < PUBLISH_BATCH as usize;
                     for event in events {
@@ -238,10 +305,100 @@ async fn listen(
     }
 }
 
-async fn connect_listener(pool: &PgPool) -> Result<PgListener, StoreError> {
+async fn connect_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen_all([EVENTS_CHANNEL, DEALS_CHANNEL]).await?;
     Ok(listener)
 }
 
-sql_store!(PostgresStore, Postgres, begin_writes, before_commit);
+/// A PostgreSQL connection: the writer's own, or one of the pool's.
+pub(super) struct PgConn<C>(C);
+
+fn bind<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    arg: Arg<'q>,
+) -> Query<'q, Postgres, PgArguments> {
+    match arg {
+        Arg::Int(value) => query.bind(value),
+        Arg::Text(text) => query.bind(text),
+        Arg::Bytes(bytes) => query.bind(bytes),
+        Arg::NullInt => query.bind(None::<i64>),
+        Arg::NullText => query.bind(None::<&str>),
+    }
+}
+
+impl<C> Conn for PgConn<C>
+where
+    C: std::ops::DerefMut<Target = PgConnection> + Send,
+{
+    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
+        let query = args
+            .iter()
+            .fold(sqlx::query(sql), |query, arg| bind(query, *arg));
+        let done = query.execute(&mut *self.0).await.map_err(pg_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn query<T, F>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        mut map: F,
+    ) -> Result<Vec<T>, DbError>
+    where
+        T: Send,
+        F: FnMut(&dyn Row) -> Result<T, DbError> + Send,
+    {
+        let query = args
+            .iter()
+            .fold(sqlx::query(sql), |query, arg| bind(query, *arg));
+        let rows = query.fetch_all(&mut *self.0).await.map_err(pg_error)?;
+        rows.iter().map(|row| map(&PgRowRef(row))).collect()
+    }
+}
+
+struct PgRowRef<'a>(&'a PgRow);
+
+impl Row for PgRowRef<'_> {
+    fn int(&self, column: usize) -> Result<i64, DbError> {
+        self.0.try_get(column).map_err(pg_error)
+    }
+
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, DbError> {
+        self.0.try_get(column).map_err(pg_error)
+    }
+
+    fn text(&self, column: usize) -> Result<&str, DbError> {
+        self.0.try_get(column).map_err(pg_error)
+    }
+
+    fn opt_text(&self, column: usize) -> Result<Option<&str>, DbError> {
+        self.0.try_get(column).map_err(pg_error)
+    }
+}
+
+/// Connection trouble, timeouts, conflicts between transactions and exhausted
+/// resources pass; data exceptions, constraint violations, statement errors and
+/// unreadable values do not.
+fn pg_error(error: sqlx::Error) -> DbError {
+    let invalid = match &error {
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            ["22", "23", "42", "XX"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::TypeNotFound { .. } => true,
+        _ => false,
+    };
+    let source: Source = Arc::new(error);
+    if invalid {
+        DbError::Invalid(source)
+    } else {
+        DbError::Unavailable(source)
+    }
+}

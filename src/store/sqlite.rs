@@ -1,90 +1,198 @@
 //! The embedded SQLite store: one file, WAL journal, every commit fsync'd
-//! (`synchronous=FULL`). The writer task owns the only write connection; reads
-//! use a separate pool, which WAL lets run beside the writer.
+//! (`synchronous=FULL`). The writer owns the only write connection on a thread of
+//! its own, so a batch runs its statements without handing each to another
+//! thread; reads use a small pool of connections beside it, which WAL lets run
+//! while the writer commits. Migrations run through sqlx, which keeps their record.
 
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
-use tokio::sync::{Mutex, broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit, broadcast, mpsc, oneshot};
 
-use super::sql::{Shared, sql_store};
-use super::writer::{self, Command, Committed, Outcome, Transactor};
+use super::db::{Arg, Conn, DbError, Row, Source};
+use super::sql::{Backend, SqlStore, SqlTransactor, WriteSide};
+use super::writer::{self, Committed, Write};
+use super::{DEAL_REPORTS_CAPACITY, OpenError};
 use crate::domain::{Event, LeadKey};
 
-const READ_CONNECTIONS: u32 = 4;
+const READ_CONNECTIONS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Rows a read may queue ahead of its reader: a whole replay batch.
-const ROW_BUFFER: usize = 512;
+/// Prepared statements kept per connection (multi-row inserts vary in size).
+const STATEMENT_CACHE: usize = 256;
 
-/// The SQLite implementation of [`super::LeadStore`].
-pub struct SqliteStore {
-    shared: Shared<Sqlite>,
+pub(super) type SqliteStore = SqlStore<SqliteBackend>;
+
+/// Opens (creating if missing) the database at `url` and applies the migrations.
+pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore, OpenError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(OpenError::InvalidUrl)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT);
+    let mut migrator = options
+        .connect()
+        .await
+        .map_err(|error| OpenError::Connect(DbError::Unavailable(Arc::new(error))))?;
+    sqlx::migrate!("./migrations/sqlite")
+        .run(&mut migrator)
+        .await
+        .map_err(OpenError::Migrate)?;
+    drop(migrator);
+
+    let path = options.get_filename().to_owned();
+    let connect = |path: &Path| SqliteConn::open(path).map_err(OpenError::Connect);
+    let writer_conn = connect(&path)?;
+    let readers = (0..READ_CONNECTIONS)
+        .map(|_| connect(&path))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let (feed, _) = broadcast::channel(feed_capacity.max(1));
+    let (deal_reports, _) = broadcast::channel(DEAL_REPORTS_CAPACITY);
+    let (commands, queue) = mpsc::channel(writer::MAX_BATCH * 4);
+    let (done, writer_done) = oneshot::channel();
+    let side = SqliteWriteSide {
+        conn: writer_conn,
+        feed: feed.clone(),
+        deal_reports: deal_reports.clone(),
+    };
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || {
+            // The writer's statements complete at once: a runtime of its own only
+            // carries the queue and the replies.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(writer::run(SqlTransactor(side), queue));
+            }
+            let _ = done.send(());
+        })
+        .map_err(|error| OpenError::Connect(DbError::Unavailable(Arc::new(error))))?;
+    Ok(SqlStore {
+        backend: SqliteBackend {
+            path,
+            idle: std::sync::Mutex::new(readers),
+            permits: Semaphore::new(READ_CONNECTIONS),
+        },
+        commands,
+        feed,
+        deal_reports,
+        writer_done: AsyncMutex::new(Some(writer_done)),
+    })
 }
 
-impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` and applies the migrations.
-    pub async fn open(url: &str, feed_capacity: usize) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
-        // SQLite has one writer at a time: one connection, owned by the writer task.
-        let write_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&write_pool)
-            .await?;
-        // A replay batch's rows cross from SQLite's thread without waiting for the
-        // reader to make room (the default of 50 made it wait, and wake it, ten times
-        // per batch).
-        let pool = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .connect_with(options.row_buffer_size(ROW_BUFFER))
-            .await?;
-        let (feed, _) = broadcast::channel(feed_capacity.max(1));
-        let (deal_reports, _) = broadcast::channel(super::DEAL_REPORTS_CAPACITY);
-        let (commands, queue) = mpsc::channel(writer::MAX_BATCH * 4);
-        let transactor = SqliteWriter {
-            pool: write_pool.clone(),
-            feed: feed.clone(),
-            deal_reports: deal_reports.clone(),
-        };
-        let writer = tokio::spawn(writer::run(transactor, queue));
-        Ok(Self {
-            shared: Shared {
-                commands,
-                pool,
-                write_pool,
-                feed,
-                deal_reports,
-                tasks: Mutex::new(vec![writer]),
-                stop: CancellationToken::new(),
-            },
-        })
+/// The read side: a pool of connections.
+pub(super) struct SqliteBackend {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<SqliteConn>>,
+    permits: Semaphore,
+}
+
+/// A read connection taken from the pool, given back when dropped.
+pub(super) struct PooledConn<'a> {
+    backend: &'a SqliteBackend,
+    conn: Option<SqliteConn>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Deref for PooledConn<'_> {
+    type Target = SqliteConn;
+
+    fn deref(&self) -> &SqliteConn {
+        self.conn.as_ref().expect("held until dropped")
     }
 }
 
-struct SqliteWriter {
-    pool: SqlitePool,
+impl DerefMut for PooledConn<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConn {
+        self.conn.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for PooledConn<'_> {
+    fn drop(&mut self) {
+        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.backend.idle.lock()) {
+            idle.push(conn);
+        }
+    }
+}
+
+impl Backend for SqliteBackend {
+    type Conn = SqliteConn;
+    type Reader<'a> = PooledConn<'a>;
+
+    async fn reader(&self) -> Result<PooledConn<'_>, DbError> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| DbError::unavailable("store is closed"))?;
+        let taken = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match taken {
+            Some(conn) => conn,
+            // A connection lost to a panic: open another.
+            None => SqliteConn::open(&self.path)?,
+        };
+        Ok(PooledConn {
+            backend: self,
+            conn: Some(conn),
+            _permit: permit,
+        })
+    }
+
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        self.permits.close();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        std::future::ready(())
+    }
+}
+
+/// The writer's side: its connection, and the in-process feeds it announces to.
+struct SqliteWriteSide {
+    conn: SqliteConn,
     feed: broadcast::Sender<Arc<Event>>,
     deal_reports: broadcast::Sender<LeadKey>,
 }
 
-#[async_trait]
-impl Transactor for SqliteWriter {
-    async fn apply_batch(
-        &mut self,
-        batch: &[Command],
-    ) -> Result<(Vec<Outcome>, Committed), sqlx::Error> {
-        apply_batch(&self.pool, batch).await
+impl WriteSide for SqliteWriteSide {
+    type Conn = SqliteConn;
+
+    /// Takes the write lock at once, so a busy database is waited for up front.
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    fn connection(&mut self) -> impl Future<Output = Result<&mut SqliteConn, DbError>> + Send {
+        std::future::ready(Ok(&mut self.conn))
+    }
+
+    /// A local file does not break like a network connection: keep it.
+    fn discard(&mut self) {}
+
+    /// One process writes: nothing to coordinate.
+    fn begin_writes(
+        _conn: &mut SqliteConn,
+        _batch: &[Write],
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// Subscribers in this process learn of commits from `announce`.
+    fn before_commit(
+        _conn: &mut SqliteConn,
+        _committed: &Committed,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
+        std::future::ready(Ok(()))
     }
 
     fn announce(&mut self, committed: Committed) {
@@ -98,14 +206,208 @@ impl Transactor for SqliteWriter {
     }
 }
 
-/// One process writes: nothing to coordinate before a write transaction.
-async fn begin_writes(_tx: &mut Connection, _batch: &[Command]) -> Result<(), sqlx::Error> {
-    Ok(())
+/// A SQLite connection. Its statements run to completion when called: on a
+/// runtime's worker thread the runtime is told the thread blocks meanwhile.
+pub(super) struct SqliteConn {
+    conn: Connection,
+    /// The statement being run, with `$N` placeholders turned into `?N`.
+    sql: String,
 }
 
-/// Subscribers in this process learn of commits from `announce`.
-async fn before_commit(_tx: &mut Connection, _committed: &Committed) -> Result<(), sqlx::Error> {
-    Ok(())
+impl SqliteConn {
+    fn open(path: &Path) -> Result<Self, DbError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
+        // Every commit reaches the disk before it is acknowledged.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite_error)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(Self {
+            conn,
+            sql: String::new(),
+        })
+    }
+
+    fn run<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        work: impl FnOnce(&mut rusqlite::Statement<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        numbered_placeholders(sql, &mut self.sql);
+        let (conn, sql) = (&self.conn, &self.sql);
+        blocking(|| {
+            let mut statement = conn.prepare_cached(sql)?;
+            for (index, arg) in args.iter().enumerate() {
+                statement.raw_bind_parameter(index + 1, SqlArg(*arg))?;
+            }
+            work(&mut statement)
+        })
+        .map_err(sqlite_error)
+    }
 }
 
-sql_store!(SqliteStore, Sqlite, begin_writes, before_commit);
+impl Conn for SqliteConn {
+    fn execute(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<u64, DbError>> + Send {
+        let result = self.run(sql, args, |statement| statement.raw_execute());
+        std::future::ready(result.map(|changed| changed as u64))
+    }
+
+    fn query<T, F>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        mut map: F,
+    ) -> impl Future<Output = Result<Vec<T>, DbError>> + Send
+    where
+        T: Send,
+        F: FnMut(&dyn Row) -> Result<T, DbError> + Send,
+    {
+        let mut mapped = Ok(Vec::new());
+        let result = self.run(sql, args, |statement| {
+            let mut rows = statement.raw_query();
+            while let Some(row) = rows.next()? {
+                match (&mut mapped, map(&SqliteRow(row))) {
+                    (Ok(records), Ok(record)) => records.push(record),
+                    (_, Err(error)) => {
+                        mapped = Err(error);
+                        break;
+                    }
+                    (Err(_), Ok(_)) => break,
+                }
+            }
+            Ok(())
+        });
+        std::future::ready(result.and(mapped))
+    }
+}
+
+/// Runs `work`, which blocks, telling a multi-threaded runtime so that its other
+/// tasks move to another thread meanwhile.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// `$N` placeholders (what PostgreSQL takes) as `?N`, which SQLite binds by number
+/// without looking names up.
+fn numbered_placeholders(sql: &str, out: &mut String) {
+    out.clear();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+struct SqlArg<'a>(Arg<'a>);
+
+impl ToSql for SqlArg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Arg::Int(value) => ValueRef::Integer(value),
+            Arg::Text(text) => ValueRef::Text(text.as_bytes()),
+            Arg::Bytes(bytes) => ValueRef::Blob(bytes),
+            Arg::NullInt | Arg::NullText => ValueRef::Null,
+        }))
+    }
+}
+
+struct SqliteRow<'a, 'b>(&'a rusqlite::Row<'b>);
+
+impl SqliteRow<'_, '_> {
+    fn value(&self, column: usize) -> Result<ValueRef<'_>, DbError> {
+        self.0.get_ref(column).map_err(sqlite_error)
+    }
+}
+
+fn wrong_type(column: usize, value: ValueRef<'_>) -> DbError {
+    DbError::invalid(format!(
+        "column {column} holds a {:?}, not the expected type",
+        value.data_type()
+    ))
+}
+
+impl Row for SqliteRow<'_, '_> {
+    fn int(&self, column: usize) -> Result<i64, DbError> {
+        self.opt_int(column)?
+            .ok_or_else(|| DbError::invalid(format!("column {column} is NULL")))
+    }
+
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, DbError> {
+        match self.value(column)? {
+            ValueRef::Integer(value) => Ok(Some(value)),
+            ValueRef::Null => Ok(None),
+            other => Err(wrong_type(column, other)),
+        }
+    }
+
+    fn text(&self, column: usize) -> Result<&str, DbError> {
+        self.opt_text(column)?
+            .ok_or_else(|| DbError::invalid(format!("column {column} is NULL")))
+    }
+
+    fn opt_text(&self, column: usize) -> Result<Option<&str>, DbError> {
+        match self.value(column)? {
+            ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| DbError::invalid(format!("column {column} is not UTF-8"))),
+            ValueRef::Null => Ok(None),
+            other => Err(wrong_type(column, other)),
+        }
+    }
+}
+
+/// A failure the database may get over (busy, locked, a full disk) is transient;
+/// anything else means the data or the statement is wrong.
+fn sqlite_error(error: rusqlite::Error) -> DbError {
+    let transient = match &error {
+        rusqlite::Error::SqliteFailure(failure, _) => matches!(
+            failure.code,
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+                | ErrorCode::ReadOnly
+                | ErrorCode::PermissionDenied
+                | ErrorCode::FileLockingProtocolFailed
+                | ErrorCode::OperationInterrupted
+        ),
+        _ => false,
+    };
+    let source: Source = Arc::new(error);
+    if transient {
+        DbError::Unavailable(source)
+    } else {
+        DbError::Invalid(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered_placeholders;
+
+    #[test]
+    fn placeholders_are_numbered_for_sqlite() {
+        let mut out = String::new();
+        numbered_placeholders("SELECT $1, $12 WHERE a = $1 AND b = '$'", &mut out);
+        assert_eq!(out, "SELECT ?1, ?12 WHERE a = ?1 AND b = '$'");
+    }
+}

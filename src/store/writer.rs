@@ -1,57 +1,103 @@
-//! Group commit: one writer task per store takes every write waiting in its queue,
+//! Group commit: one writer per store takes every write waiting in its queue,
 //! applies them in one transaction, commits once (one fsync for the lot), then
-//! answers each caller and publishes what committed.
+//! announces what committed and answers each caller. A batch that fails is retried
+//! write by write, so one bad write never fails its neighbours.
 
-use async_trait::async_trait;
+use std::future::Future;
+
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DealReport, EventReceipt, LeadReceipt, OrderIdAssignment, StoreError};
-use crate::domain::{Deal, Event, EventBody, Lead, LeadKey};
+use super::{DbError, EventReceipt, ExportKind, LeadReceipt, StoreError};
+use crate::domain::{
+    Client, Deal, DealReport, Event, EventBody, Lead, LeadKey, OrderIdMode, Scheme,
+};
 
 /// Most writes committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
 
-/// A write, queued for the writer task.
-pub(super) enum Command {
+/// A write, as the writer applies it.
+#[derive(Debug)]
+pub(super) enum Write {
     InsertLead {
         lead: Box<Lead>,
-        assignment: OrderIdAssignment,
-        reply: oneshot::Sender<Result<LeadReceipt, StoreError>>,
+        mode: OrderIdMode,
     },
     AssignOrderId {
         key: LeadKey,
-        assignment: OrderIdAssignment,
-        reply: oneshot::Sender<Result<Deal, StoreError>>,
+        mode: OrderIdMode,
     },
     InsertEvent {
         body: Box<EventBody>,
-        reply: oneshot::Sender<Result<EventReceipt, StoreError>>,
     },
     ReportDeal {
         key: LeadKey,
         report: Box<DealReport>,
-        reply: oneshot::Sender<Result<Deal, StoreError>>,
     },
-    /// Answered once the writer has committed a write with it: proves the write path
-    /// (lock, disk, connection) works.
-    Ping {
-        reply: oneshot::Sender<Result<(), StoreError>>,
+    PutScheme {
+        integration: String,
+        scheme: Box<Scheme>,
+    },
+    PutClient {
+        integration: String,
+        client: Box<Client>,
+    },
+    ExportSnapshot {
+        integration: String,
+        kind: ExportKind,
+        since: OffsetDateTime,
+        restart: bool,
+    },
+    EnsureConsumer {
+        name: String,
+        acked_sequence: u64,
+    },
+    AckConsumer {
+        name: String,
+        sequence: u64,
+    },
+    DeleteConsumer {
+        name: String,
+    },
+    /// An empty write: proves the write path (lock, disk, connection) works.
+    Ping,
+}
+
+impl Write {
+    /// Whether the write may append events (and so needs the event counter).
+    pub fn appends_events(&self) -> bool {
+        matches!(self, Write::InsertLead { .. } | Write::InsertEvent { .. })
+    }
+}
+
+/// What a write produced.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Outcome {
+    Lead(LeadReceipt),
+    Deal(Deal),
+    Event(EventReceipt),
+    Time(OffsetDateTime),
+    Number(u64),
+    Flag(bool),
+    Done,
+}
+
+/// A write's outcome, or its logical refusal (an unknown lead, a conflicting deal
+/// id): either is only told once the transaction committed.
+pub(super) type Applied = Result<Outcome, StoreError>;
+
+/// A message to the writer.
+pub(super) enum Command {
+    Write {
+        write: Write,
+        reply: oneshot::Sender<Applied>,
     },
     /// Finish what was queued before, then stop.
     Stop,
 }
 
-/// What applying one command produced, held until the transaction commits.
-pub(super) enum Outcome {
-    Lead(Result<LeadReceipt, StoreError>),
-    Deal(Result<Deal, StoreError>),
-    Event(Result<EventReceipt, StoreError>),
-    Ping(Result<(), StoreError>),
-    Nothing,
-}
-
 /// What a committed transaction changed, for the store to announce.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct Committed {
     /// New events, in sequence order.
     pub events: Vec<Event>,
@@ -60,120 +106,277 @@ pub(super) struct Committed {
 }
 
 /// A backend's write side.
-#[async_trait]
 pub(super) trait Transactor: Send + 'static {
-    /// Applies the commands in one transaction and commits it. A logical refusal
-    /// (unknown lead, conflicting deal id) is an outcome; a database error aborts
-    /// the transaction and is returned.
-    async fn apply_batch(
+    /// Applies the writes in one transaction and commits it: one outcome per write,
+    /// in order. A database error aborts the transaction and is returned.
+    fn apply_batch(
         &mut self,
-        batch: &[Command],
-    ) -> Result<(Vec<Outcome>, Committed), sqlx::Error>;
+        batch: &[Write],
+    ) -> impl Future<Output = Result<(Vec<Applied>, Committed), DbError>> + Send;
 
     /// Announces what committed (after the commit, before the callers are answered).
     fn announce(&mut self, committed: Committed);
 }
 
-/// The writer task: runs until the queue closes or a [`Command::Stop`] arrives.
-pub(super) async fn run<T: Transactor>(mut transactor: T, mut queue: mpsc::Receiver<Command>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let stop = batch
-            .iter()
-            .position(|command| matches!(command, Command::Stop));
-        if let Some(stop) = stop {
-            // Commands queued after Stop are dropped; their callers see the store closed.
-            batch.truncate(stop);
+/// Queues a write and waits for its outcome.
+pub(super) async fn submit(queue: &mpsc::Sender<Command>, write: Write) -> Applied {
+    let (reply, answer) = oneshot::channel();
+    queue
+        .send(Command::Write { write, reply })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+    answer.await.map_err(|_| StoreError::Closed)?
+}
+
+/// The writer: runs until the queue closes or a [`Command::Stop`] arrives, then
+/// hands its transactor back.
+pub(super) async fn run<T: Transactor>(mut transactor: T, mut queue: mpsc::Receiver<Command>) -> T {
+    let mut commands = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut commands, MAX_BATCH).await > 0 {
+        let mut writes = Vec::with_capacity(commands.len());
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut stop = false;
+        for command in commands.drain(..) {
+            match command {
+                // Writes queued after Stop are dropped: their callers see the store closed.
+                Command::Write { .. } if stop => {}
+                Command::Write { write, reply } => {
+                    writes.push(write);
+                    replies.push(reply);
+                }
+                Command::Stop => stop = true,
+            }
         }
-        commit_batch(&mut transactor, std::mem::take(&mut batch)).await;
-        if stop.is_some() {
+        commit_batch(&mut transactor, writes, replies).await;
+        if stop {
             break;
         }
     }
+    transactor
 }
 
-/// Commits a batch in one transaction. When the transaction fails, each command is
-/// retried in a transaction of its own, so one bad write cannot fail its neighbours.
-async fn commit_batch<T: Transactor>(transactor: &mut T, batch: Vec<Command>) {
-    if batch.is_empty() {
+/// Commits a batch in one transaction; when that fails, each write is retried in a
+/// transaction of its own.
+async fn commit_batch<T: Transactor>(
+    transactor: &mut T,
+    writes: Vec<Write>,
+    replies: Vec<oneshot::Sender<Applied>>,
+) {
+    if writes.is_empty() {
         return;
     }
     let started = std::time::Instant::now();
-    match transactor.apply_batch(&batch).await {
+    match transactor.apply_batch(&writes).await {
         Ok((outcomes, committed)) => {
-            crate::telemetry::store_committed(started.elapsed(), batch.len());
+            crate::telemetry::store_committed(started.elapsed(), writes.len());
             transactor.announce(committed);
-            reply_all(batch, outcomes);
+            reply_all(replies, outcomes);
         }
-        Err(error) if batch.len() == 1 => {
+        Err(error) if writes.len() == 1 => {
             tracing::warn!(%error, "store write failed");
-            let outcome = failed(&batch[0], StoreError::from(error));
-            reply_all(batch, vec![outcome]);
+            reply_all(replies, vec![Err(StoreError::from(error))]);
         }
         Err(error) => {
-            tracing::warn!(%error, size = batch.len(), "batch commit failed; retrying its writes one by one");
-            for command in batch {
-                let single = [command];
+            tracing::warn!(%error, size = writes.len(), "batch commit failed; retrying its writes one by one");
+            for (write, reply) in writes.into_iter().zip(replies) {
+                let single = [write];
                 let outcomes = match transactor.apply_batch(&single).await {
                     Ok((outcomes, committed)) => {
                         transactor.announce(committed);
                         outcomes
                     }
-                    Err(error) => vec![failed(&single[0], StoreError::from(error))],
+                    Err(error) => {
+                        tracing::warn!(%error, "store write failed");
+                        vec![Err(StoreError::from(error))]
+                    }
                 };
-                reply_all(Vec::from(single), outcomes);
+                reply_all(vec![reply], outcomes);
             }
         }
     }
 }
 
-/// The outcome that tells a command's caller its write failed.
-fn failed(command: &Command, error: StoreError) -> Outcome {
-    match command {
-        Command::InsertLead { .. } => Outcome::Lead(Err(error)),
-        Command::AssignOrderId { .. } | Command::ReportDeal { .. } => Outcome::Deal(Err(error)),
-        Command::InsertEvent { .. } => Outcome::Event(Err(error)),
-        Command::Ping { .. } => Outcome::Ping(Err(error)),
-        Command::Stop => Outcome::Nothing,
-    }
-}
-
-/// Answers each command with its outcome; a command without one is told the write failed.
-fn reply_all(batch: Vec<Command>, outcomes: Vec<Outcome>) {
+/// Answers each caller with its outcome; one without an outcome is told the
+/// write failed. A caller that gave up (its request was cancelled) is not waiting.
+fn reply_all(replies: Vec<oneshot::Sender<Applied>>, outcomes: Vec<Applied>) {
     let mut outcomes = outcomes.into_iter();
-    for command in batch {
-        let outcome = outcomes.next();
-        let error = || StoreError::Unavailable("write failed".to_owned());
-        // A caller that gave up (its request was cancelled) is not waiting: ignore.
-        match (command, outcome) {
-            (Command::InsertLead { reply, .. }, Some(Outcome::Lead(result))) => {
-                let _ = reply.send(result);
-            }
-            (Command::InsertLead { reply, .. }, _) => {
-                let _ = reply.send(Err(error()));
-            }
-            (
-                Command::AssignOrderId { reply, .. } | Command::ReportDeal { reply, .. },
-                Some(Outcome::Deal(result)),
-            ) => {
-                let _ = reply.send(result);
-            }
-            (Command::AssignOrderId { reply, .. } | Command::ReportDeal { reply, .. }, _) => {
-                let _ = reply.send(Err(error()));
-            }
-            (Command::InsertEvent { reply, .. }, Some(Outcome::Event(result))) => {
-                let _ = reply.send(result);
-            }
-            (Command::InsertEvent { reply, .. }, _) => {
-                let _ = reply.send(Err(error()));
-            }
-            (Command::Ping { reply }, Some(Outcome::Ping(result))) => {
-                let _ = reply.send(result);
-            }
-            (Command::Ping { reply }, _) => {
-                let _ = reply.send(Err(error()));
-            }
-            (Command::Stop, _) => {}
+    for reply in replies {
+        let outcome = outcomes.next().unwrap_or_else(|| {
+            Err(StoreError::Failed(DbError::invalid(
+                "the writer produced no outcome for a write",
+            )))
+        });
+        let _ = reply.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::DealMessage;
+
+    /// Applies writes in memory: a batch holding a poisoned write fails as a whole,
+    /// as a database error aborts a real transaction.
+    #[derive(Default)]
+    struct FakeTransactor {
+        batches: Vec<Vec<String>>,
+        announced: Vec<u64>,
+    }
+
+    fn message(lead_id: &str) -> Write {
+        Write::InsertEvent {
+            body: Box::new(EventBody::Message(DealMessage {
+                integration: "default".into(),
+                lead_id: lead_id.into(),
+                title: String::new(),
+                text: String::new(),
+                extra: BTreeMap::new(),
+            })),
         }
+    }
+
+    fn lead_id(write: &Write) -> String {
+        match write {
+            Write::InsertEvent { body } => body.subject_id().to_owned(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    impl Transactor for FakeTransactor {
+        async fn apply_batch(
+            &mut self,
+            batch: &[Write],
+        ) -> Result<(Vec<Applied>, Committed), DbError> {
+            let ids: Vec<String> = batch.iter().map(lead_id).collect();
+            self.batches.push(ids.clone());
+            if ids.iter().any(|id| id == "poison") {
+                return Err(DbError::unavailable("poisoned write"));
+            }
+            let mut committed = Committed::default();
+            let outcomes = ids
+                .iter()
+                .map(|id| {
+                    let sequence = id.parse().unwrap();
+                    committed.events.push(Event {
+                        sequence,
+                        receive_time: OffsetDateTime::UNIX_EPOCH,
+                        record: match message(id) {
+                            Write::InsertEvent { body } => *body,
+                            _ => unreachable!(),
+                        },
+                    });
+                    Ok(Outcome::Event(EventReceipt {
+                        sequence,
+                        created: true,
+                    }))
+                })
+                .collect();
+            Ok((outcomes, committed))
+        }
+
+        fn announce(&mut self, committed: Committed) {
+            self.announced
+                .extend(committed.events.iter().map(|event| event.sequence));
+        }
+    }
+
+    /// Queues writes, then runs the writer over them until the queue closes.
+    async fn run_over(ids: &[&str]) -> (FakeTransactor, Vec<Applied>) {
+        let (queue, commands) = mpsc::channel(16);
+        let mut answers = vec![];
+        for id in ids {
+            let (reply, answer) = oneshot::channel();
+            queue
+                .send(Command::Write {
+                    write: message(id),
+                    reply,
+                })
+                .await
+                .unwrap();
+            answers.push(answer);
+        }
+        drop(queue);
+        let transactor = run(FakeTransactor::default(), commands).await;
+        let mut applied = vec![];
+        for answer in answers {
+            applied.push(answer.await.unwrap());
+        }
+        (transactor, applied)
+    }
+
+    #[tokio::test]
+    async fn a_batch_commits_once_and_each_caller_gets_its_own_outcome() {
+        let (transactor, applied) = run_over(&["1", "2", "3"]).await;
+
+        assert_eq!(transactor.batches, vec![vec!["1", "2", "3"]]);
+        assert_eq!(transactor.announced, vec![1, 2, 3]);
+        for (index, outcome) in applied.into_iter().enumerate() {
+            let expected = EventReceipt {
+                sequence: index as u64 + 1,
+                created: true,
+            };
+            assert_eq!(outcome.unwrap(), Outcome::Event(expected));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_retried_write_by_write() {
+        let (transactor, applied) = run_over(&["1", "poison", "3"]).await;
+
+        assert_eq!(
+            transactor.batches,
+            vec![
+                vec!["1", "poison", "3"],
+                vec!["1"],
+                vec!["poison"],
+                vec!["3"]
+            ]
+        );
+        assert_eq!(transactor.announced, vec![1, 3]);
+        let mut applied = applied.into_iter();
+        let first = applied.next().unwrap().unwrap();
+        assert!(matches!(
+            first,
+            Outcome::Event(EventReceipt { sequence: 1, .. })
+        ));
+        assert!(matches!(
+            applied.next().unwrap(),
+            Err(StoreError::Unavailable(_))
+        ));
+        let third = applied.next().unwrap().unwrap();
+        assert!(matches!(
+            third,
+            Outcome::Event(EventReceipt { sequence: 3, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn writes_queued_after_stop_are_refused_as_closed() {
+        let (queue, commands) = mpsc::channel(16);
+        let (reply, before) = oneshot::channel();
+        queue
+            .send(Command::Write {
+                write: message("1"),
+                reply,
+            })
+            .await
+            .unwrap();
+        queue.send(Command::Stop).await.unwrap();
+        let (reply, after) = oneshot::channel();
+        queue
+            .send(Command::Write {
+                write: message("2"),
+                reply,
+            })
+            .await
+            .unwrap();
+
+        run(FakeTransactor::default(), commands).await;
+
+        assert!(before.await.unwrap().is_ok());
+        assert!(after.await.is_err(), "the write after Stop is dropped");
+        assert!(queue.is_closed(), "the writer has stopped");
     }
 }

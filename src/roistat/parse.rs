@@ -1,4 +1,5 @@
-//! Turns the parameters of a Roistat request into leads and deal messages.
+//! Turns the parameters of a Roistat request into leads, deal messages, tasks,
+//! calls and export queries.
 //! Roistat's quirks live here: a `+` lost in a phone, `created_date` with a space,
 //! `data` as a JSON string, the body of a message named `text` or `message`.
 
@@ -8,8 +9,8 @@ use time::{
     OffsetDateTime, PrimitiveDateTime, format_description::FormatItem, macros::format_description,
 };
 
-use super::crm::parse_count;
-use super::{Call, DealMessage, Lead, LeadSource, Task};
+use super::Params;
+use crate::domain::{Call, DealMessage, ExportQuery, Lead, LeadSource, Task};
 
 /// Longest id accepted for a lead: Roistat's are short numbers.
 const MAX_ID_LEN: usize = 256;
@@ -36,42 +37,22 @@ const CALL_PARAMS: &[&str] = &[
 /// Present on every request; authentication and dispatch, not lead content.
 const ENVELOPE_PARAMS: &[&str] = &["user", "token", "action"];
 
-/// Decoded request parameters; a later value for the same name replaces an earlier one.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Params(BTreeMap<String, String>);
+/// What the parser reads from parameters beyond plain lookups.
+trait ParamsExt {
+    fn text(&self, name: &str) -> String;
+    fn extra(&self, known: &[&str]) -> BTreeMap<String, String>;
+    fn required_id(&self, name: &'static str) -> Result<String, ParseError>;
+}
 
-impl Params {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.insert(name.into(), value.into());
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
+impl ParamsExt for Params {
     fn text(&self, name: &str) -> String {
         self.get(name).unwrap_or_default().to_owned()
     }
 
     fn extra(&self, known: &[&str]) -> BTreeMap<String, String> {
-        self.0
-            .iter()
-            .filter(|(name, _)| {
-                !known.contains(&name.as_str()) && !ENVELOPE_PARAMS.contains(&name.as_str())
-            })
-            .map(|(name, value)| (name.clone(), value.clone()))
+        self.iter()
+            .filter(|(name, _)| !known.contains(name) && !ENVELOPE_PARAMS.contains(name))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect()
     }
 
@@ -87,16 +68,6 @@ impl Params {
             });
         }
         Ok(id.to_owned())
-    }
-}
-
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Params {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Self(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
     }
 }
 
@@ -206,16 +177,6 @@ pub fn parse_call(integration: &str, params: &Params) -> Result<Call, ParseError
     })
 }
 
-/// What `action=export` and `action=export_clients` ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExportQuery {
-    /// Records changed at or after this time (`date`, Unix seconds; absent: all).
-    pub since: OffsetDateTime,
-    pub offset: u64,
-    /// Absent on Roistat's first call: the service's page size applies.
-    pub limit: Option<u64>,
-}
-
 pub fn parse_export(params: &Params) -> Result<ExportQuery, ParseError> {
     let since = match params.get("date").map(str::trim) {
         None | Some("") => OffsetDateTime::UNIX_EPOCH,
@@ -312,6 +273,17 @@ fn restore_phone(raw: &str) -> String {
     }
 }
 
+/// A parameter that must be a non-negative integer, if present.
+fn parse_count(name: &'static str, raw: Option<&str>) -> Result<Option<u64>, ParseError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| ParseError::Invalid {
+            name,
+            reason: "must be a non-negative integer",
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,24 +360,6 @@ mod tests {
     }
 
     #[test]
-    fn sources_in_both_languages() {
-        let cases = [
-            ("Incoming call from 11230001122", LeadSource::Calltracking),
-            ("Call from 11230001122", LeadSource::Calltracking),
-            ("Звонок от 79990001122", LeadSource::Calltracking),
-            ("Hunted lead: 1", LeadSource::LeadHunter),
-            ("Пойманный лид: 79990001122", LeadSource::LeadHunter),
-            ("JivoSite Lead", LeadSource::Jivosite),
-            ("CRM Lead", LeadSource::Crm),
-            ("Заявка с сайта", LeadSource::Other),
-            ("", LeadSource::Other),
-        ];
-        for (title, source) in cases {
-            assert_eq!(LeadSource::from_title(title), source, "{title}");
-        }
-    }
-
-    #[test]
     fn message_body_from_text_or_message() {
         let from_text =
             parse_message("default", &params(&[("leadId", "5"), ("text", "a")])).unwrap();
@@ -413,8 +367,8 @@ mod tests {
             parse_message("default", &params(&[("leadId", "5"), ("message", "a")])).unwrap();
         assert_eq!(from_text, from_message);
         assert_eq!(
-            super::super::EventBody::Message(from_text.clone()).identity(),
-            super::super::EventBody::Message(from_message).identity()
+            crate::domain::EventBody::Message(from_text.clone()).identity(),
+            crate::domain::EventBody::Message(from_message).identity()
         );
         assert_eq!(
             parse_message("default", &params(&[("text", "a")])),
@@ -436,6 +390,31 @@ mod tests {
             );
         }
         assert_eq!(parse_roistat_time("01.01.2019"), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any parameters make a lead or a clear refusal, and a lead keeps every
+            /// parameter it does not read in `extra`.
+            #[test]
+            fn leads_keep_what_they_do_not_read(
+                pairs in proptest::collection::btree_map("[a-z_]{1,10}", "\\PC{0,30}", 0..15),
+                id in "[0-9]{1,9}"
+            ) {
+                let mut params: Params = pairs.clone().into_iter().collect();
+                params.insert("id", id.clone());
+                let lead = parse_lead("default", &params).unwrap();
+                prop_assert_eq!(&lead.lead_id, &id);
+                for (name, value) in &pairs {
+                    if !LEAD_PARAMS.contains(&name.as_str()) && !ENVELOPE_PARAMS.contains(&name.as_str()) {
+                        prop_assert_eq!(lead.extra.get(name), Some(value));
+                    }
+                }
+            }
+        }
     }
 }
 

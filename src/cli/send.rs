@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -88,13 +87,7 @@ impl SendArgs {
     fn token(&self) -> Result<String, String> {
         match (&self.roistat_password, &self.roistat_token) {
             (_, Some(token)) => Ok(token.trim().to_ascii_lowercase()),
-            (Some(password), None) => {
-                let credentials = crate::roistat::Credentials::from_password(
-                    &self.roistat_user,
-                    &SecretString::from(password.clone()),
-                );
-                Ok(credentials.token().expose_secret().to_owned())
-            }
+            (Some(password), None) => Ok(crate::roistat::token(&self.roistat_user, password)),
             (None, None) => Err(
                 "give --roistat-password or --roistat-token (or ROISTAT_PASSWORD, ROISTAT_TOKEN)"
                     .to_owned(),
@@ -189,7 +182,7 @@ async fn send(args: &SendArgs) -> Result<bool, String> {
             format!(
                 "cannot reach {}: {}",
                 args.url,
-                crate::error::causes(&error.without_url())
+                super::causes(&error.without_url())
             )
         })?;
     let status = response.status();

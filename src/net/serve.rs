@@ -5,18 +5,46 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
-use super::Limits;
-use crate::tls::TlsEndpoint;
+use super::tls::{HANDSHAKE_TIMEOUT, TlsEndpoint};
+
+/// Limits on what a request may carry. Roistat puts whole leads in the query string,
+/// so the URI limit is generous; it stays below the 65,534 bytes the `http` crate can
+/// represent at all (longer URIs get a bare 414 from the HTTP layer itself).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: usize,
+    /// Time allowed for a request's head (slow clients are cut off).
+    pub header_timeout: Duration,
+    /// Time allowed for reading a request's body.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_uri_bytes: 60 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Longest time in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -55,7 +83,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         // Handlers learn the peer's address through `ConnectInfo`, as with axum::serve.
-        let service = TowerToHyperService::new(router.clone().layer(Extension(ConnectInfo(peer))));
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(request.map(Body::new))
+            });
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
@@ -73,7 +106,7 @@ pub async fn serve(
                     // meant): answered in the service's own error format.
                     Some(false) => {
                         let refusal = hyper::service::service_fn(|_| async {
-                            Ok::<_, std::convert::Infallible>(super::plain_http_refused())
+                            Ok::<_, std::convert::Infallible>(plain_http_refused())
                         });
                         let connection = builder.serve_connection(TokioIo::new(stream), refusal);
                         watcher.watch(connection).await
@@ -110,8 +143,22 @@ pub async fn serve(
 async fn opens_tls(stream: &tokio::net::TcpStream) -> Option<bool> {
     const HANDSHAKE_RECORD: u8 = 0x16;
     let mut first = [0u8; 1];
-    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(1)) => Some(first[0] == HANDSHAKE_RECORD),
         _ => None,
     }
+}
+
+/// The answer to a plain-HTTP request on the HTTPS port; the connection is closed.
+fn plain_http_refused() -> Response<Body> {
+    let body = r#"{"status":"error","error":"this port speaks HTTPS: send the request to an https:// URL"}"#;
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::error::{causes, with_causes};
+use super::{causes, with_causes};
 
 use clap::{Args, ValueEnum};
 use serde_json::{Map, Value, json};
@@ -129,7 +129,7 @@ impl TailArgs {
             after_sequence: self.after.unwrap_or(0),
             only_new: self.only_new,
             consumer: self.consumer.clone().unwrap_or_default(),
-            start_time: self.since.map(crate::grpc::timestamp),
+            start_time: self.since.map(crate::proto::timestamp),
             integrations: self.integration.clone(),
             sources: self
                 .source
@@ -205,7 +205,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     // Created before the loop, so a Ctrl-C that arrives while an ack is under way
     // is not missed.
-    let interrupted = crate::app::shutdown_signal();
+    let interrupted = crate::signal::shutdown_signal();
     tokio::pin!(interrupted);
     // `| head -1` closes the pipe while we wait for the next event: notice it then,
     // not only at the next write.
@@ -365,7 +365,7 @@ pub fn event_json(event: &LeadEvent) -> Value {
 }
 
 fn time_json(time: &prost_types::Timestamp) -> Value {
-    crate::grpc::from_timestamp(time)
+    crate::proto::from_timestamp(time)
         .and_then(|time| time.format(&Rfc3339).ok())
         .map_or(Value::Null, Value::String)
 }

@@ -1,7 +1,7 @@
-//! One error type for the service's two faces: each kind maps to both an HTTP status
+//! One error type for the service's faces: each kind maps to both an HTTP status
 //! and a gRPC code, so the webhook and the gRPC API never disagree about a failure.
 
-use crate::domain::ParseError;
+use crate::domain::{InvalidValue, SchemeError};
 use crate::store::StoreError;
 
 /// A failure as callers see it; the message is safe to show to them.
@@ -12,12 +12,18 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A bound was reached (subscribers, consumers); the caller may retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Temporary: the caller should retry (Roistat does by itself).
     #[error("{0}")]
     Unavailable(String),
+    /// A fault of the service or its data; logged where it happened.
     #[error("internal error")]
     Internal,
 }
@@ -27,8 +33,10 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => 400,
             Error::Unauthenticated(_) => 401,
+            Error::PermissionDenied(_) => 403,
             Error::NotFound(_) => 404,
             Error::FailedPrecondition(_) => 409,
+            Error::ResourceExhausted(_) => 429,
             Error::Unavailable(_) => 503,
             Error::Internal => 500,
         }
@@ -38,16 +46,24 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
             Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Error::NotFound(_) => tonic::Code::NotFound,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            Error::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
             Error::Unavailable(_) => tonic::Code::Unavailable,
             Error::Internal => tonic::Code::Internal,
         }
     }
 }
 
-impl From<ParseError> for Error {
-    fn from(error: ParseError) -> Self {
+impl From<InvalidValue> for Error {
+    fn from(error: InvalidValue) -> Self {
+        Error::InvalidArgument(error.to_string())
+    }
+}
+
+impl From<SchemeError> for Error {
+    fn from(error: SchemeError) -> Self {
         Error::InvalidArgument(error.to_string())
     }
 }
@@ -57,31 +73,36 @@ impl From<StoreError> for Error {
         match error {
             StoreError::NotFound => Error::NotFound("lead not found".to_owned()),
             StoreError::Conflict(reason) => Error::FailedPrecondition(reason),
-            StoreError::Unavailable(reason) => {
-                tracing::warn!(%reason, "store unavailable");
+            StoreError::Unavailable(source) => {
+                tracing::warn!(error = %source, "store unavailable");
                 Error::Unavailable("store unavailable, retry later".to_owned())
             }
+            StoreError::Failed(source) => {
+                tracing::error!(error = %source, "store failed: stored data or a statement is wrong");
+                Error::Internal
+            }
+            StoreError::Closed => Error::Unavailable("service is shutting down".to_owned()),
         }
     }
 }
 
-/// An error with its causes, outermost first, for command-line messages: clients'
-/// own messages rarely say what went wrong (a refused connection, an untrusted
-/// certificate).
-pub fn causes(error: &dyn std::error::Error) -> String {
-    with_causes(error.to_string(), error.source())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DbError;
 
-/// `text` followed by `source` and its causes.
-pub fn with_causes(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Wrappers often repeat their cause's message: say it once.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+    #[test]
+    fn an_outage_is_unavailable_and_bad_data_internal() {
+        let outage = Error::from(StoreError::Unavailable(DbError::unavailable("down")));
+        assert_eq!(
+            (outage.http_status(), outage.grpc_code()),
+            (503, tonic::Code::Unavailable)
+        );
+        let corrupt = Error::from(StoreError::Failed(DbError::invalid("unreadable row")));
+        assert_eq!(corrupt, Error::Internal);
+        assert_eq!(
+            (corrupt.http_status(), corrupt.grpc_code()),
+            (500, tonic::Code::Internal)
+        );
     }
-    text
 }

@@ -1,6 +1,7 @@
-//! Logging and metrics. Logs go to standard error as text or JSON, filtered by
-//! `RUST_LOG` (default `info`); every webhook and RPC runs in a span carrying a
-//! request id. Metrics are kept for Prometheus and rendered at `GET /metrics`.
+//! Logging and metrics; it knows no other module of the service. Logs go to
+//! standard error as text or JSON, filtered by `RUST_LOG` (default `info`); every
+//! webhook and RPC runs in a span carrying a request id. Metrics are kept for
+//! Prometheus and rendered at `GET /metrics`.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -12,8 +13,38 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
-use crate::domain::LeadSource;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+impl LogFormat {
+    pub const NAMES: [&'static str; 2] = ["text", "json"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?}: expected text or json")),
+        }
+    }
+}
 
 /// Installs the global log subscriber.
 pub fn init(format: LogFormat) {
@@ -85,15 +116,8 @@ pub fn auth_failed() {
     metrics::counter!("roistat_leads_auth_failures_total").increment(1);
 }
 
-/// A new lead stored.
-pub fn lead_stored(source: LeadSource) {
-    let source = match source {
-        LeadSource::LeadHunter => "lead_hunter",
-        LeadSource::Calltracking => "calltracking",
-        LeadSource::Crm => "crm",
-        LeadSource::Jivosite => "jivosite",
-        LeadSource::Other => "other",
-    };
+/// A new lead stored, by its source.
+pub fn lead_stored(source: &'static str) {
     metrics::counter!("roistat_leads_leads_total", "source" => source).increment(1);
 }
 

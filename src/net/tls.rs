@@ -21,6 +21,33 @@ use tokio_stream::{Stream, StreamExt};
 /// Longest time a client gets to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why TLS cannot be set up from the files given.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no PEM certificate in it", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: {reason}", path.display())]
+    Certificate { path: PathBuf, reason: String },
+    #[error("{}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {reason}", path.display())]
+    Key { path: PathBuf, reason: String },
+    #[error("{}: no usable CA certificate", path.display())]
+    ClientCa { path: PathBuf },
+    #[error("{} and {}: {reason}", cert.display(), key.display())]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("TLS: {0}")]
+    Config(String),
+}
+
 /// One server's TLS material, read and checked at start.
 #[derive(Clone)]
 pub struct ServerTls {
@@ -47,11 +74,14 @@ impl ServerTls {
     /// Reads the files and checks that they make a working server configuration:
     /// the certificates parse, the key parses and belongs to the first certificate,
     /// and the client CA (if any) holds at least one usable certificate.
-    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, String> {
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Self, TlsError> {
         let read = |path: &Path| {
             std::fs::read(path)
                 .map(Arc::from)
-                .map_err(|error| format!("cannot read {}: {error}", path.display()))
+                .map_err(|source| TlsError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
         };
         let tls = Self {
             cert_path: cert.to_owned(),
@@ -83,122 +113,62 @@ impl ServerTls {
         let first = CertificateDer::pem_slice_iter(&self.cert_pem)
             .next()?
             .ok()?;
-        not_after(&first)
+        super::x509::not_after(&first)
     }
 
     /// A rustls server configuration offering `alpn` protocols.
-    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
         let certs = certificates(&self.cert_pem, &self.cert_path)?;
-        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|error| {
-            format!(
-                "{}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {error}",
-                self.key_path.display()
-            )
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|error| TlsError::Key {
+            path: self.key_path.clone(),
+            reason: error.to_string(),
         })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS: {error}"))?;
+            .map_err(|error| TlsError::Config(error.to_string()))?;
         let builder = match (&self.client_ca_pem, &self.client_ca_path) {
             (Some(pem), Some(path)) => {
                 let mut roots = RootCertStore::empty();
                 let (added, _) = roots.add_parsable_certificates(certificates(pem, path)?);
                 if added == 0 {
-                    return Err(format!("{}: no usable CA certificate", path.display()));
+                    return Err(TlsError::ClientCa { path: path.clone() });
                 }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                         .build()
-                        .map_err(|error| format!("{}: {error}", path.display()))?;
+                        .map_err(|error| TlsError::Certificate {
+                            path: path.clone(),
+                            reason: error.to_string(),
+                        })?;
                 builder.with_client_cert_verifier(verifier)
             }
             _ => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_single_cert(certs, key).map_err(|error| {
-            format!(
-                "{} and {}: {error}",
-                self.cert_path.display(),
-                self.key_path.display()
-            )
-        })?;
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|error| TlsError::Pair {
+                cert: self.cert_path.clone(),
+                key: self.key_path.clone(),
+                reason: error.to_string(),
+            })?;
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         Ok(Arc::new(config))
     }
 }
 
-/// The `notAfter` time of a DER-encoded X.509 certificate (RFC 5280, 4.1):
-/// Certificate → tbsCertificate → [version], serialNumber, signature, issuer,
-/// validity { notBefore, notAfter }.
-fn not_after(certificate: &[u8]) -> Option<time::OffsetDateTime> {
-    const SEQUENCE: u8 = 0x30;
-    let (certificate, _) = der(certificate, Some(SEQUENCE))?;
-    let (tbs, _) = der(certificate, Some(SEQUENCE))?;
-    let mut rest = tbs;
-    if rest.first() == Some(&0xa0) {
-        rest = der(rest, Some(0xa0))?.1; // the explicit version
-    }
-    rest = der(rest, Some(0x02))?.1; // serialNumber
-    rest = der(rest, Some(SEQUENCE))?.1; // signature
-    rest = der(rest, Some(SEQUENCE))?.1; // issuer
-    let (validity, _) = der(rest, Some(SEQUENCE))?;
-    let (_, after_not_before) = der(validity, None)?;
-    let tag = *after_not_before.first()?;
-    let (value, _) = der(after_not_before, None)?;
-    let text = std::str::from_utf8(value).ok()?.strip_suffix('Z')?;
-    let digits = |range: std::ops::Range<usize>| text.get(range)?.parse::<u16>().ok();
-    // UTCTime has two year digits (50–99 are 19xx), GeneralizedTime four.
-    let (year, start) = match (tag, text.len()) {
-        (0x17, 12) => {
-            let year = digits(0..2)?;
-            (if year < 50 { 2000 + year } else { 1900 + year }, 2)
-        }
-        (0x18, 14) => (digits(0..4)?, 4),
-        _ => return None,
-    };
-    let field = |n: usize| {
-        digits(start + 2 * n..start + 2 * n + 2).and_then(|value| u8::try_from(value).ok())
-    };
-    let date = time::Date::from_calendar_date(
-        i32::from(year),
-        time::Month::try_from(field(0)?).ok()?,
-        field(1)?,
-    )
-    .ok()?;
-    let time = time::Time::from_hms(field(2)?, field(3)?, field(4)?).ok()?;
-    Some(time::PrimitiveDateTime::new(date, time).assume_utc())
-}
-
-/// One DER element of `input` (of tag `tag`, when given): its contents and what
-/// follows it.
-fn der(input: &[u8], tag: Option<u8>) -> Option<(&[u8], &[u8])> {
-    let (&found, rest) = input.split_first()?;
-    if tag.is_some_and(|tag| tag != found) {
-        return None;
-    }
-    let (&first, mut rest) = rest.split_first()?;
-    let length = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 {
-            return None;
-        }
-        let (bytes, after) = rest.split_at_checked(count)?;
-        rest = after;
-        bytes
-            .iter()
-            .fold(0usize, |length, byte| length << 8 | usize::from(*byte))
-    };
-    rest.split_at_checked(length)
-}
-
 /// Every certificate in a PEM file; at least one.
-fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| format!("{}: {error}", path.display()))?;
+        .map_err(|error| TlsError::Certificate {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
@@ -244,7 +214,7 @@ impl TlsEndpoint {
         name: &'static str,
         files: ServerTls,
         alpn: &'static [&'static [u8]],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TlsError> {
         let config = files.server_config(alpn)?;
         report_validity(name, &files);
         Ok(Self {
@@ -261,7 +231,7 @@ impl TlsEndpoint {
 
     /// Reads the files again; on success new handshakes use them, on failure the
     /// previous configuration stays. Established connections are not touched.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         let files = ServerTls::load(
             &self.files.cert_path,
             &self.files.key_path,
@@ -277,7 +247,7 @@ impl TlsEndpoint {
     }
 
     /// Completes the server side of a handshake within [`HANDSHAKE_TIMEOUT`].
-    pub async fn accept(&self, stream: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let config = self
             .current
             .read()
@@ -286,9 +256,8 @@ impl TlsEndpoint {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream))
             .await
         {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("timed out".to_owned()),
+            Ok(accepted) => accepted,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
 
@@ -335,39 +304,5 @@ impl TlsEndpoint {
             }
         });
         ReceiverStream::new(handshaken)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::not_after;
-    use time::macros::datetime;
-
-    fn certificate_until(end: time::OffsetDateTime) -> Vec<u8> {
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params.not_after = end;
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().to_vec()
-    }
-
-    #[test]
-    fn the_end_of_validity_is_read_from_the_certificate() {
-        // Until 2049 as UTCTime, from 2050 as GeneralizedTime (RFC 5280).
-        for end in [
-            datetime!(2030-01-01 00:00:00 UTC),
-            datetime!(2049-12-31 23:59:59 UTC),
-            datetime!(2051-06-15 12:30:45 UTC),
-        ] {
-            assert_eq!(not_after(&certificate_until(end)), Some(end));
-        }
-    }
-
-    #[test]
-    fn a_truncated_certificate_has_no_end_rather_than_a_panic() {
-        let der = certificate_until(datetime!(2030-01-01 00:00:00 UTC));
-        for length in 0..der.len() {
-            let _ = not_after(&der[..length]);
-        }
-        assert_eq!(not_after(b"not DER at all"), None);
     }
 }

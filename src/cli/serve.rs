@@ -1,0 +1,185 @@
+//! `roistat-leads serve` and `check-config`: the flags of the server, and the
+//! environment variables beside them. The configuration module merges them with
+//! the file and the defaults, and checks every value whatever its source.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use ipnet::IpNet;
+use secrecy::SecretString;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file (see README); flags and environment variables
+    /// override what it sets.
+    #[arg(long, env = "ROISTAT_LEADS_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the HTTP server that receives Roistat's webhooks.
+    #[arg(long, env = "ROISTAT_LEADS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Address of the gRPC server (LeadService, health, reflection).
+    #[arg(long, env = "ROISTAT_LEADS_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Also serve GET /metrics on this address (it is always on the HTTP server).
+    #[arg(long, env = "ROISTAT_LEADS_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Where leads are stored: sqlite://PATH (the file is created if missing) or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://roistat-leads.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// The login set in Roistat's integration settings (sent as `user`), for the
+    /// default integration at /webhook.
+    #[arg(long, env = "ROISTAT_USER")]
+    pub roistat_user: Option<String>,
+
+    /// The password set in Roistat's integration settings; the expected token is
+    /// md5(login + password).
+    #[arg(long, env = "ROISTAT_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub roistat_password: Option<SecretString>,
+
+    /// The token itself (32 hex digits), instead of login and password.
+    #[arg(long, env = "ROISTAT_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub roistat_token: Option<SecretString>,
+
+    /// What Roistat is answered as `order_id`.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_ORDER_ID",
+        default_value = "lead",
+        value_parser = order_id_modes()
+    )]
+    pub order_id: String,
+
+    /// In `--order-id crm` mode, how long a webhook waits for the CRM's deal id.
+    #[arg(long, env = "ROISTAT_LEADS_DEAL_WAIT_MS", default_value_t = 3000)]
+    pub deal_wait_ms: u64,
+
+    /// Live events kept in memory for subscribers; one that falls further behind
+    /// catches up from the store.
+    #[arg(long, env = "ROISTAT_LEADS_STREAM_BUFFER", default_value_t = 1024)]
+    pub stream_buffer: u64,
+
+    /// A StreamLeads stream that delivered nothing for this long gets a heartbeat.
+    #[arg(long, env = "ROISTAT_LEADS_HEARTBEAT_MS", default_value_t = 15000)]
+    pub heartbeat_ms: u64,
+
+    /// Orders (or clients) per page of Roistat's export when it gives no `limit`;
+    /// a larger `limit` it asks for is capped at 10000.
+    #[arg(long, env = "ROISTAT_LEADS_EXPORT_PAGE_SIZE", default_value_t = 1000)]
+    pub export_page_size: u64,
+
+    /// Require `authorization: Bearer TOKEN` on LeadService calls (health and
+    /// reflection stay open).
+    #[arg(long, env = "ROISTAT_LEADS_GRPC_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub grpc_token: Option<SecretString>,
+
+    /// Only these source networks may call the webhook (CIDRs, comma-separated);
+    /// empty: everyone. Health and metrics stay open.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_WEBHOOK_ALLOW",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub webhook_allow: Vec<IpNet>,
+
+    /// Proxies whose X-Forwarded-For is believed (CIDRs, comma-separated).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// At most this many webhook requests per second from one client address (in
+    /// bursts of as many), 429 beyond; off by default: Roistat sends bursts from a few
+    /// addresses. The client is found as for --webhook-allow.
+    #[arg(long, env = "ROISTAT_LEADS_RATE_LIMIT", value_name = "PER_SECOND")]
+    pub rate_limit: Option<std::num::NonZeroU32>,
+
+    /// Serve the webhook over HTTPS with this certificate chain (PEM; with
+    /// --http-tls-key).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_HTTP_TLS_CERT",
+        value_name = "PEM",
+        requires = "http_tls_key"
+    )]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// The private key of --http-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_HTTP_TLS_KEY",
+        value_name = "PEM",
+        requires = "http_tls_cert"
+    )]
+    pub http_tls_key: Option<PathBuf>,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM; with --grpc-tls-key).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_TLS_CERT",
+        value_name = "PEM",
+        requires = "grpc_tls_key"
+    )]
+    pub grpc_tls_cert: Option<PathBuf>,
+
+    /// The private key of --grpc-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_TLS_KEY",
+        value_name = "PEM",
+        requires = "grpc_tls_cert"
+    )]
+    pub grpc_tls_key: Option<PathBuf>,
+
+    /// Mutual TLS on gRPC: every client must present a certificate issued by one of
+    /// these CAs (PEM). Needs --grpc-tls-cert.
+    #[arg(long, env = "ROISTAT_LEADS_GRPC_TLS_CLIENT_CA", value_name = "PEM")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+
+    /// Log lines as human-readable text or as JSON objects. RUST_LOG filters them.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_LOG_FORMAT",
+        default_value = "text",
+        value_parser = log_formats()
+    )]
+    pub log_format: String,
+}
+
+fn secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+fn order_id_modes() -> PossibleValuesParser {
+    PossibleValuesParser::new([
+        PossibleValue::new("lead")
+            .help("At once: the Roistat lead id (or the CRM deal id, if already reported)"),
+        PossibleValue::new("crm").help(
+            "The CRM deal id reported through ReportDeal, waiting up to --deal-wait-ms; \
+             without one Roistat is answered 503 and retries",
+        ),
+    ])
+}
+
+fn log_formats() -> PossibleValuesParser {
+    PossibleValuesParser::new([
+        PossibleValue::new("text").help("Human-readable lines"),
+        PossibleValue::new("json").help("One JSON object per line, for log pipelines"),
+    ])
+}

@@ -1,0 +1,129 @@
+//! The effective settings as the `check-config` command prints them: `key = value`
+//! lines in the file's own format, secrets masked.
+
+use super::Settings;
+use crate::domain::DEFAULT_INTEGRATION;
+use crate::net::ServerTls;
+
+/// The effective settings as `key = value` lines, secrets masked.
+pub fn describe(settings: &Settings) -> String {
+    let mut lines =
+        vec![
+            format!("http_addr = {:?}", settings.http_addr.to_string()),
+            format!("grpc_addr = {:?}", settings.grpc_addr.to_string()),
+            format!(
+                "metrics_addr = {}",
+                settings.metrics_addr.map_or(
+                    "(only /metrics on http_addr)".to_owned(),
+                    |a| format!("{:?}", a.to_string())
+                )
+            ),
+            format!("database_url = {:?}", mask_url(&settings.database_url)),
+            format!(
+                "rate_limit = {}",
+                settings
+                    .rate_limit
+                    .map_or("0  # off".to_owned(), |limit| limit.to_string())
+            ),
+            format!(
+                "webhook_allow = {:?}",
+                settings
+                    .access
+                    .allow
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+            format!(
+                "trusted_proxies = {:?}",
+                settings
+                    .access
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+            format!(
+                "grpc_token = {}",
+                if settings.grpc.token.is_some() {
+                    "\"********\""
+                } else {
+                    "\"\"  # none: LeadService is open"
+                }
+            ),
+            describe_tls("http_tls", settings.http_tls.as_ref()),
+            describe_tls("grpc_tls", settings.grpc_tls.as_ref()),
+            format!("order_id = {:?}", settings.relay.order_id_mode.as_str()),
+            format!("deal_wait_ms = {}", settings.relay.deal_wait.as_millis()),
+            format!("stream_buffer = {}", settings.stream_buffer),
+            format!("heartbeat_ms = {}", settings.relay.heartbeat.as_millis()),
+            format!("export_page_size = {}", settings.export_page_size),
+            format!("log_format = {:?}", settings.log_format.as_str()),
+        ];
+    for (name, credentials) in &settings.integrations {
+        let path = if name == DEFAULT_INTEGRATION {
+            "/webhook".to_owned()
+        } else {
+            format!("/webhook/{name}")
+        };
+        lines.push(String::new());
+        lines.push("[[integrations]]".to_owned());
+        lines.push(format!("name = {name:?}  # {path}"));
+        lines.push(format!(
+            "login = {:?}",
+            credentials.login().unwrap_or("(any)")
+        ));
+        lines.push("token = \"********\"".to_owned());
+    }
+    lines.join("\n")
+}
+
+/// A server's TLS files as `key = value` lines, or a comment that it is off.
+fn describe_tls(what: &str, tls: Option<&ServerTls>) -> String {
+    let Some(tls) = tls else {
+        return format!("# {what}: off (plain text)");
+    };
+    let mut lines = vec![
+        format!("{what}_cert = {:?}", tls.cert_path().display().to_string()),
+        format!("{what}_key = {:?}", tls.key_path().display().to_string()),
+    ];
+    if let Some(ca) = tls.client_ca_path() {
+        lines.push(format!("{what}_client_ca = {:?}", ca.display().to_string()));
+    }
+    lines.join("\n")
+}
+
+/// A database URL with its password hidden.
+fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:********@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_masked() {
+        assert_eq!(
+            mask_url("postgres://app:s3cret@db:5432/leads"),
+            "postgres://app:********@db:5432/leads"
+        );
+        assert_eq!(
+            mask_url("sqlite://roistat-leads.db"),
+            "sqlite://roistat-leads.db"
+        );
+    }
+}

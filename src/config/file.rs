@@ -1,0 +1,70 @@
+//! The TOML configuration file. Every key is optional; unknown keys are refused, so
+//! a typo is an error, not a silent default.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::ConfigError;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    pub http_addr: Option<SocketAddr>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub database_url: Option<String>,
+    pub database_url_file: Option<PathBuf>,
+    pub roistat_user: Option<String>,
+    pub roistat_password: Option<String>,
+    pub roistat_password_file: Option<PathBuf>,
+    pub roistat_token: Option<String>,
+    pub roistat_token_file: Option<PathBuf>,
+    pub order_id: Option<String>,
+    pub deal_wait_ms: Option<u64>,
+    pub stream_buffer: Option<u64>,
+    pub heartbeat_ms: Option<u64>,
+    pub export_page_size: Option<u64>,
+    pub log_format: Option<String>,
+    pub grpc_token: Option<String>,
+    pub grpc_token_file: Option<PathBuf>,
+    pub webhook_allow: Option<Vec<IpNet>>,
+    pub rate_limit: Option<NonZeroU32>,
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    pub http_tls_cert: Option<PathBuf>,
+    pub http_tls_key: Option<PathBuf>,
+    pub grpc_tls_cert: Option<PathBuf>,
+    pub grpc_tls_key: Option<PathBuf>,
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub integrations: Vec<FileIntegration>,
+}
+
+/// One Roistat project, served at `/webhook/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileIntegration {
+    pub name: String,
+    pub login: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Reads and parses the file at `path`.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::File {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+}

@@ -1,0 +1,308 @@
+//! The service's settings: flags, their environment variables, an optional TOML
+//! file, and defaults, in that order of precedence (a flag beats its variable,
+//! which beats the file, which beats the default). Every value is checked here,
+//! whatever its source.
+
+mod credentials;
+mod describe;
+mod file;
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use secrecy::{ExposeSecret, SecretString};
+
+pub use describe::describe;
+
+use crate::cli::ServeArgs;
+use crate::grpc::GrpcOptions;
+use crate::net::{AccessPolicy, Limits, ServerTls, TlsError};
+use crate::relay::RelayOptions;
+use crate::roistat::{Credentials, CredentialsError};
+use crate::telemetry::LogFormat;
+use credentials::{integrations, one_of, read_secret};
+use file::FileConfig;
+
+/// Everything the application needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    /// A second address for GET /metrics, besides the HTTP server's.
+    pub metrics_addr: Option<SocketAddr>,
+    pub database_url: String,
+    /// Credentials by integration name; "default" is served at plain /webhook.
+    pub integrations: BTreeMap<String, Credentials>,
+    pub relay: RelayOptions,
+    /// Live events kept in memory for subscribers.
+    pub stream_buffer: usize,
+    /// Records per export page when Roistat gives no `limit`.
+    pub export_page_size: u64,
+    pub log_format: LogFormat,
+    pub grpc: GrpcOptions,
+    /// Which source addresses may call the webhook.
+    pub access: AccessPolicy,
+    /// Webhook requests per second per client address.
+    pub rate_limit: Option<NonZeroU32>,
+    pub limits: Limits,
+    /// HTTPS for the webhook server, when set.
+    pub http_tls: Option<ServerTls>,
+    /// TLS (and perhaps client certificates) for the gRPC server, when set.
+    pub grpc_tls: Option<ServerTls>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{key} (--{}) must be from {range}, not {value}", key.replace('_', "-"))]
+    OutOfRange {
+        key: &'static str,
+        range: String,
+        value: String,
+    },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("{0}: give either a password or a token, not both")]
+    PasswordAndToken(String),
+    #[error("{0}: no password or token")]
+    NoSecret(String),
+    #[error("{what}: {source}")]
+    Credentials {
+        what: String,
+        #[source]
+        source: CredentialsError,
+    },
+    #[error("{0}: give the value or the file, not both")]
+    ValueAndFile(String),
+    #[error("integration name {0:?}: use 1 to 64 of a-z 0-9 - _")]
+    IntegrationName(String),
+    #[error("integration {0:?} is declared twice")]
+    DuplicateIntegration(String),
+    #[error(
+        "no Roistat credentials: set ROISTAT_USER and ROISTAT_PASSWORD (or ROISTAT_TOKEN), \
+         pass --roistat-user and --roistat-password (or --roistat-token), \
+         or declare integrations in --config"
+    )]
+    NoCredentials,
+    #[error("the gRPC token must not be empty")]
+    EmptyGrpcToken,
+    #[error("give both {0}_cert and {0}_key, or neither")]
+    TlsPair(&'static str),
+    #[error(
+        "{0}_client_ca needs {0}_cert and {0}_key: client certificates are checked only over TLS"
+    )]
+    ClientCaWithoutTls(&'static str),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The bounds of each number a setting may take.
+mod bounds {
+    use std::ops::RangeInclusive;
+
+    pub const DEAL_WAIT_MS: RangeInclusive<u64> = 0..=60_000;
+    pub const STREAM_BUFFER: RangeInclusive<u64> = 1..=1_000_000;
+    pub const HEARTBEAT_MS: RangeInclusive<u64> = 10..=3_600_000;
+    pub const EXPORT_PAGE_SIZE: RangeInclusive<u64> = 1..=10_000;
+}
+
+/// `value` if it lies in `range`.
+fn checked<T: PartialOrd + Display>(
+    key: &'static str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            key,
+            range: format!("{} to {}", range.start(), range.end()),
+            value: value.to_string(),
+        })
+    }
+}
+
+/// The effective settings: flags and environment (as parsed into `args`, with
+/// `matches` telling which values are mere defaults), then the file, then defaults.
+pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigError> {
+    let file = match &args.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    let explicit = |id: &str| {
+        matches
+            .value_source(id)
+            .is_some_and(|source| source != ValueSource::DefaultValue)
+    };
+    macro_rules! pick {
+        ($field:ident) => {
+            if explicit(stringify!($field)) {
+                args.$field.clone()
+            } else {
+                file.$field.clone().unwrap_or(args.$field.clone())
+            }
+        };
+    }
+    let database_url = if explicit("database_url") {
+        args.database_url.clone()
+    } else {
+        match (&file.database_url, &file.database_url_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::ValueAndFile("database_url".into())),
+            (Some(url), None) => url.clone(),
+            (None, Some(path)) => read_secret(path)?.expose_secret().trim().to_owned(),
+            (None, None) => args.database_url.clone(),
+        }
+    };
+    let integrations = integrations(&args, &file)?;
+    let grpc_token = grpc_token(&args, &file)?;
+    let order_id_mode = pick!(order_id)
+        .parse()
+        .map_err(|reason| ConfigError::Invalid {
+            key: "order_id",
+            reason,
+        })?;
+    let log_format = pick!(log_format)
+        .parse()
+        .map_err(|reason| ConfigError::Invalid {
+            key: "log_format",
+            reason,
+        })?;
+    // A certificate and its key come from the same place: both flags (clap makes
+    // each require the other) or both file keys.
+    let http_tls = server_tls(
+        "http_tls",
+        args.http_tls_cert.clone().zip(args.http_tls_key.clone()),
+        (file.http_tls_cert.clone(), file.http_tls_key.clone()),
+        None,
+    )?;
+    let grpc_tls = server_tls(
+        "grpc_tls",
+        args.grpc_tls_cert.clone().zip(args.grpc_tls_key.clone()),
+        (file.grpc_tls_cert.clone(), file.grpc_tls_key.clone()),
+        args.grpc_tls_client_ca
+            .clone()
+            .or_else(|| file.grpc_tls_client_ca.clone()),
+    )?;
+    let deal_wait_ms = checked("deal_wait_ms", pick!(deal_wait_ms), bounds::DEAL_WAIT_MS)?;
+    let heartbeat_ms = checked("heartbeat_ms", pick!(heartbeat_ms), bounds::HEARTBEAT_MS)?;
+    let stream_buffer = checked("stream_buffer", pick!(stream_buffer), bounds::STREAM_BUFFER)?;
+    let export_page_size = checked(
+        "export_page_size",
+        pick!(export_page_size),
+        bounds::EXPORT_PAGE_SIZE,
+    )?;
+    Ok(Settings {
+        http_addr: pick!(http_addr),
+        grpc_addr: pick!(grpc_addr),
+        metrics_addr: args.metrics_addr.or(file.metrics_addr),
+        database_url,
+        integrations,
+        relay: RelayOptions {
+            order_id_mode,
+            deal_wait: Duration::from_millis(deal_wait_ms),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+        },
+        stream_buffer: stream_buffer as usize,
+        export_page_size,
+        log_format,
+        grpc: GrpcOptions {
+            token: grpc_token,
+            ..GrpcOptions::default()
+        },
+        rate_limit: args.rate_limit.or(file.rate_limit),
+        access: AccessPolicy {
+            allow: if explicit("webhook_allow") {
+                args.webhook_allow.clone()
+            } else {
+                file.webhook_allow.clone().unwrap_or_default()
+            },
+            trusted_proxies: if explicit("trusted_proxies") {
+                args.trusted_proxies.clone()
+            } else {
+                file.trusted_proxies.clone().unwrap_or_default()
+            },
+        },
+        limits: Limits::default(),
+        http_tls,
+        grpc_tls,
+    })
+}
+
+fn grpc_token(args: &ServeArgs, file: &FileConfig) -> Result<Option<SecretString>, ConfigError> {
+    let token = match args.grpc_token.clone() {
+        Some(token) => Some(token),
+        None => one_of(
+            file.grpc_token.clone(),
+            file.grpc_token_file.as_ref(),
+            "grpc_token",
+        )?,
+    };
+    if token
+        .as_ref()
+        .is_some_and(|token| token.expose_secret().trim().is_empty())
+    {
+        return Err(ConfigError::EmptyGrpcToken);
+    }
+    Ok(token)
+}
+
+/// One server's TLS settings: the certificate and key from flags or environment,
+/// else from the file; a client CA needs them.
+fn server_tls(
+    what: &'static str,
+    given: Option<(PathBuf, PathBuf)>,
+    file: (Option<PathBuf>, Option<PathBuf>),
+    client_ca: Option<PathBuf>,
+) -> Result<Option<ServerTls>, ConfigError> {
+    let pair = match (given, file) {
+        (Some(pair), _) => Some(pair),
+        (None, (Some(cert), Some(key))) => Some((cert, key)),
+        (None, (None, None)) => None,
+        (None, _) => return Err(ConfigError::TlsPair(what)),
+    };
+    match (pair, client_ca) {
+        (Some((cert, key)), client_ca) => {
+            Ok(Some(ServerTls::load(&cert, &key, client_ca.as_deref())?))
+        }
+        (None, Some(_)) => Err(ConfigError::ClientCaWithoutTls(what)),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_out_of_range_are_refused_with_their_bounds() {
+        assert_eq!(
+            checked("stream_buffer", 5, bounds::STREAM_BUFFER).unwrap(),
+            5
+        );
+        let error = checked("stream_buffer", 0, bounds::STREAM_BUFFER).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "stream_buffer (--stream-buffer) must be from 1 to 1000000, not 0"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Events: what the lead stream carries, in commit order.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Call, DealMessage, Lead, LeadSource, Task};
+
+/// A record once committed: its event sequence and when it was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<T> {
+    pub sequence: u64,
+    pub receive_time: OffsetDateTime,
+    pub record: T,
+}
+
+/// What an event announces. Leads dominate the stream, so the size difference
+/// between variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum EventBody {
+    Lead(Lead),
+    Message(DealMessage),
+    Task(Task),
+    Call(Call),
+}
+
+/// One committed event of the lead stream.
+pub type Event = Stored<EventBody>;
+
+/// The kinds of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Lead,
+    Message,
+    Task,
+    Call,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Lead,
+        EventKind::Message,
+        EventKind::Task,
+        EventKind::Call,
+    ];
+
+    /// The kind's name, as stored and as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Lead => "lead",
+            EventKind::Message => "message",
+            EventKind::Task => "task",
+            EventKind::Call => "call",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl EventBody {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventBody::Lead(_) => EventKind::Lead,
+            EventBody::Message(_) => EventKind::Message,
+            EventBody::Task(_) => EventKind::Task,
+            EventBody::Call(_) => EventKind::Call,
+        }
+    }
+
+    pub fn integration(&self) -> &str {
+        match self {
+            EventBody::Lead(lead) => &lead.integration,
+            EventBody::Message(message) => &message.integration,
+            EventBody::Task(task) => &task.integration,
+            EventBody::Call(call) => &call.integration,
+        }
+    }
+
+    /// A lead's source; other events have none.
+    pub fn source(&self) -> Option<LeadSource> {
+        match self {
+            EventBody::Lead(lead) => Some(lead.source),
+            _ => None,
+        }
+    }
+
+    /// The lead id (or, for tasks and calls, the id Roistat names them by) the
+    /// event is filed under.
+    pub fn subject_id(&self) -> &str {
+        match self {
+            EventBody::Lead(lead) => &lead.lead_id,
+            EventBody::Message(message) => &message.lead_id,
+            EventBody::Task(task) => &task.element_id,
+            EventBody::Call(call) => &call.call_id,
+        }
+    }
+
+    /// What makes a retry the same event: Roistat resends identical requests.
+    /// Leads are identified by their key instead.
+    pub fn identity(&self) -> String {
+        match self {
+            EventBody::Lead(lead) => format!("lead:{}", lead.lead_id),
+            EventBody::Message(message) => {
+                format!(
+                    "message:{}",
+                    digest(&[&message.lead_id, &message.title, &message.text])
+                )
+            }
+            EventBody::Task(task) => {
+                let deadline = task.deadline.map(|time| time.unix_timestamp().to_string());
+                let deadline = deadline.as_deref().unwrap_or_default();
+                format!("task:{}", digest(&[&task.element_id, deadline, &task.text]))
+            }
+            EventBody::Call(call) => format!("call:{}", call.call_id),
+        }
+    }
+}
+
+/// A digest of `parts` that no other sequence of parts shares.
+fn digest(parts: &[&str]) -> String {
+    use md5::{Digest, Md5};
+    let mut hasher = Md5::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// Which events a subscriber wants; an empty list admits everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Lead sources; other events have none and pass.
+    pub sources: Vec<LeadSource>,
+    pub kinds: Vec<EventKind>,
+    pub integrations: Vec<String>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, body: &EventBody) -> bool {
+        self.admits(body.kind(), body.source(), body.integration())
+    }
+
+    /// Whether an event of this kind, source and integration passes.
+    pub fn admits(&self, kind: EventKind, source: Option<LeadSource>, integration: &str) -> bool {
+        let kind_ok = self.kinds.is_empty() || self.kinds.contains(&kind);
+        let source_ok = match source {
+            Some(source) => self.sources.is_empty() || self.sources.contains(&source),
+            None => true,
+        };
+        let integration_ok = self.integrations.is_empty()
+            || self.integrations.iter().any(|name| name == integration);
+        kind_ok && source_ok && integration_ok
+    }
+}

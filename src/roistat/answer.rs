@@ -1,0 +1,153 @@
+//! The answers Roistat expects, as JSON shapes.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::domain::{Client, Money, SchemeEntry};
+
+/// `{"status":"ok","order_id":"..."}`: the answer that stops Roistat's retries of a lead.
+#[derive(Debug, Serialize)]
+pub struct OrderAnswer<'a> {
+    pub status: &'static str,
+    pub order_id: &'a str,
+}
+
+impl<'a> OrderAnswer<'a> {
+    pub fn ok(order_id: &'a str) -> Self {
+        Self {
+            status: "ok",
+            order_id,
+        }
+    }
+}
+
+/// `{"status":"ok","task_id":"..."}` and the like: an action answered with the id
+/// this service gave the record.
+#[derive(Debug, Serialize)]
+pub struct IdAnswer<'a> {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<&'a str>,
+}
+
+impl<'a> IdAnswer<'a> {
+    /// `{"status":"ok","task_id":"..."}`.
+    pub fn task(id: &'a str) -> Self {
+        Self {
+            status: "ok",
+            task_id: Some(id),
+            call_id: None,
+        }
+    }
+
+    /// `{"status":"ok","call_id":"..."}`.
+    pub fn call(id: &'a str) -> Self {
+        Self {
+            status: "ok",
+            task_id: None,
+            call_id: Some(id),
+        }
+    }
+}
+
+/// `pagination` of an export page.
+#[derive(Debug, Serialize)]
+pub struct Pagination {
+    pub total_count: u64,
+    pub limit: u64,
+}
+
+/// An order as `action=export` lists it.
+#[derive(Debug, Serialize)]
+pub struct ExportOrder<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    /// Unix seconds, as a string.
+    pub date_create: String,
+    pub status: &'a str,
+    /// A JSON number written from the stored decimal: never through a float.
+    pub price: Box<RawValue>,
+    pub cost: Box<RawValue>,
+    /// The visit number.
+    pub roistat: &'a str,
+    pub client_id: &'a str,
+    pub manager_id: &'a str,
+    pub fields: &'a BTreeMap<String, String>,
+}
+
+/// `{"statuses":[...],"orders":[...],"pagination":{...}}`.
+#[derive(Debug, Serialize)]
+pub struct ExportAnswer<'a> {
+    pub statuses: &'a [SchemeEntry],
+    pub orders: Vec<ExportOrder<'a>>,
+    pub pagination: Pagination,
+}
+
+/// A client as `action=export_clients` lists it.
+#[derive(Debug, Serialize)]
+pub struct ExportClient<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub phone: &'a str,
+    pub email: &'a str,
+    pub company: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<&'a str>,
+}
+
+impl<'a> ExportClient<'a> {
+    pub fn of(client: &'a Client) -> Self {
+        Self {
+            id: &client.id,
+            name: &client.name,
+            phone: &client.phone,
+            email: &client.email,
+            company: &client.company,
+            birth_date: client.birth_date.as_deref(),
+        }
+    }
+}
+
+/// `{"clients":[...],"pagination":{...}}`.
+#[derive(Debug, Serialize)]
+pub struct ClientsAnswer<'a> {
+    pub clients: Vec<ExportClient<'a>>,
+    pub pagination: Pagination,
+}
+
+/// A decimal amount as a JSON number; 0 when the CRM reported none.
+pub fn money_json(amount: Option<Money>) -> Box<RawValue> {
+    let text = amount.map_or_else(|| "0".to_owned(), |amount| amount.to_string());
+    RawValue::from_string(text)
+        .unwrap_or_else(|_| RawValue::from_string("0".to_owned()).expect("0 is JSON"))
+}
+
+/// `{"status":"ok"}`.
+#[derive(Debug, Serialize)]
+pub struct OkAnswer {
+    pub status: &'static str,
+}
+
+impl OkAnswer {
+    pub const OK: OkAnswer = OkAnswer { status: "ok" };
+}
+
+/// `{"status":"error","error":"..."}`: any failure; Roistat retries.
+#[derive(Debug, Serialize)]
+pub struct ErrorAnswer<'a> {
+    pub status: &'static str,
+    pub error: &'a str,
+}
+
+impl<'a> ErrorAnswer<'a> {
+    pub fn new(error: &'a str) -> Self {
+        Self {
+            status: "error",
+            error,
+        }
+    }
+}

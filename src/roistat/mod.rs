@@ -1,0 +1,114 @@
+//! Roistat's wire dialect: decoding a request's parameters, which action it asks
+//! for, checking its token, reading leads and the like from it, and the answers
+//! Roistat expects.
+
+pub mod answer;
+mod decode;
+mod parse;
+mod token;
+
+use std::fmt;
+
+pub use decode::{
+    DecodeError, MAX_NAME_BYTES, MAX_PARAMS, MAX_VALUE_BYTES, Params, decode_form, decode_json,
+    form_credentials,
+};
+pub use parse::{
+    ParseError, parse_call, parse_export, parse_lead, parse_message, parse_roistat_time, parse_task,
+};
+pub use token::{AuthError, Credentials, CredentialsError, token};
+
+/// What a request asks for: the `action` parameter of the own-CRM protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// A new lead; Roistat expects an order id back.
+    Lead,
+    /// Additional information on a deal.
+    Message,
+    /// A task for the CRM.
+    Task,
+    /// A call from calltracking.
+    Call,
+    /// The CRM's statuses, fields and managers.
+    ImportScheme,
+    /// A page of orders.
+    Export,
+    /// A page of clients.
+    ExportClients,
+}
+
+/// Why a request names no action this service knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("missing parameter: action")]
+    Missing,
+    #[error(
+        "unknown action {0:?}: expected lead, message, task, call, import_scheme, export or export_clients"
+    )]
+    Unknown(String),
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::Lead,
+        Action::Message,
+        Action::Task,
+        Action::Call,
+        Action::ImportScheme,
+        Action::Export,
+        Action::ExportClients,
+    ];
+
+    /// The action's name on the wire, and as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Lead => "lead",
+            Action::Message => "message",
+            Action::Task => "task",
+            Action::Call => "call",
+            Action::ImportScheme => "import_scheme",
+            Action::Export => "export",
+            Action::ExportClients => "export_clients",
+        }
+    }
+
+    /// The action a request asks for.
+    pub fn of(params: &Params) -> Result<Action, ActionError> {
+        match params.get("action").map(str::trim) {
+            None | Some("") => Err(ActionError::Missing),
+            Some(name) => Action::ALL
+                .into_iter()
+                .find(|action| action.as_str() == name)
+                .ok_or_else(|| ActionError::Unknown(name.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_read_by_name() {
+        let params = |pairs: &[(&str, &str)]| pairs.iter().copied().collect::<Params>();
+        assert_eq!(
+            Action::of(&params(&[("action", " export ")])),
+            Ok(Action::Export)
+        );
+        assert_eq!(Action::of(&params(&[])), Err(ActionError::Missing));
+        assert_eq!(
+            Action::of(&params(&[("action", "delete")])),
+            Err(ActionError::Unknown("delete".into()))
+        );
+        for action in Action::ALL {
+            let named = params(&[("action", action.as_str())]);
+            assert_eq!(Action::of(&named), Ok(action));
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Deals, the scheme, clients and the export walks Roistat pages through.
+//!
+//! Deal details and clients are kept as versions, numbered from one counter in
+//! commit order: an export walk reads the versions as of the number it started at,
+//! so its pages stay consistent while the CRM goes on reporting.
+
+use time::OffsetDateTime;
+
+use super::{from_json, from_micros, now_micros, to_db_sequence, to_json, to_micros};
+use crate::domain::{Client, ClientRecord, Deal, DealReport, LeadKey, Order, OrderIdMode, Scheme};
+use crate::store::db::{Arg, Conn, DbError, Row, query_opt, scalar};
+use crate::store::writer::Committed;
+use crate::store::{ExportKind, ExportWindow, StoreError};
+
+/// The lead's event sequence and deal, if the lead is stored.
+pub(super) async fn load_deal<C: Conn>(
+    conn: &mut C,
+    key: &LeadKey,
+) -> Result<Option<(u64, Deal)>, DbError> {
+    query_opt(
+        conn,
+        "SELECT l.sequence, l.deal_id, l.order_id, l.deal_update_time, \
+           (SELECT v.payload FROM deal_versions v \
+            WHERE v.integration = l.integration AND v.lead_id = l.lead_id \
+            ORDER BY v.version DESC LIMIT 1) AS details \
+         FROM leads l WHERE l.integration = $1 AND l.lead_id = $2",
+        &[(&key.integration).into(), (&key.lead_id).into()],
+        |row| {
+            let sequence = row.int(0)? as u64;
+            Ok((sequence, deal_from_row(key, row, 1)?))
+        },
+    )
+    .await
+}
+
+/// A deal from columns `deal_id, order_id, update_time, details` starting at `first`.
+fn deal_from_row(key: &LeadKey, row: &dyn Row, first: usize) -> Result<Deal, DbError> {
+    Ok(Deal {
+        key: key.clone(),
+        deal_id: row.opt_text(first)?.map(str::to_owned),
+        answered_order_id: row.opt_text(first + 1)?.map(str::to_owned),
+        update_time: from_micros(row.int(first + 2)?),
+        details: match row.opt_text(first + 3)? {
+            Some(details) => from_json(details)?,
+            None => Default::default(),
+        },
+    })
+}
+
+/// Fixes the order id of a deal that has none yet, as `mode` says.
+pub(super) async fn assign<C: Conn>(
+    conn: &mut C,
+    deal: Deal,
+    mode: OrderIdMode,
+) -> Result<Deal, DbError> {
+    if deal.answered_order_id.is_some() {
+        return Ok(deal);
+    }
+    // One statement, on the row as it is now: the deal id reported last wins.
+    let updated = query_opt(
+        conn,
+        "UPDATE leads SET order_id = COALESCE(deal_id, $3) \
+         WHERE integration = $1 AND lead_id = $2 AND order_id IS NULL \
+           AND COALESCE(deal_id, $3) IS NOT NULL \
+         RETURNING deal_id, order_id",
+        &[
+            (&deal.key.integration).into(),
+            (&deal.key.lead_id).into(),
+            mode.without_deal_id(&deal.key.lead_id).into(),
+        ],
+        |row| {
+            Ok((
+                row.opt_text(0)?.map(str::to_owned),
+                row.opt_text(1)?.map(str::to_owned),
+            ))
+        },
+    )
+    .await?;
+    match updated {
+        Some((deal_id, order_id)) => Ok(Deal {
+            deal_id,
+            answered_order_id: order_id,
+            ..deal
+        }),
+        None => Ok(load_deal(conn, &deal.key)
+            .await?
+            .map_or(deal, |(_, current)| current)),
+    }
+}
+
+/// Records a deal report: a new deal id (unless Roistat was answered another one)
+/// and a new version of the details.
+pub(super) async fn report_deal<C: Conn>(
+    conn: &mut C,
+    key: &LeadKey,
+    report: &DealReport,
+    committed: &mut Committed,
+) -> Result<Result<Deal, StoreError>, DbError> {
+    let Some((_, mut deal)) = load_deal(conn, key).await? else {
+        return Ok(Err(StoreError::NotFound));
+    };
+    let now = now_micros();
+    let new_deal_id = report
+        .deal_id
+        .as_deref()
+        .filter(|id| deal.deal_id.as_deref() != Some(*id));
+    if let Some(deal_id) = new_deal_id {
+        // Conditional, so that a concurrent answer on another replica is respected:
+        // a deal id Roistat was answered as order_id never changes.
+        let updated = query_opt(
+            conn,
+            "UPDATE leads SET deal_id = $3, deal_update_time = $4 \
+             WHERE integration = $1 AND lead_id = $2 \
+               AND (order_id IS NULL OR deal_id IS NULL OR order_id <> deal_id) \
+             RETURNING deal_id",
+            &[
+                (&key.integration).into(),
+                (&key.lead_id).into(),
+                deal_id.into(),
+                now.into(),
+            ],
+            |row| row.opt_text(0).map(|id| id.map(str::to_owned)),
+        )
+        .await?;
+        if updated.is_none() {
+            return Ok(match load_deal(conn, key).await? {
+                None => Err(StoreError::NotFound),
+                Some((_, current)) if current.deal_id.as_deref() == Some(deal_id) => Ok(current),
+                Some((_, current)) => Err(StoreError::Conflict(format!(
+                    "deal id {:?} was already answered to Roistat as order_id and cannot change",
+                    current.deal_id.unwrap_or_default()
+                ))),
+            });
+        }
+        deal.deal_id = Some(deal_id.to_owned());
+        deal.update_time = from_micros(now);
+        committed.deal_reports.push(key.clone());
+    }
+    if !report.update.is_empty() {
+        let details = report.update.apply(std::mem::take(&mut deal.details));
+        let version = next_version(conn).await?;
+        conn.execute(
+            "INSERT INTO deal_versions (integration, lead_id, version, update_time, payload) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                (&key.integration).into(),
+                (&key.lead_id).into(),
+                version.into(),
+                now.into(),
+                (&to_json(&details)?).into(),
+            ],
+        )
+        .await?;
+        conn.execute(
+            "UPDATE leads SET deal_update_time = $3 WHERE integration = $1 AND lead_id = $2",
+            &[(&key.integration).into(), (&key.lead_id).into(), now.into()],
+        )
+        .await?;
+        deal.details = details;
+        deal.update_time = from_micros(now);
+    }
+    Ok(Ok(deal))
+}
+
+/// Allocates the next version number. On PostgreSQL the counter's row lock is held
+/// until commit, so versions commit in the order of their numbers.
+async fn next_version<C: Conn>(conn: &mut C) -> Result<i64, DbError> {
+    let sql = "UPDATE version_counter SET last_version = last_version + 1 RETURNING last_version";
+    scalar(conn, sql, &[]).await
+}
+
+pub(super) async fn put_scheme<C: Conn>(
+    conn: &mut C,
+    integration: &str,
+    scheme: &Scheme,
+) -> Result<OffsetDateTime, DbError> {
+    let now = now_micros();
+    conn.execute(
+        "INSERT INTO schemes (integration, payload, update_time) VALUES ($1, $2, $3) \
+         ON CONFLICT (integration) DO UPDATE SET \
+           payload = excluded.payload, update_time = excluded.update_time",
+        &[integration.into(), (&to_json(scheme)?).into(), now.into()],
+    )
+    .await?;
+    Ok(from_micros(now))
+}
+
+pub(super) async fn get_scheme<C: Conn>(
+    conn: &mut C,
+    integration: &str,
+) -> Result<Option<(Scheme, OffsetDateTime)>, DbError> {
+    query_opt(
+        conn,
+        "SELECT payload, update_time FROM schemes WHERE integration = $1",
+        &[integration.into()],
+        |row| Ok((from_json(row.text(0)?)?, from_micros(row.int(1)?))),
+    )
+    .await
+}
+
+pub(super) async fn put_client<C: Conn>(
+    conn: &mut C,
+    integration: &str,
+    client: &Client,
+) -> Result<OffsetDateTime, DbError> {
+    let now = now_micros();
+    let version = next_version(conn).await?;
+    conn.execute(
+        "INSERT INTO client_versions (integration, client_id, version, update_time, payload) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            integration.into(),
+            (&client.id).into(),
+            version.into(),
+            now.into(),
+            (&to_json(client)?).into(),
+        ],
+    )
+    .await?;
+    Ok(from_micros(now))
+}
+
+/// The snapshot of the walk under way for this query, if there is one.
+pub(super) async fn walk_snapshot<C: Conn>(
+    conn: &mut C,
+    integration: &str,
+    kind: ExportKind,
+    since: OffsetDateTime,
+) -> Result<Option<u64>, DbError> {
+    query_opt(
+        conn,
+        "SELECT snapshot FROM export_walks WHERE integration = $1 AND kind = $2 AND since = $3",
+        &[
+            integration.into(),
+            kind.name().into(),
+            to_micros(since).into(),
+        ],
+        |row| row.int(0).map(|snapshot| snapshot as u64),
+    )
+    .await
+}
+
+/// Starts a walk at the latest version, unless one is under way and `restart` is
+/// not asked for.
+pub(super) async fn start_walk<C: Conn>(
+    conn: &mut C,
+    integration: &str,
+    kind: ExportKind,
+    since: OffsetDateTime,
+    restart: bool,
+) -> Result<u64, DbError> {
+    if !restart && let Some(snapshot) = walk_snapshot(conn, integration, kind, since).await? {
+        return Ok(snapshot);
+    }
+    let latest = scalar(conn, "SELECT last_version FROM version_counter", &[]).await?;
+    conn.execute(
+        "INSERT INTO export_walks (integration, kind, since, snapshot) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (integration, kind, since) DO UPDATE SET snapshot = excluded.snapshot",
+        &[
+            integration.into(),
+            kind.name().into(),
+            to_micros(since).into(),
+            latest.into(),
+        ],
+    )
+    .await?;
+    Ok(latest as u64)
+}
+
+/// The latest version of each deal as of the snapshot, if it changed at or after
+/// `since`; the same set for the count and every page.
+const ORDERS_WALK: &str = "WITH latest AS ( \
+       SELECT lead_id, MAX(version) AS version FROM deal_versions \
+       WHERE integration = $1 AND version <= $2 GROUP BY lead_id) \
+     SELECT v.lead_id, l.deal_id, l.order_id, v.update_time, v.payload, \
+       e.receive_time, e.payload \
+     FROM latest \
+     JOIN deal_versions v ON v.integration = $1 AND v.lead_id = latest.lead_id \
+       AND v.version = latest.version \
+     JOIN leads l ON l.integration = $1 AND l.lead_id = v.lead_id \
+     JOIN events e ON e.sequence = l.sequence \
+     WHERE v.update_time >= $3";
+
+pub(super) async fn export_orders<C: Conn>(
+    conn: &mut C,
+    integration: &str,
+    window: ExportWindow,
+) -> Result<(u64, Vec<Order>), DbError> {
+    let order = "v.update_time, v.lead_id";
+    export_walk(conn, ORDERS_WALK, order, integration, window, |row| {
+        let key = LeadKey::new(integration, row.text(0)?);
+        let visit = match from_json(row.text(6)?)? {
+            crate::domain::EventBody::Lead(lead) => lead.visit,
+            _ => String::new(),
+        };
+        let deal = deal_from_row(&key, row, 1)?;
+        let order_id = deal.answered_order_id.as_ref().or(deal.deal_id.as_ref());
+        Ok(Order {
+            order_id: order_id.unwrap_or(&key.lead_id).clone(),
+            deal,
+            visit,
+            lead_receive_time: from_micros(row.int(5)?),
+        })
+    })
+    .await
+}
+
+const CLIENTS_WALK: &str = "WITH latest AS ( \
+       SELECT client_id, MAX(version) AS version FROM client_versions \
+       WHERE integration = $1 AND version <= $2 GROUP BY client_id) \
+     SELECT v.client_id, v.update_time, v.payload FROM latest \
+     JOIN client_versions v ON v.integration = $1 AND v.client_id = latest.client_id \
+       AND v.version = latest.version \
+     WHERE v.update_time >= $3";
+
+pub(super) async fn export_clients<C: Conn>(
+    conn: &mut C,
+    integration: &str,
+    window: ExportWindow,
+) -> Result<(u64, Vec<ClientRecord>), DbError> {
+    let order = "v.update_time, v.client_id";
+    export_walk(conn, CLIENTS_WALK, order, integration, window, |row| {
+        Ok(ClientRecord {
+            client: from_json::<Client>(row.text(2)?)?,
+            update_time: from_micros(row.int(1)?),
+        })
+    })
+    .await
+}
+
+/// Runs an export walk's query (`walk` binds $1 integration, $2 snapshot, $3
+/// since): the whole walk's count, and one page of it in `order`.
+async fn export_walk<C, T, F>(
+    conn: &mut C,
+    walk: &str,
+    order: &str,
+    integration: &str,
+    window: ExportWindow,
+    map: F,
+) -> Result<(u64, Vec<T>), DbError>
+where
+    C: Conn,
+    T: Send,
+    F: FnMut(&dyn Row) -> Result<T, DbError> + Send,
+{
+    let snapshot = to_db_sequence(window.snapshot);
+    let since = to_micros(window.since);
+    let args = [Arg::from(integration), snapshot.into(), since.into()];
+    let count = format!("SELECT COUNT(*) FROM ({walk}) walk");
+    let total = scalar(conn, &count, &args).await?;
+    let page = format!("{walk} ORDER BY {order} LIMIT $4 OFFSET $5");
+    let limit = to_db_sequence(window.limit);
+    let offset = to_db_sequence(window.offset);
+    let args = [args[0], args[1], args[2], limit.into(), offset.into()];
+    let records = conn.query(&page, &args, map).await?;
+    Ok((total as u64, records))
+}

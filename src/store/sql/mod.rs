@@ -1,0 +1,382 @@
+//! The SQL both stores run, written once over the surface of `db.rs`: `writes`
+//! (the writer's transactions), `reads`, `crm` (deals, the scheme, clients,
+//! export walks) and `consumers`. A backend provides connections ([`Backend`] for
+//! reads, [`WriteSide`] for the writer) and its few differences as hooks.
+//!
+//! Sequences come from a one-row counter table: a write transaction that appends
+//! events reads it once, numbers its events in memory, and writes it back before it
+//! commits. On PostgreSQL every write transaction locks the counter's row first and
+//! holds the lock until commit, so sequences are allocated in commit order and
+//! never have gaps (a reader that saw sequence N will never later find a committed
+//! event below N), and locks are always taken in the same order. On SQLite there is
+//! one writer anyway.
+
+mod consumers;
+mod crm;
+mod reads;
+mod writes;
+
+use std::future::Future;
+use std::ops::DerefMut;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
+
+use super::db::{Conn, DbError};
+use super::writer::{self, Applied, Command, Committed, Outcome, Transactor, Write};
+use super::{EventReceipt, ExportKind, ExportWindow, LeadReceipt, LeadStore, StoreError};
+use crate::domain::{
+    Client, ClientRecord, Consumer, Deal, DealReport, Event, EventBody, Lead, LeadKey, Order,
+    OrderIdMode, Scheme, Stored,
+};
+
+pub(super) use reads::{events_after, latest_sequence};
+
+/// A backend's read side.
+pub(super) trait Backend: Send + Sync + 'static {
+    type Conn: Conn;
+    type Reader<'a>: DerefMut<Target = Self::Conn> + Send
+    where
+        Self: 'a;
+
+    /// A connection for reads, from the backend's pool.
+    fn reader(&self) -> impl Future<Output = Result<Self::Reader<'_>, DbError>> + Send;
+
+    /// Stops the backend's background tasks and closes its connections; the
+    /// writer has stopped by then.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// A backend's write side: the writer's own connection, and what differs.
+pub(super) trait WriteSide: Send + 'static {
+    type Conn: Conn;
+
+    /// Starts a write transaction.
+    const BEGIN: &'static str;
+
+    /// The writer's connection, connected again if it was lost.
+    fn connection(&mut self) -> impl Future<Output = Result<&mut Self::Conn, DbError>> + Send;
+
+    /// The connection failed in a way that may have broken it: forget it.
+    fn discard(&mut self);
+
+    /// Runs first in every write transaction.
+    fn begin_writes(
+        conn: &mut Self::Conn,
+        batch: &[Write],
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Runs last in every write transaction, before it commits.
+    fn before_commit(
+        conn: &mut Self::Conn,
+        committed: &Committed,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Tells this process (and, through `before_commit`, the others) what committed.
+    fn announce(&mut self, committed: Committed);
+}
+
+/// The writer's transactor for any backend.
+pub(super) struct SqlTransactor<W>(pub W);
+
+impl<W: WriteSide> Transactor for SqlTransactor<W> {
+    fn apply_batch(
+        &mut self,
+        batch: &[Write],
+    ) -> impl Future<Output = Result<(Vec<Applied>, Committed), DbError>> + Send {
+        writes::apply_batch(&mut self.0, batch)
+    }
+
+    fn announce(&mut self, committed: Committed) {
+        self.0.announce(committed);
+    }
+}
+
+/// A store: reads through the backend, writes through the writer.
+pub(super) struct SqlStore<B> {
+    pub backend: B,
+    pub commands: mpsc::Sender<Command>,
+    pub feed: broadcast::Sender<Arc<Event>>,
+    pub deal_reports: broadcast::Sender<LeadKey>,
+    /// Completes once the writer has stopped; taken by `close`.
+    pub writer_done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl<B: Backend> SqlStore<B> {
+    async fn write(&self, write: Write) -> Result<Outcome, StoreError> {
+        writer::submit(&self.commands, write).await
+    }
+
+    async fn reader(&self) -> Result<B::Reader<'_>, StoreError> {
+        Ok(self.backend.reader().await?)
+    }
+}
+
+/// An outcome of another kind than the write produces: a bug.
+fn unexpected(outcome: Outcome) -> StoreError {
+    StoreError::Failed(DbError::invalid(format!(
+        "the writer answered {outcome:?} to a write of another kind"
+    )))
+}
+
+#[async_trait]
+impl<B: Backend> LeadStore for SqlStore<B> {
+    async fn insert_lead(&self, lead: Lead, mode: OrderIdMode) -> Result<LeadReceipt, StoreError> {
+        let lead = Box::new(lead);
+        match self.write(Write::InsertLead { lead, mode }).await? {
+            Outcome::Lead(receipt) => Ok(receipt),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn assign_order_id(&self, key: &LeadKey, mode: OrderIdMode) -> Result<Deal, StoreError> {
+        let key = key.clone();
+        match self.write(Write::AssignOrderId { key, mode }).await? {
+            Outcome::Deal(deal) => Ok(deal),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn insert_event(&self, body: EventBody) -> Result<EventReceipt, StoreError> {
+        let body = Box::new(body);
+        match self.write(Write::InsertEvent { body }).await? {
+            Outcome::Event(receipt) => Ok(receipt),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn report_deal(&self, key: &LeadKey, report: DealReport) -> Result<Deal, StoreError> {
+        let (key, report) = (key.clone(), Box::new(report));
+        match self.write(Write::ReportDeal { key, report }).await? {
+            Outcome::Deal(deal) => Ok(deal),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn put_scheme(
+        &self,
+        integration: &str,
+        scheme: &Scheme,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let write = Write::PutScheme {
+            integration: integration.to_owned(),
+            scheme: Box::new(scheme.clone()),
+        };
+        match self.write(write).await? {
+            Outcome::Time(time) => Ok(time),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_scheme(
+        &self,
+        integration: &str,
+    ) -> Result<Option<(Scheme, OffsetDateTime)>, StoreError> {
+        Ok(crm::get_scheme(&mut *self.reader().await?, integration).await?)
+    }
+
+    async fn put_client(
+        &self,
+        integration: &str,
+        client: &Client,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let write = Write::PutClient {
+            integration: integration.to_owned(),
+            client: Box::new(client.clone()),
+        };
+        match self.write(write).await? {
+            Outcome::Time(time) => Ok(time),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn export_snapshot(
+        &self,
+        integration: &str,
+        kind: ExportKind,
+        since: OffsetDateTime,
+        restart: bool,
+    ) -> Result<u64, StoreError> {
+        if !restart {
+            let mut conn = self.reader().await?;
+            if let Some(snapshot) = crm::walk_snapshot(&mut *conn, integration, kind, since).await?
+            {
+                return Ok(snapshot);
+            }
+        }
+        let write = Write::ExportSnapshot {
+            integration: integration.to_owned(),
+            kind,
+            since,
+            restart,
+        };
+        match self.write(write).await? {
+            Outcome::Number(snapshot) => Ok(snapshot),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn export_orders(
+        &self,
+        integration: &str,
+        window: ExportWindow,
+    ) -> Result<(u64, Vec<Order>), StoreError> {
+        Ok(crm::export_orders(&mut *self.reader().await?, integration, window).await?)
+    }
+
+    async fn export_clients(
+        &self,
+        integration: &str,
+        window: ExportWindow,
+    ) -> Result<(u64, Vec<ClientRecord>), StoreError> {
+        Ok(crm::export_clients(&mut *self.reader().await?, integration, window).await?)
+    }
+
+    async fn get_lead(&self, key: &LeadKey) -> Result<Option<Stored<Lead>>, StoreError> {
+        Ok(reads::get_lead(&mut *self.reader().await?, key).await?)
+    }
+
+    async fn list_leads(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+        integration: Option<&str>,
+    ) -> Result<Vec<Stored<Lead>>, StoreError> {
+        let mut conn = self.reader().await?;
+        Ok(reads::list_leads(&mut *conn, after_sequence, limit, integration).await?)
+    }
+
+    async fn get_deal(&self, key: &LeadKey) -> Result<Option<Deal>, StoreError> {
+        let deal = crm::load_deal(&mut *self.reader().await?, key).await?;
+        Ok(deal.map(|(_, deal)| deal))
+    }
+
+    async fn events_after(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        Ok(reads::events_after(&mut *self.reader().await?, after_sequence, limit).await?)
+    }
+
+    async fn latest_sequence(&self) -> Result<u64, StoreError> {
+        Ok(reads::latest_sequence(&mut *self.reader().await?).await?)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.feed.subscribe()
+    }
+
+    fn subscribe_deal_reports(&self) -> broadcast::Receiver<LeadKey> {
+        self.deal_reports.subscribe()
+    }
+
+    async fn first_sequence_at(&self, time: OffsetDateTime) -> Result<Option<u64>, StoreError> {
+        Ok(reads::first_sequence_at(&mut *self.reader().await?, time).await?)
+    }
+
+    async fn ensure_consumer(
+        &self,
+        name: &str,
+        acked_sequence: u64,
+    ) -> Result<Consumer, StoreError> {
+        let name = name.to_owned();
+        let write = Write::EnsureConsumer {
+            name: name.clone(),
+            acked_sequence,
+        };
+        match self.write(write).await? {
+            Outcome::Done => self.consumer(&name).await,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn ack_consumer(&self, name: &str, sequence: u64) -> Result<Consumer, StoreError> {
+        let write = Write::AckConsumer {
+            name: name.to_owned(),
+            sequence,
+        };
+        match self.write(write).await? {
+            Outcome::Done => self.consumer(name).await,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_consumer(&self, name: &str) -> Result<Option<Consumer>, StoreError> {
+        Ok(consumers::get(&mut *self.reader().await?, name).await?)
+    }
+
+    async fn list_consumers(
+        &self,
+        after_name: &str,
+        limit: u32,
+    ) -> Result<Vec<Consumer>, StoreError> {
+        Ok(consumers::list(&mut *self.reader().await?, after_name, limit).await?)
+    }
+
+    async fn delete_consumer(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        match self.write(Write::DeleteConsumer { name }).await? {
+            Outcome::Flag(deleted) => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self.write(Write::Ping).await? {
+            Outcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn close(&self) {
+        let Some(done) = self.writer_done.lock().await.take() else {
+            return;
+        };
+        let _ = self.commands.send(Command::Stop).await;
+        let _ = done.await;
+        self.backend.close().await;
+    }
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// A consumer that a committed write just created or moved.
+    async fn consumer(&self, name: &str) -> Result<Consumer, StoreError> {
+        self.get_consumer(name).await?.ok_or(StoreError::NotFound)
+    }
+}
+
+/// Database integers are signed; sequences beyond i64 never occur, and a cursor
+/// beyond it means "after everything".
+pub(super) fn to_db_sequence(sequence: u64) -> i64 {
+    i64::try_from(sequence).unwrap_or(i64::MAX)
+}
+
+/// Times are stored as Unix microseconds.
+pub(super) fn to_micros(time: OffsetDateTime) -> i64 {
+    (time.unix_timestamp_nanos() / 1_000) as i64
+}
+
+pub(super) fn from_micros(micros: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Now, at the precision the store keeps.
+pub(super) fn now_micros() -> i64 {
+    to_micros(OffsetDateTime::now_utc())
+}
+
+/// A record as stored JSON.
+pub(super) fn to_json(value: &impl serde::Serialize) -> Result<String, DbError> {
+    serde_json::to_string(value)
+        .map_err(|error| DbError::invalid(format!("cannot encode: {error}")))
+}
+
+/// A record from stored JSON.
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DbError> {
+    serde_json::from_str(text)
+        .map_err(|error| DbError::invalid(format!("a stored record is unreadable: {error}")))
+}
