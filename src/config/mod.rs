@@ -163,6 +163,14 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
             }
         };
     }
+    let deal_wait_ms = checked("deal_wait_ms", pick!(deal_wait_ms), bounds::DEAL_WAIT_MS)?;
+    let heartbeat_ms = checked("heartbeat_ms", pick!(heartbeat_ms), bounds::HEARTBEAT_MS)?;
+    let stream_buffer = checked("stream_buffer", pick!(stream_buffer), bounds::STREAM_BUFFER)?;
+    let export_page_size = checked(
+        "export_page_size",
+        pick!(export_page_size),
+        bounds::EXPORT_PAGE_SIZE,
+    )?;
     let database_url = if explicit("database_url") {
         args.database_url.clone()
     } else {
@@ -202,14 +210,6 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
         args.grpc_tls_client_ca
             .clone()
             .or_else(|| file.grpc_tls_client_ca.clone()),
-    )?;
-    let deal_wait_ms = checked("deal_wait_ms", pick!(deal_wait_ms), bounds::DEAL_WAIT_MS)?;
-    let heartbeat_ms = checked("heartbeat_ms", pick!(heartbeat_ms), bounds::HEARTBEAT_MS)?;
-    let stream_buffer = checked("stream_buffer", pick!(stream_buffer), bounds::STREAM_BUFFER)?;
-    let export_page_size = checked(
-        "export_page_size",
-        pick!(export_page_size),
-        bounds::EXPORT_PAGE_SIZE,
     )?;
     Ok(Settings {
         http_addr: pick!(http_addr),

@@ -8,6 +8,7 @@ backend_tests!(
     leads_survive_a_restart_and_a_stream_resumes_from_its_cursor,
     sigterm_stops_the_service_with_exit_code_zero,
     logs_carry_ids_but_no_lead_content_or_secrets,
+    an_unreadable_stored_row_is_an_internal_error_not_an_outage,
 );
 
 async fn leads_survive_a_restart_and_a_stream_resumes_from_its_cursor(options: Options) {
@@ -51,6 +52,50 @@ async fn leads_survive_a_restart_and_a_stream_resumes_from_its_cursor(options: O
         .unwrap()
         .into_inner();
     assert_eq!(lead.sequence, 1);
+}
+
+async fn an_unreadable_stored_row_is_an_internal_error_not_an_outage(options: Options) {
+    let app = TestApp::spawn_with(options.clone()).await;
+    let mut client = app.grpc().await;
+    assert_eq!(app.lead("1").await.0, 200);
+    client
+        .report_deal(roistat_leads::proto::ReportDealRequest {
+            lead_id: "1".into(),
+            status: Some("1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    options
+        .database
+        .execute("UPDATE events SET payload = 'not JSON' WHERE sequence = 1")
+        .await;
+    let read = client
+        .get_lead(GetLeadRequest {
+            lead_id: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let (export, body) = app.webhook(&[("action", "export"), ("date", "0")]).await;
+    let (ready, _) = app.get_raw("/readyz").await;
+
+    assert_eq!(read.code(), tonic::Code::Internal, "{read:?}");
+    assert_eq!(read.message(), "internal error");
+    assert_eq!(
+        export, 500,
+        "not a 503 that Roistat would retry forever: {body}"
+    );
+    assert_eq!(body["status"], "error");
+    app.wait_for_logs("store failed", 2).await;
+    assert!(
+        app.logs()
+            .iter()
+            .any(|line| line.contains("ERROR") && line.contains("event 1 is unreadable")),
+        "the fault is logged with its cause"
+    );
+    assert_eq!(ready, 200, "the store itself works");
 }
 
 #[tokio::test]

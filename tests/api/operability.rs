@@ -411,6 +411,9 @@ database_url = "postgres://app:db-secret@db.internal:5432/leads"
     .await;
     let broken = write_config(dir.path(), "broken.toml", "deal_wait = 5\n");
     let refused = check(&["--config", &broken], &[]).await;
+    let beyond = write_config(dir.path(), "beyond.toml", "stream_buffer = 0\n");
+    let out_of_range = check(&["--config", &beyond], &[]).await;
+    let flag_out_of_range = check(&["--heartbeat-ms", "1"], &[("ROISTAT_PASSWORD", "x")]).await;
 
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8(output.stdout).unwrap();
@@ -444,6 +447,18 @@ database_url = "postgres://app:db-secret@db.internal:5432/leads"
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("deal_wait"),
         "{refused:?}"
+    );
+    // A number from the file is checked like the same flag.
+    assert_eq!(out_of_range.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out_of_range.stderr)
+            .contains("stream_buffer (--stream-buffer) must be from 1 to 1000000, not 0"),
+        "{out_of_range:?}"
+    );
+    assert_eq!(flag_out_of_range.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&flag_out_of_range.stderr).contains("heartbeat_ms"),
+        "{flag_out_of_range:?}"
     );
 }
 

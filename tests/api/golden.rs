@@ -1,0 +1,198 @@
+//! Stores written by earlier versions (checked in under `tests/fixtures/`, with
+//! every kind of stored row) open, migrate, and read back exactly as they were
+//! written: the stored form can only change through a migration that converts it.
+
+use std::collections::HashMap;
+
+use roistat_leads::proto::lead_event::Event;
+use roistat_leads::proto::{
+    GetDealRequest, GetLeadRequest, GetSchemeRequest, LeadEvent, LeadSource, StreamLeadsRequest,
+};
+use serde_json::Value;
+use sqlx::Connection;
+
+use crate::helpers::*;
+
+backend_tests!(a_store_written_by_release_0003_reads_back_as_written);
+
+/// Loads a fixture into the test's database, before the service first opens it.
+async fn load_fixture(options: &Options, name: &str) {
+    let url = &options.database.url;
+    let (path, is_sqlite) = match url.starts_with("sqlite:") {
+        true => (format!("tests/fixtures/{name}-sqlite.sql"), true),
+        false => (format!("tests/fixtures/{name}-postgres.sql"), false),
+    };
+    let fixture = std::fs::read_to_string(&path).expect("the fixture");
+    if is_sqlite {
+        let url = format!("{url}?mode=rwc");
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(&fixture).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(&fixture).execute(&mut conn).await.unwrap();
+    }
+}
+
+fn lead_of(event: &LeadEvent) -> &roistat_leads::proto::Lead {
+    match &event.event {
+        Some(Event::Lead(lead)) => lead,
+        other => panic!("not a lead: {other:?}"),
+    }
+}
+
+async fn a_store_written_by_release_0003_reads_back_as_written(options: Options) {
+    load_fixture(&options, "store-0003").await;
+    let app = TestApp::spawn_with(options.clone()).await;
+    let mut client = app.grpc().await;
+
+    // Every event, in order, with what each kind carries.
+    let events = app.stored_events().await;
+    let sequences: Vec<u64> = events.iter().map(|event| event.sequence).collect();
+    assert_eq!(sequences, (1..=12).collect::<Vec<_>>());
+    let seed = lead_of(&events[0]);
+    assert_eq!(
+        (
+            seed.lead_id.as_str(),
+            seed.name.as_str(),
+            seed.visit.as_str()
+        ),
+        ("6", "Роберт", "9")
+    );
+    assert_eq!(seed.source(), LeadSource::LeadHunter);
+    assert_eq!(seed.phone, "+11230001122");
+    assert_eq!(seed.page, "http://site.com/");
+    assert_eq!(seed.fields["640163"], "test");
+    assert_eq!(
+        seed.data_json,
+        r#"{"page":"http:\/\/site.com\/","640163":"test"}"#
+    );
+    assert_eq!(seed.create_time.unwrap().seconds, 1_435_482_774);
+    assert_eq!(seed.extra["utm_source"], "google");
+    assert_eq!(seed.text, "Data of the form: 11230001122\nPromo-code: 1674");
+    let malformed = lead_of(&events[1]);
+    assert_eq!(malformed.data_json, "{not json");
+    assert_eq!(malformed.extra["created_date"], "yesterday");
+    assert_eq!(malformed.source(), LeadSource::Calltracking);
+    assert_eq!(malformed.create_time, None);
+    let Some(Event::Message(message)) = &events[5].event else {
+        panic!("{:?}", events[5]);
+    };
+    assert_eq!(
+        (message.lead_id.as_str(), message.title.as_str()),
+        ("6", "Duplicated lead")
+    );
+    assert_eq!(message.text, "Duplicated lead from Robert");
+    assert_eq!(message.extra["extra_param"], "x");
+    let Some(Event::Task(task)) = &events[6].event else {
+        panic!("{:?}", events[6]);
+    };
+    assert_eq!(
+        (task.element_id.as_str(), task.text.as_str()),
+        ("9", "Call back")
+    );
+    assert_eq!(task.deadline.unwrap().seconds, 1_546_341_071);
+    let Some(Event::Call(call)) = &events[7].event else {
+        panic!("{:?}", events[7]);
+    };
+    assert_eq!(
+        (call.call_id.as_str(), call.status.as_str(), call.duration),
+        ("c-1", "ANSWER", 61)
+    );
+    assert_eq!(
+        (call.caller.as_str(), call.order_id.as_str()),
+        ("79990003344", "9")
+    );
+    assert_eq!(call.file_url, "https://example.com/c-1.mp3");
+    let other = lead_of(&events[8]);
+    assert_eq!(
+        (other.integration.as_str(), other.visit.as_str()),
+        ("shop-b", "77")
+    );
+    assert_eq!(other.source(), LeadSource::Jivosite);
+    assert_eq!(events[8].receive_time, other.receive_time);
+
+    // Deals: details as reported, order ids as answered, and the crm-mode leads.
+    let deal = |lead_id: &str| GetDealRequest {
+        lead_id: lead_id.into(),
+        ..Default::default()
+    };
+    let sofa = client.get_deal(deal("9")).await.unwrap().into_inner();
+    assert_eq!(
+        (sofa.deal_id.as_str(), sofa.order_id.as_str()),
+        ("D-9", "9")
+    );
+    assert_eq!(sofa.name.as_deref(), Some("Sofa"));
+    assert_eq!(
+        (sofa.price.as_deref(), sofa.cost.as_deref()),
+        (Some("120.34"), Some("100.34"))
+    );
+    assert_eq!(sofa.fields["delivery"], "Courier");
+    assert_eq!(sofa.create_time.unwrap().seconds, 1_393_673_200);
+    let waiting = client.get_deal(deal("20")).await.unwrap().into_inner();
+    assert!(!waiting.order_id_answered);
+    let answered = client.get_deal(deal("21")).await.unwrap().into_inner();
+    assert!(answered.order_id_answered && answered.order_id == "D-21");
+    let reported = client.get_deal(deal("22")).await.unwrap().into_inner();
+    assert_eq!(
+        (reported.deal_id.as_str(), reported.order_id_answered),
+        ("D-22", false)
+    );
+    let lead = client
+        .get_lead(GetLeadRequest {
+            lead_id: "6".into(),
+            integration: "shop-b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lead.sequence, 9);
+
+    // The scheme, clients and consumers.
+    let scheme = client
+        .get_scheme(GetSchemeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scheme.statuses.len(), 2);
+    assert_eq!(scheme.managers[0].email, "anna@example.com");
+    let (status, clients) = app
+        .webhook(&[("action", "export_clients"), ("date", "0")])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(clients["clients"][0]["company"], "Acme");
+    assert_eq!(clients["clients"][0]["birth_date"], "1980-02-03");
+    let billing = client
+        .get_consumer(roistat_leads::proto::GetConsumerRequest {
+            consumer: "billing".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(billing.acked_sequence, 3);
+
+    // Roistat's export shows the reported orders with their details.
+    let (status, export) = app.webhook(&[("action", "export"), ("date", "0")]).await;
+    assert_eq!(status, 200);
+    let orders: HashMap<&str, &Value> = export["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|order| (order["id"].as_str().unwrap(), order))
+        .collect();
+    assert_eq!(orders["9"]["price"].to_string(), "120.34");
+    assert_eq!(orders["9"]["roistat"], "");
+    assert_eq!(orders["9"]["date_create"], "1393673200");
+    assert_eq!(orders["10"]["status"], "1");
+
+    // And the store takes new writes after the old ones (13 is the marker message
+    // `stored_events` sent).
+    assert_eq!(app.lead("30").await.0, 200);
+    let mut stream = app
+        .stream(StreamLeadsRequest {
+            after_sequence: 13,
+            ..Default::default()
+        })
+        .await;
+    let next = next_event(&mut stream).await;
+    assert_eq!((lead_id(&next), next.sequence), (Some("30"), 14));
+}
