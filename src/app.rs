@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::grpc::GrpcServer;
-use crate::http::{self, Admission, HttpState, RateLimiter};
+use crate::http::{self, HttpState, RateLimiter};
 use crate::net::{self, Limits, ServerTls, TlsEndpoint, TlsError};
 use crate::relay::LeadRelay;
 use crate::signal::Hangups;
@@ -111,10 +111,8 @@ impl Application {
             integrations: Arc::new(settings.integrations),
             limits: settings.limits,
             export_page_size: settings.export_page_size,
-            admission: Admission {
-                access: Arc::new(settings.access),
-                rate_limit: rate_limit.clone(),
-            },
+            access: Arc::new(settings.access),
+            rate_limit: rate_limit.clone(),
         };
         Ok(Self {
             http_listener,

@@ -80,6 +80,28 @@ pub struct ServeArgs {
     #[arg(long, env = "ROISTAT_LEADS_EXPORT_PAGE_SIZE", default_value_t = 1000)]
     pub export_page_size: u64,
 
+    /// How long an identical message or task (Roistat's retry of it) is one
+    /// event, from its first stored copy: 1h, 30m, 90s, 500ms; 0 stores every copy.
+    /// Calls are one event per call id for good.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_MESSAGE_DEDUP_WINDOW",
+        default_value = "1h",
+        value_name = "DURATION"
+    )]
+    pub message_dedup_window: String,
+
+    /// The status an order of the default integration has in Roistat's export
+    /// until the CRM reports one; it must be in every published scheme. Unset: the
+    /// first status of the published scheme.
+    #[arg(long, env = "ROISTAT_LEADS_DEFAULT_STATUS", value_name = "STATUS_ID")]
+    pub default_status: Option<String>,
+
+    /// Requests refused after the token check kept per integration, newest first
+    /// (0 keeps none).
+    #[arg(long, env = "ROISTAT_LEADS_REJECTED_KEEP", default_value_t = 1000)]
+    pub rejected_keep: u64,
+
     /// Require `authorization: Bearer TOKEN` on LeadService calls (health and
     /// reflection stay open).
     #[arg(long, env = "ROISTAT_LEADS_GRPC_TOKEN", hide_env_values = true, value_parser = secret)]

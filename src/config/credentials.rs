@@ -83,6 +83,33 @@ pub(super) fn validate_integration_name(name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Every integration's default status: the default one's from flags or
+/// environment, else the file's top level, else its `[[integrations]]` entry.
+pub(super) fn default_statuses(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut statuses = BTreeMap::new();
+    let default = args.default_status.clone().or(file.default_status.clone());
+    if let Some(status) = default {
+        statuses.insert(DEFAULT_INTEGRATION.to_owned(), status);
+    }
+    for entry in &file.integrations {
+        if let Some(status) = &entry.default_status {
+            statuses.entry(entry.name.clone()).or_insert(status.clone());
+        }
+    }
+    for status in statuses.values() {
+        crate::domain::validate_id("default_status", status).map_err(|error| {
+            ConfigError::Invalid {
+                key: "default_status",
+                reason: error.to_string(),
+            }
+        })?;
+    }
+    Ok(statuses)
+}
+
 /// Every integration's credentials. The default one (plain /webhook) takes them
 /// from flags or environment, else from the file's top level, else from an
 /// `[[integrations]]` entry named "default".

@@ -58,6 +58,11 @@ pub fn describe(settings: &Settings) -> String {
             format!("stream_buffer = {}", settings.stream_buffer),
             format!("heartbeat_ms = {}", settings.relay.heartbeat.as_millis()),
             format!("export_page_size = {}", settings.export_page_size),
+            format!(
+                "message_dedup_window = {:?}",
+                duration(settings.relay.message_dedup_window)
+            ),
+            format!("rejected_keep = {}", settings.relay.rejected_keep),
             format!("log_format = {:?}", settings.log_format.as_str()),
         ];
     for (name, credentials) in &settings.integrations {
@@ -74,8 +79,31 @@ pub fn describe(settings: &Settings) -> String {
             credentials.login().unwrap_or("(any)")
         ));
         lines.push("token = \"********\"".to_owned());
+        if let Some(status) = settings.relay.default_statuses.get(name) {
+            lines.push(format!("default_status = {status:?}"));
+        }
     }
     lines.join("\n")
+}
+
+/// A duration in the largest unit that writes it whole.
+fn duration(duration: std::time::Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0".to_owned();
+    }
+    [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ]
+    .into_iter()
+    .find(|(unit, _)| millis.is_multiple_of(*unit))
+    .map_or_else(
+        || format!("{millis}ms"),
+        |(unit, name)| format!("{}{name}", millis / unit),
+    )
 }
 
 /// A server's TLS files as `key = value` lines, or a comment that it is off.

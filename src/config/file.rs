@@ -28,6 +28,9 @@ pub(super) struct FileConfig {
     pub stream_buffer: Option<u64>,
     pub heartbeat_ms: Option<u64>,
     pub export_page_size: Option<u64>,
+    pub message_dedup_window: Option<String>,
+    pub default_status: Option<String>,
+    pub rejected_keep: Option<u64>,
     pub log_format: Option<String>,
     pub grpc_token: Option<String>,
     pub grpc_token_file: Option<PathBuf>,
@@ -53,6 +56,8 @@ pub(super) struct FileIntegration {
     pub password_file: Option<PathBuf>,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// The status of an order until the CRM reports one.
+    pub default_status: Option<String>,
 }
 
 impl FileConfig {

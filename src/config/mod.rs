@@ -27,7 +27,7 @@ use crate::net::{AccessPolicy, Limits, ServerTls, TlsError};
 use crate::relay::RelayOptions;
 use crate::roistat::{Credentials, CredentialsError};
 use crate::telemetry::LogFormat;
-use credentials::{integrations, one_of, read_secret};
+use credentials::{default_statuses, integrations, one_of, read_secret};
 use file::FileConfig;
 
 /// Everything the application needs to start.
@@ -123,6 +123,32 @@ mod bounds {
     pub const STREAM_BUFFER: RangeInclusive<u64> = 1..=1_000_000;
     pub const HEARTBEAT_MS: RangeInclusive<u64> = 10..=3_600_000;
     pub const EXPORT_PAGE_SIZE: RangeInclusive<u64> = 1..=10_000;
+    pub const REJECTED_KEEP: RangeInclusive<u64> = 0..=1_000_000;
+    /// A week, in milliseconds.
+    pub const MESSAGE_DEDUP_WINDOW_MS: RangeInclusive<u64> = 0..=7 * 24 * 3_600_000;
+}
+
+/// A duration such as `1h`, `30m`, `90s`, `500ms` or `2d`; a bare number is seconds.
+fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let invalid = || ConfigError::Invalid {
+        key,
+        reason: format!("{text:?} is not a duration such as 1h, 30m, 90s or 500ms"),
+    };
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "" | "s" => number.checked_mul(1_000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        "d" => number.checked_mul(86_400_000),
+        _ => None,
+    };
+    millis.map(Duration::from_millis).ok_or_else(invalid)
 }
 
 /// `value` if it lies in `range`.
@@ -171,6 +197,13 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
         pick!(export_page_size),
         bounds::EXPORT_PAGE_SIZE,
     )?;
+    let rejected_keep = checked("rejected_keep", pick!(rejected_keep), bounds::REJECTED_KEEP)?;
+    let window = parse_duration("message_dedup_window", &pick!(message_dedup_window))?;
+    checked(
+        "message_dedup_window",
+        window.as_millis() as u64,
+        bounds::MESSAGE_DEDUP_WINDOW_MS,
+    )?;
     let database_url = if explicit("database_url") {
         args.database_url.clone()
     } else {
@@ -182,6 +215,7 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
         }
     };
     let integrations = integrations(&args, &file)?;
+    let default_statuses = default_statuses(&args, &file)?;
     let grpc_token = grpc_token(&args, &file)?;
     let order_id_mode = pick!(order_id)
         .parse()
@@ -221,6 +255,9 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
             order_id_mode,
             deal_wait: Duration::from_millis(deal_wait_ms),
             heartbeat: Duration::from_millis(heartbeat_ms),
+            message_dedup_window: window,
+            default_statuses,
+            rejected_keep: rejected_keep as u32,
         },
         stream_buffer: stream_buffer as usize,
         export_page_size,
@@ -292,6 +329,19 @@ fn server_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        let parse = |text| parse_duration("window", text).map(|d| d.as_millis());
+        assert_eq!(parse("1h").unwrap(), 3_600_000);
+        assert_eq!(parse("30m").unwrap(), 1_800_000);
+        assert_eq!(parse("90").unwrap(), 90_000);
+        assert_eq!(parse("500ms").unwrap(), 500);
+        assert_eq!(parse("0").unwrap(), 0);
+        assert!(parse("1 hour").is_err());
+        assert!(parse("-1s").is_err());
+        assert!(parse("").is_err());
+    }
 
     #[test]
     fn numbers_out_of_range_are_refused_with_their_bounds() {

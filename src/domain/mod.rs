@@ -4,6 +4,7 @@
 mod crm;
 mod event;
 mod order;
+mod rejected;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +18,7 @@ pub use crm::{
 };
 pub use event::{Event, EventBody, EventFilter, EventKind, Stored};
 pub use order::{Deal, DealReport, Order, OrderIdMode};
+pub use rejected::{RejectedFilter, RejectedRequest};
 
 /// The integration every lead belongs to when none is named: plain `/webhook`.
 pub const DEFAULT_INTEGRATION: &str = "default";
@@ -151,6 +153,11 @@ pub struct DealMessage {
     pub title: String,
     pub text: String,
     pub extra: BTreeMap<String, String>,
+    /// The lead the message is about, resolved when it is stored: the lead whose
+    /// answered order id is `lead_id`, else the lead whose Roistat id it is; empty
+    /// when neither matches.
+    #[serde(default)]
+    pub resolved_lead_id: String,
 }
 
 /// A named, durable consumer of the lead stream and its position.

@@ -99,6 +99,8 @@ pub struct DealReport {
 }
 
 /// An order as Roistat's export shows it: a lead's deal with what its lead says.
+/// A lead is an order from the moment its order id is fixed: answered to Roistat,
+/// or a deal id reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Order {
     /// The id Roistat knows the order by: the answered order id, else the
@@ -107,8 +109,34 @@ pub struct Order {
     pub deal: Deal,
     /// The lead's visit: Roistat's `roistat` field.
     pub visit: String,
-    /// When the lead arrived: `date_create` when the CRM reported none.
+    /// The lead's title: the order's name until the CRM reports one.
+    pub title: String,
+    /// The lead's `created_date`.
+    pub lead_create_time: Option<OffsetDateTime>,
+    /// When the lead arrived.
     pub lead_receive_time: OffsetDateTime,
+}
+
+impl Order {
+    /// The CRM's name for the deal, else the lead's title.
+    pub fn name(&self) -> &str {
+        self.deal.details.name.as_deref().unwrap_or(&self.title)
+    }
+
+    /// When the order was created: as the CRM says, else the lead's
+    /// `created_date`, else when the lead arrived.
+    pub fn date_create(&self) -> OffsetDateTime {
+        self.deal
+            .details
+            .create_time
+            .or(self.lead_create_time)
+            .unwrap_or(self.lead_receive_time)
+    }
+
+    /// The reported status, else `default`.
+    pub fn status<'a>(&'a self, default: &'a str) -> &'a str {
+        self.deal.details.status.as_deref().unwrap_or(default)
+    }
 }
 
 #[cfg(test)]

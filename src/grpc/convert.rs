@@ -6,8 +6,8 @@ use tonic::Status;
 use super::invalid;
 use crate::domain::{
     Call, Client, Consumer, Deal, DealMessage, DealReport, DealUpdate, Event, EventBody,
-    EventFilter, EventKind, Lead, LeadKey, LeadSource, Manager, Money, OrderIdMode, Scheme,
-    SchemeEntry, Task,
+    EventFilter, EventKind, Lead, LeadKey, LeadSource, Manager, Money, OrderIdMode,
+    RejectedRequest, Scheme, SchemeEntry, Task,
 };
 use crate::proto::{self, from_timestamp, timestamp};
 use crate::relay::{StreamItem, StreamRequest, StreamStart};
@@ -139,6 +139,7 @@ pub fn message(message: &DealMessage) -> proto::DealMessage {
         title: message.title.clone(),
         text: message.text.clone(),
         extra: message.extra.clone().into_iter().collect(),
+        resolved_lead_id: message.resolved_lead_id.clone(),
     }
 }
 
@@ -316,6 +317,27 @@ pub fn client(integration: &str, client: &Client, update_time: OffsetDateTime) -
         company: client.company.clone(),
         birth_date: client.birth_date.clone().unwrap_or_default(),
         update_time: Some(timestamp(update_time)),
+    }
+}
+
+pub fn rejected_request(request: &RejectedRequest) -> proto::RejectedRequest {
+    let (kind, authentication) = if request.authenticated {
+        ("stored", proto::Authentication::Passed)
+    } else {
+        ("memory", proto::Authentication::Failed)
+    };
+    proto::RejectedRequest {
+        id: format!("{kind}-{}", request.id),
+        time: Some(timestamp(request.time)),
+        integration: request.integration.clone(),
+        source_address: request.source.clone(),
+        authentication: authentication as i32,
+        path: request.path.clone(),
+        action: request.action.clone(),
+        reason: request.reason.clone(),
+        http_status: u32::from(request.status),
+        query: request.query.clone(),
+        body: request.body.clone(),
     }
 }
 

@@ -12,10 +12,10 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{LeadKey, integration_or_default};
+use crate::domain::{LeadKey, RejectedFilter, integration_or_default};
 use crate::proto;
 use crate::proto::lead_service_server::LeadService;
-use crate::relay::{Error, LeadRelay};
+use crate::relay::{Error, LeadRelay, RejectedCursor};
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
@@ -208,6 +208,33 @@ impl LeadService for LeadApi {
         Ok(Response::new(proto::ListConsumersResponse {
             consumers: consumers.iter().map(convert::consumer).collect(),
             next_page_token,
+        }))
+    }
+
+    async fn list_rejected_requests(
+        &self,
+        request: Request<proto::ListRejectedRequestsRequest>,
+    ) -> Result<Response<proto::ListRejectedRequestsResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = page_size(request.page_size)?;
+        let cursor = RejectedCursor::parse(&request.page_token)
+            .ok_or_else(|| invalid("page_token is not one this service issued"))?;
+        let filter = RejectedFilter {
+            integration: Some(request.integration.clone()).filter(|name| !name.is_empty()),
+            authenticated: match request.authentication() {
+                proto::Authentication::Unspecified => None,
+                proto::Authentication::Passed => Some(true),
+                proto::Authentication::Failed => Some(false),
+            },
+        };
+        let page = self.relay.list_rejected(&filter, cursor, page_size).await?;
+        Ok(Response::new(proto::ListRejectedRequestsResponse {
+            requests: page
+                .requests
+                .iter()
+                .map(convert::rejected_request)
+                .collect(),
+            next_page_token: page.next.map(|next| next.token()).unwrap_or_default(),
         }))
     }
 

@@ -43,6 +43,7 @@ impl From<DecodeError> for HttpError {
     fn from(error: DecodeError) -> Self {
         let status = match error {
             DecodeError::ParamTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            DecodeError::UnsupportedBody(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, error.to_string())

@@ -11,8 +11,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use super::HttpState;
 use super::error::HttpError;
+use crate::domain::DEFAULT_INTEGRATION;
 use crate::net::{AccessPolicy, Limits};
+use crate::relay::refused;
 use crate::telemetry;
 
 const REQUEST_ID: &str = "x-request-id";
@@ -78,36 +81,73 @@ pub fn rate_limiter(per_second: NonZeroU32) -> RateLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_second(per_second))
 }
 
-/// Who may call the webhook, and how often.
-#[derive(Clone)]
-pub struct Admission {
-    pub access: Arc<AccessPolicy>,
-    pub rate_limit: Option<Arc<RateLimiter>>,
-}
+/// The client's address, as the webhook's source policy finds it (the peer, or
+/// what a trusted proxy says in `X-Forwarded-For`).
+#[derive(Debug, Clone, Copy)]
+pub struct Client(pub IpAddr);
 
-/// Refuses webhook requests from sources outside the allowlist (403) and beyond
-/// the per-address rate limit (429); the client is found as the policy says.
-pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+/// Finds every request's client, for the handlers and the layers after it.
+pub async fn identify_client(
+    State(access): State<Arc<AccessPolicy>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| *peer);
     if let Some(peer) = peer {
-        let client = admission.access.client_ip(peer, request.headers());
-        if !admission.access.allows(client) {
-            tracing::warn!(%client, "webhook refused: source address not allowed");
-            return HttpError::new(StatusCode::FORBIDDEN, "source address not allowed")
-                .into_response();
-        }
-        if let Some(limiter) = &admission.rate_limit
-            && limiter.check_key(&client).is_err()
-        {
-            return HttpError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests from this address; retry later",
-            )
-            .into_response();
-        }
+        let client = access.client_ip(peer, request.headers());
+        request.extensions_mut().insert(Client(client));
     }
     next.run(request).await
+}
+
+/// Refuses webhook requests from sources outside the allowlist (403) and beyond
+/// the per-address rate limit (429), and remembers them.
+pub async fn admit(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+    let Some(Client(client)) = request.extensions().get::<Client>().copied() else {
+        return next.run(request).await;
+    };
+    let refusal = if !state.access.allows(client) {
+        tracing::warn!(%client, "webhook refused: source address not allowed");
+        Some((
+            HttpError::new(StatusCode::FORBIDDEN, "source address not allowed"),
+            "not_allowed",
+        ))
+    } else if let Some(limiter) = &state.rate_limit
+        && limiter.check_key(&client).is_err()
+    {
+        let error = HttpError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests from this address; retry later",
+        );
+        Some((error, "rate_limited"))
+    } else {
+        None
+    };
+    let Some((error, label)) = refusal else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    let integration = match path.trim_end_matches('/').strip_prefix("/webhook") {
+        Some("") => DEFAULT_INTEGRATION,
+        Some(named) => named.trim_start_matches('/'),
+        None => "",
+    };
+    let integration = if state.integrations.contains_key(integration) {
+        integration
+    } else {
+        ""
+    };
+    let status = error.status().as_u16();
+    let record = refused(
+        integration,
+        client.to_string(),
+        path,
+        error.message().into(),
+        status,
+    );
+    state.relay.record_refused(record, label);
+    error.into_response()
 }

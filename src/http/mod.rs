@@ -1,6 +1,7 @@
 //! The HTTP face: Roistat's webhook, health and readiness, and metrics. It calls
 //! the relay only.
 
+mod actions;
 mod error;
 mod layers;
 mod probes;
@@ -10,15 +11,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
 
 pub use error::HttpError;
-pub use layers::{Admission, RateLimiter, rate_limiter};
+pub use layers::{RateLimiter, rate_limiter};
 
-use crate::net::Limits;
-use crate::relay::LeadRelay;
+use crate::net::{AccessPolicy, Limits};
+use crate::relay::{LeadRelay, refused};
 use crate::roistat::Credentials;
 
 /// What the HTTP handlers share.
@@ -30,38 +33,40 @@ pub struct HttpState {
     pub limits: Limits,
     /// Orders or clients per export page when Roistat gives no `limit`.
     pub export_page_size: u64,
-    /// Who may call the webhook, and how often.
-    pub admission: Admission,
+    /// Which source addresses may call the webhook, and whose `X-Forwarded-For`
+    /// names the client.
+    pub access: Arc<AccessPolicy>,
+    /// Webhook requests per second allowed per client address; `None`: no limit.
+    pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
 /// The HTTP routes.
 pub fn router(state: HttpState) -> Router {
-    let method_not_allowed =
-        || async { HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST") };
-    let webhook = Router::new()
-        .route(
-            "/webhook",
-            get(webhook::receive_default)
-                .post(webhook::receive_default)
-                .fallback(method_not_allowed),
-        )
-        .route(
-            "/webhook/{integration}",
-            get(webhook::receive_named)
-                .post(webhook::receive_named)
-                .fallback(method_not_allowed),
-        )
-        .layer(middleware::from_fn_with_state(
-            state.admission.clone(),
-            layers::admit,
-        ))
+    let default: MethodRouter<HttpState> = get(webhook::receive_default)
+        .post(webhook::receive_default)
+        .fallback(method_not_allowed);
+    let named: MethodRouter<HttpState> = get(webhook::receive_named)
+        .post(webhook::receive_named)
+        .fallback(method_not_allowed);
+    // A trailing slash, as people paste URLs into Roistat's settings, is the same
+    // URL.
+    let webhooks = Router::new()
+        .route("/webhook", default.clone())
+        .route("/webhook/", default)
+        .route("/webhook/{integration}", named.clone())
+        .route("/webhook/{integration}/", named)
+        .layer(middleware::from_fn_with_state(state.clone(), layers::admit))
         .layer(middleware::from_fn(webhook::count));
     Router::new()
-        .merge(webhook)
+        .merge(webhooks)
         .route("/metrics", get(probes::metrics))
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            layers::identify_client,
+        ))
         .layer(middleware::from_fn_with_state(
             state.limits,
             layers::enforce_head_limits,
@@ -74,10 +79,33 @@ pub fn router(state: HttpState) -> Router {
 pub fn metrics_router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(probes::metrics))
-        .fallback(not_found)
+        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no such path") })
         .with_state(state)
 }
 
-async fn not_found() -> HttpError {
-    HttpError::new(StatusCode::NOT_FOUND, "no such path")
+/// A path that is not served: answered, and remembered as a refused request.
+async fn not_found(State(state): State<HttpState>, request: Request) -> Response {
+    refuse(
+        &state,
+        &request,
+        HttpError::new(StatusCode::NOT_FOUND, "no such path"),
+        "unknown_path",
+    )
+}
+
+async fn method_not_allowed(State(state): State<HttpState>, request: Request) -> Response {
+    let error = HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
+    refuse(&state, &request, error, "method_not_allowed")
+}
+
+fn refuse(state: &HttpState, request: &Request, error: HttpError, label: &'static str) -> Response {
+    let client = request
+        .extensions()
+        .get::<layers::Client>()
+        .map_or_else(String::new, |layers::Client(ip)| ip.to_string());
+    let status = error.status().as_u16();
+    let path = request.uri().path();
+    let record = refused("", client, path, error.message().into(), status);
+    state.relay.record_refused(record, label);
+    error.into_response()
 }

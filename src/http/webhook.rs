@@ -1,5 +1,6 @@
-//! Roistat's webhook: decode the request, authenticate it, dispatch its action to
-//! the relay, and answer in the shape Roistat expects.
+//! Roistat's webhook: read the request as it came, authenticate it, decode it,
+//! dispatch its action. A request refused after the token check is kept with what
+//! it carried; one refused before it is counted and remembered without it.
 
 use std::time::Instant;
 
@@ -8,31 +9,29 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use time::OffsetDateTime;
 
 use super::HttpState;
-use super::error::{HttpError, json};
-use crate::domain::{DEFAULT_INTEGRATION, EventBody, ExportQuery, Order, Scheme};
+use super::actions::dispatch;
+use super::error::HttpError;
+use super::layers::Client;
+use crate::domain::{DEFAULT_INTEGRATION, RejectedRequest};
 use crate::net::Limits;
-use crate::relay::ExportPage;
-use crate::roistat::answer::{
-    ClientsAnswer, ExportAnswer, ExportClient, ExportOrder, IdAnswer, OkAnswer, OrderAnswer,
-    Pagination, money_json,
-};
-use crate::roistat::{
-    self, Action, Params, parse_call, parse_export, parse_lead, parse_message, parse_task,
-};
+use crate::relay::{bounded, refused};
+use crate::roistat::{Action, AuthError, BodyKind, RawRequest};
 use crate::telemetry;
 
 /// The action a webhook answer was for, for the metrics layer.
 #[derive(Debug, Clone, Copy)]
 struct Answered(&'static str);
 
-/// `GET|POST /webhook`: the default integration.
+/// `GET|POST /webhook` (and `/webhook/`): the default integration.
 pub async fn receive_default(State(state): State<HttpState>, request: Request) -> Response {
     receive(&state, DEFAULT_INTEGRATION, request).await
 }
 
-/// `GET|POST /webhook/{integration}`: one of the configured Roistat projects.
+/// `GET|POST /webhook/{integration}` (and with a trailing slash): one of the
+/// configured Roistat projects.
 pub async fn receive_named(
     State(state): State<HttpState>,
     Path(integration): Path<String>,
@@ -43,10 +42,7 @@ pub async fn receive_named(
 
 async fn receive(state: &HttpState, integration: &str, request: Request) -> Response {
     let mut action = None;
-    let mut response = match handle(state, integration, request, &mut action).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    };
+    let mut response = handle(state, integration, request, &mut action).await;
     let label = action.map_or("unknown", Action::as_str);
     response.extensions_mut().insert(Answered(label));
     response
@@ -61,182 +57,166 @@ pub async fn count(request: Request, next: Next) -> Response {
         .extensions()
         .get::<Answered>()
         .map_or("unknown", |answered| answered.0);
-    let outcome = match response.status().as_u16() {
+    telemetry::webhook_answered(action, outcome(response.status()), started.elapsed());
+    response
+}
+
+/// A status as a metric label.
+pub fn outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
         200 => "ok",
         400 => "bad_request",
         401 => "unauthorized",
         403 => "forbidden",
         404 => "not_found",
+        405 => "method_not_allowed",
         408 => "timeout",
+        409 => "conflict",
         413 | 414 | 431 => "too_large",
         415 => "unsupported",
         429 => "rate_limited",
         503 => "unavailable",
         _ => "error",
-    };
-    telemetry::webhook_answered(action, outcome, started.elapsed());
-    response
+    }
 }
 
-/// Decode → authenticate → dispatch.
+/// Read → authenticate → decode → dispatch.
 async fn handle(
     state: &HttpState,
     integration: &str,
     request: Request,
-    action: &mut Option<Action>,
-) -> Result<Response, HttpError> {
-    let Some(credentials) = state.integrations.get(integration) else {
-        return Err(HttpError::new(
-            StatusCode::NOT_FOUND,
-            format!("no integration {integration:?} is configured"),
-        ));
+    answered: &mut Option<Action>,
+) -> Response {
+    let client = request
+        .extensions()
+        .get::<Client>()
+        .map_or_else(String::new, |Client(ip)| ip.to_string());
+    let path = request.uri().path().to_owned();
+    let refuse = |error: HttpError, label: &'static str, integration: &str| {
+        let status = error.status().as_u16();
+        let record = refused(
+            integration,
+            client.clone(),
+            &path,
+            error.message().into(),
+            status,
+        );
+        state.relay.record_refused(record, label);
+        error.into_response()
     };
-    let params = decode(request, &state.limits).await?;
-    let asked = Action::of(&params);
-    *action = asked.as_ref().ok().copied();
-    if let Err(error) = credentials.verify(params.get("user"), params.get("token")) {
+    let Some(credentials) = state.integrations.get(integration) else {
+        let message = format!("no integration {integration:?} is configured");
+        let error = HttpError::new(StatusCode::NOT_FOUND, message);
+        return refuse(error, "unknown_integration", "");
+    };
+    let (raw, unreadable) = match read(request, &state.limits).await {
+        Ok(raw) => (raw, None),
+        // The body could not be read: the query alone may still authenticate it.
+        Err((query, error)) => {
+            let body_kind = BodyKind::None;
+            let raw = RawRequest {
+                query,
+                body: vec![],
+                body_kind,
+            };
+            (raw, Some(error))
+        }
+    };
+    *answered = Action::ALL
+        .into_iter()
+        .find(|action| action.as_str() == raw.action());
+    let (user, token) = raw.credentials();
+    if let Err(error) = credentials.verify(user.as_deref(), token.as_deref()) {
         tracing::warn!(%error, integration, "webhook refused: not authenticated");
         telemetry::auth_failed();
-        return Err(HttpError::new(StatusCode::UNAUTHORIZED, error.to_string()));
+        let label = match error {
+            AuthError::MissingToken => "missing_token",
+            AuthError::WrongToken => "wrong_token",
+            AuthError::WrongUser => "wrong_user",
+        };
+        let error = HttpError::new(StatusCode::UNAUTHORIZED, error.to_string());
+        return refuse(error, label, integration);
     }
-    dispatch(state, integration, asked?, &params).await
-}
-
-/// The request's parameters: the query string, then (for POST) the body, whose
-/// values win, as in PHP's `$_REQUEST`, which Roistat's own modules read.
-async fn decode(request: Request, limits: &Limits) -> Result<Params, HttpError> {
-    let (parts, body) = request.into_parts();
-    let mut params = Params::new();
-    if let Some(query) = parts.uri.query() {
-        roistat::decode_form(query.as_bytes(), &mut params)?;
-    }
-    if parts.method == Method::POST {
-        let body = read_body(body, &parts.headers, limits).await?;
-        if !body.is_empty() {
-            match content_type(&parts.headers).as_deref() {
-                Some("application/json") => roistat::decode_json(&body, &mut params)?,
-                None | Some("application/x-www-form-urlencoded") | Some("text/plain") => {
-                    roistat::decode_form(&body, &mut params)?
-                }
-                Some(other) => {
-                    return Err(HttpError::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        format!(
-                            "unsupported content type {other:?}: send a query string, a form or a JSON object"
-                        ),
-                    ));
-                }
+    let result = match unreadable {
+        Some(error) => Err(error),
+        None => authenticated(state, integration, &raw, answered).await,
+    };
+    match result {
+        Ok(response) => response,
+        Err(error) => {
+            if error.status().is_client_error() {
+                let record = rejected(integration, client, &path, &raw, &error);
+                let label = outcome(error.status());
+                state.relay.record_rejected(record, label).await;
             }
+            error.into_response()
         }
     }
-    Ok(params)
 }
 
-async fn dispatch(
+/// Decodes an authenticated request and carries out its action.
+async fn authenticated(
     state: &HttpState,
     integration: &str,
-    action: Action,
-    params: &Params,
+    raw: &RawRequest,
+    answered: &mut Option<Action>,
 ) -> Result<Response, HttpError> {
-    let relay = &state.relay;
-    Ok(match action {
-        Action::Lead => {
-            let answer = relay.receive_lead(parse_lead(integration, params)?).await?;
-            ok(&OrderAnswer::ok(&answer.order_id))
-        }
-        Action::Message => {
-            let message = parse_message(integration, params)?;
-            relay.receive_event(EventBody::Message(message)).await?;
-            ok(&OkAnswer::OK)
-        }
-        Action::Task => {
-            let task = parse_task(integration, params)?;
-            let id = relay
-                .receive_event(EventBody::Task(task))
-                .await?
-                .to_string();
-            ok(&IdAnswer::task(&id))
-        }
-        Action::Call => {
-            let call = parse_call(integration, params)?;
-            let id = relay
-                .receive_event(EventBody::Call(call))
-                .await?
-                .to_string();
-            ok(&IdAnswer::call(&id))
-        }
-        Action::ImportScheme => ok(&relay.scheme_or_empty(integration).await?),
-        Action::Export => {
-            let query = parse_export(params)?;
-            let page = export_orders(state, integration, query).await?;
-            let scheme = relay.scheme_or_empty(integration).await?;
-            ok(&export_answer(&scheme, &page))
-        }
-        Action::ExportClients => {
-            let query = parse_export(params)?;
-            let page = relay
-                .export_clients(integration, query, state.export_page_size)
-                .await?;
-            ok(&ClientsAnswer {
-                clients: page
-                    .records
-                    .iter()
-                    .map(|record| ExportClient::of(&record.client))
-                    .collect(),
-                pagination: pagination(&page),
-            })
-        }
-    })
+    let params = raw.decode()?;
+    let action = Action::of(&params);
+    if let Ok(action) = action {
+        *answered = Some(action);
+    }
+    dispatch(state, integration, action?, &params).await
 }
 
-/// A 200 answer.
-fn ok(body: &impl serde::Serialize) -> Response {
-    json(StatusCode::OK, body)
-}
-
-async fn export_orders(
-    state: &HttpState,
+/// A request refused after the token check, as it is kept.
+fn rejected(
     integration: &str,
-    query: ExportQuery,
-) -> Result<ExportPage<Order>, HttpError> {
-    Ok(state
-        .relay
-        .export_orders(integration, query, state.export_page_size)
-        .await?)
-}
-
-fn pagination<T>(page: &ExportPage<T>) -> Pagination {
-    Pagination {
-        total_count: page.total_count,
-        limit: page.limit,
+    source: String,
+    path: &str,
+    raw: &RawRequest,
+    error: &HttpError,
+) -> RejectedRequest {
+    let (query, body) = raw.masked();
+    RejectedRequest {
+        id: 0,
+        time: OffsetDateTime::now_utc(),
+        integration: integration.to_owned(),
+        source,
+        authenticated: true,
+        path: bounded(path, 256),
+        action: bounded(&raw.action(), 256),
+        reason: error.message().to_owned(),
+        status: error.status().as_u16(),
+        query,
+        body,
     }
 }
 
-fn export_answer<'a>(scheme: &'a Scheme, page: &'a ExportPage<Order>) -> ExportAnswer<'a> {
-    let orders = page
-        .records
-        .iter()
-        .map(|order| {
-            let details = &order.deal.details;
-            let created = details.create_time.unwrap_or(order.lead_receive_time);
-            ExportOrder {
-                id: &order.order_id,
-                name: details.name.as_deref().unwrap_or_default(),
-                date_create: created.unix_timestamp().to_string(),
-                status: details.status.as_deref().unwrap_or_default(),
-                price: money_json(details.price),
-                cost: money_json(details.cost),
-                roistat: &order.visit,
-                client_id: details.client_id.as_deref().unwrap_or_default(),
-                manager_id: details.manager_id.as_deref().unwrap_or_default(),
-                fields: &details.fields,
-            }
-        })
-        .collect();
-    ExportAnswer {
-        statuses: &scheme.statuses,
-        orders,
-        pagination: pagination(page),
+/// The request as it came. When its body cannot be read (too large, too slow),
+/// the query alone, with the error.
+async fn read(request: Request, limits: &Limits) -> Result<RawRequest, (Vec<u8>, HttpError)> {
+    let (parts, body) = request.into_parts();
+    let query = parts.uri.query().unwrap_or_default().as_bytes().to_vec();
+    if parts.method != Method::POST {
+        return Ok(RawRequest {
+            query,
+            body: vec![],
+            body_kind: BodyKind::None,
+        });
+    }
+    let body_kind = match content_type(&parts.headers).as_deref() {
+        Some("application/json") => BodyKind::Json,
+        None | Some("application/x-www-form-urlencoded") | Some("text/plain") => BodyKind::Form,
+        Some(other) => BodyKind::Unsupported(other.to_owned()),
+    };
+    match read_body(body, &parts.headers, limits).await {
+        Ok(body) => Ok(RawRequest {
+            query,
+            body: body.to_vec(),
+            body_kind,
+        }),
+        Err(error) => Err((query, error)),
     }
 }
 

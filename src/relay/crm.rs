@@ -5,7 +5,8 @@ use time::OffsetDateTime;
 
 use super::{Error, LeadRelay};
 use crate::domain::{
-    Client, ClientRecord, Deal, DealReport, ExportQuery, LeadKey, Order, Scheme, validate_id,
+    Client, ClientRecord, Deal, DealReport, ExportQuery, LeadKey, Order, Scheme, SchemeEntry,
+    validate_id,
 };
 use crate::store::{ExportKind, ExportWindow};
 
@@ -17,6 +18,16 @@ pub struct ExportPage<T> {
     pub total_count: u64,
     /// The page size in force.
     pub limit: u64,
+}
+
+/// A page of Roistat's export of orders, with the scheme it refers to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrdersExport {
+    pub page: ExportPage<Order>,
+    /// The published scheme (empty before the first).
+    pub scheme: Scheme,
+    /// The status of an order whose deal reported none.
+    pub default_status: String,
 }
 
 impl LeadRelay {
@@ -67,6 +78,14 @@ impl LeadRelay {
         scheme: Scheme,
     ) -> Result<(Scheme, OffsetDateTime), Error> {
         scheme.validate()?;
+        if let Some(default) = self.options.default_statuses.get(integration)
+            && !scheme.has_status(default)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "statuses must include the default status {default:?} of integration \
+                 {integration:?} (default_status in the configuration)"
+            )));
+        }
         let update_time = self.store.put_scheme(integration, &scheme).await?;
         tracing::info!(
             integration,
@@ -86,14 +105,36 @@ impl LeadRelay {
             .ok_or_else(|| Error::NotFound("no scheme has been published".to_owned()))
     }
 
-    /// The scheme, or an empty one before the first is published.
-    pub async fn scheme_or_empty(&self, integration: &str) -> Result<Scheme, Error> {
-        Ok(self
-            .store
-            .get_scheme(integration)
-            .await?
-            .map(|(scheme, _)| scheme)
-            .unwrap_or_default())
+    /// What Roistat's `import_scheme` reads: the published scheme, or, before the
+    /// first, the default status alone (its name its id), if one is configured.
+    pub async fn scheme_for_roistat(&self, integration: &str) -> Result<Scheme, Error> {
+        let scheme = self.store.get_scheme(integration).await?;
+        Ok(
+            match (scheme, self.options.default_statuses.get(integration)) {
+                (Some((scheme, _)), _) => scheme,
+                (None, Some(default)) => Scheme {
+                    statuses: vec![SchemeEntry {
+                        id: default.clone(),
+                        name: default.clone(),
+                    }],
+                    ..Scheme::default()
+                },
+                (None, None) => Scheme::default(),
+            },
+        )
+    }
+
+    /// The status of an order whose deal reported none: the configured default,
+    /// else the first status of the scheme, else none.
+    fn default_status(&self, integration: &str, scheme: &Scheme) -> String {
+        match self.options.default_statuses.get(integration) {
+            Some(default) => default.clone(),
+            None => scheme
+                .statuses
+                .first()
+                .map(|status| status.id.clone())
+                .unwrap_or_default(),
+        }
     }
 
     /// Creates or replaces a client.
@@ -116,15 +157,20 @@ impl LeadRelay {
         integration: &str,
         query: ExportQuery,
         page_size: u64,
-    ) -> Result<ExportPage<Order>, Error> {
+    ) -> Result<OrdersExport, Error> {
         let window = self
             .export_window(integration, ExportKind::Orders, query, page_size)
             .await?;
         let (total_count, records) = self.store.export_orders(integration, window).await?;
-        Ok(ExportPage {
-            records,
-            total_count,
-            limit: window.limit,
+        let scheme = self.scheme_for_roistat(integration).await?;
+        Ok(OrdersExport {
+            default_status: self.default_status(integration, &scheme),
+            scheme,
+            page: ExportPage {
+                records,
+                total_count,
+                limit: window.limit,
+            },
         })
     }
 

@@ -6,8 +6,10 @@
 mod consumers;
 mod crm;
 mod error;
+mod rejected;
 mod stream;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +21,17 @@ use crate::domain::{Deal, EventBody, Lead, LeadKey, OrderIdMode, Stored};
 use crate::store::LeadStore;
 use crate::telemetry;
 
-pub use crm::ExportPage;
+pub use crm::{ExportPage, OrdersExport};
 pub use error::Error;
+pub use rejected::{REFUSED_KEPT, RejectedCursor, RejectedPage, bounded, refused};
 pub use stream::{StreamItem, StreamRequest, StreamStart};
 
 /// The relay: one per process, cheap to share.
 #[derive(Clone)]
 pub struct LeadRelay {
     store: Arc<dyn LeadStore>,
-    options: RelayOptions,
+    options: Arc<RelayOptions>,
+    refused: Arc<rejected::RefusedRing>,
     shutdown: CancellationToken,
 }
 
@@ -39,6 +43,27 @@ pub struct RelayOptions {
     pub deal_wait: Duration,
     /// A stream that delivered nothing for this long gets a heartbeat.
     pub heartbeat: Duration,
+    /// How long an identical message or task is one event (zero: every copy is
+    /// stored).
+    pub message_dedup_window: Duration,
+    /// The status an order has in Roistat's export until the CRM reports one, by
+    /// integration; without one, the first status of the published scheme.
+    pub default_statuses: BTreeMap<String, String>,
+    /// Requests refused after the token check kept per integration.
+    pub rejected_keep: u32,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            order_id_mode: OrderIdMode::Lead,
+            deal_wait: Duration::from_secs(3),
+            heartbeat: Duration::from_secs(15),
+            message_dedup_window: Duration::from_secs(3600),
+            default_statuses: BTreeMap::new(),
+            rejected_keep: 1_000,
+        }
+    }
 }
 
 /// What Roistat is told about a received lead.
@@ -57,7 +82,8 @@ impl LeadRelay {
     ) -> Self {
         Self {
             store,
-            options,
+            options: Arc::new(options),
+            refused: Arc::default(),
             shutdown,
         }
     }
@@ -138,7 +164,8 @@ impl LeadRelay {
     pub async fn receive_event(&self, body: EventBody) -> Result<u64, Error> {
         let kind = body.kind().as_str();
         let subject = body.subject_id().to_owned();
-        let receipt = self.store.insert_event(body).await?;
+        let window = self.options.message_dedup_window;
+        let receipt = self.store.insert_event(body, window).await?;
         if !receipt.created {
             telemetry::retry_deduplicated(kind);
         }

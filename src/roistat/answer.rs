@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::domain::{Client, Money, SchemeEntry};
+use crate::domain::{Client, Manager, Money, SchemeEntry};
 
 /// `{"status":"ok","order_id":"..."}`: the answer that stops Roistat's retries of a lead.
 #[derive(Debug, Serialize)]
@@ -79,10 +79,14 @@ pub struct ExportOrder<'a> {
     pub fields: &'a BTreeMap<String, String>,
 }
 
-/// `{"statuses":[...],"orders":[...],"pagination":{...}}`.
+/// `{"statuses":[...],"fields":[...],"managers":[...],"orders":[...],
+/// "pagination":{...}}`: the scheme, as the public receivers' export answer
+/// extends their scheme answer, and a page of orders.
 #[derive(Debug, Serialize)]
 pub struct ExportAnswer<'a> {
     pub statuses: &'a [SchemeEntry],
+    pub fields: &'a [SchemeEntry],
+    pub managers: &'a [Manager],
     pub orders: Vec<ExportOrder<'a>>,
     pub pagination: Pagination,
 }

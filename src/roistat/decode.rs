@@ -70,6 +70,8 @@ pub enum DecodeError {
     TooManyParams,
     #[error("a parameter name over {MAX_NAME_BYTES} bytes or value over {MAX_VALUE_BYTES} bytes")]
     ParamTooLarge,
+    #[error("unsupported content type {0:?}: send a query string, a form or a JSON object")]
+    UnsupportedBody(String),
 }
 
 /// Adds a decoded parameter, within the limits.
@@ -94,7 +96,7 @@ pub fn decode_form(input: &[u8], params: &mut Params) -> Result<(), DecodeError>
 }
 
 /// The raw `name=value` pairs of form-encoded text.
-fn form_pairs(input: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub(super) fn form_pairs(input: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     input
         .split(|&byte| byte == b'&')
         .filter(|pair| !pair.is_empty())
@@ -104,7 +106,7 @@ fn form_pairs(input: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         })
 }
 
-fn decode_bytes(raw: &[u8]) -> Vec<u8> {
+pub(super) fn decode_bytes(raw: &[u8]) -> Vec<u8> {
     // In form encoding `+` is a space; a literal plus arrives as %2B.
     let spaced: Vec<u8> = raw
         .iter()

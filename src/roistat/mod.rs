@@ -5,6 +5,7 @@
 pub mod answer;
 mod decode;
 mod parse;
+mod raw;
 mod token;
 
 use std::fmt;
@@ -16,6 +17,7 @@ pub use decode::{
 pub use parse::{
     ParseError, parse_call, parse_export, parse_lead, parse_message, parse_roistat_time, parse_task,
 };
+pub use raw::{BodyKind, KEPT_BYTES, RawRequest};
 pub use token::{AuthError, Credentials, CredentialsError, token};
 
 /// What a request asks for: the `action` parameter of the own-CRM protocol.
@@ -40,7 +42,7 @@ pub enum Action {
 /// Why a request names no action this service knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
-    #[error("missing parameter: action")]
+    #[error("missing parameter: action (or id for a lead, leadId for a message)")]
     Missing,
     #[error(
         "unknown action {0:?}: expected lead, message, task, call, import_scheme, export or export_clients"
@@ -72,9 +74,13 @@ impl Action {
         }
     }
 
-    /// The action a request asks for.
+    /// The action a request asks for. Without one, a request with an `id` is a
+    /// lead and one with a `leadId` a message, as the sample receiver of Roistat's
+    /// own help page reads them.
     pub fn of(params: &Params) -> Result<Action, ActionError> {
         match params.get("action").map(str::trim) {
+            None | Some("") if params.contains("id") => Ok(Action::Lead),
+            None | Some("") if params.contains("leadId") => Ok(Action::Message),
             None | Some("") => Err(ActionError::Missing),
             Some(name) => Action::ALL
                 .into_iter()
@@ -102,6 +108,8 @@ mod tests {
             Ok(Action::Export)
         );
         assert_eq!(Action::of(&params(&[])), Err(ActionError::Missing));
+        assert_eq!(Action::of(&params(&[("id", "6")])), Ok(Action::Lead));
+        assert_eq!(Action::of(&params(&[("leadId", "6")])), Ok(Action::Message));
         assert_eq!(
             Action::of(&params(&[("action", "delete")])),
             Err(ActionError::Unknown("delete".into()))

@@ -145,6 +145,7 @@ pub fn parse_message(integration: &str, params: &Params) -> Result<DealMessage, 
         title: params.text("title"),
         text,
         extra: params.extra(MESSAGE_PARAMS),
+        resolved_lead_id: String::new(),
     })
 }
 

@@ -9,6 +9,7 @@ mod sqlite;
 mod writer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -16,7 +17,7 @@ use tokio::sync::broadcast;
 
 use crate::domain::{
     Client, ClientRecord, Consumer, Deal, DealReport, Event, EventBody, Lead, LeadKey, Order,
-    OrderIdMode, Scheme, Stored,
+    OrderIdMode, RejectedFilter, RejectedRequest, Scheme, Stored,
 };
 
 pub use db::DbError;
@@ -109,8 +110,15 @@ pub trait LeadStore: Send + Sync + 'static {
     /// the deal. [`StoreError::NotFound`] for an unknown lead.
     async fn assign_order_id(&self, key: &LeadKey, mode: OrderIdMode) -> Result<Deal, StoreError>;
 
-    /// Stores a message, task or call once: the same one sent again is a retry.
-    async fn insert_event(&self, body: EventBody) -> Result<EventReceipt, StoreError>;
+    /// Stores a message, task or call once: the same call sent again is a retry,
+    /// as is an identical message or task within `dedup_window` of its first stored
+    /// copy (zero: every copy is stored). A message is filed under the lead it
+    /// names: by the answered order id first, then by the Roistat lead id.
+    async fn insert_event(
+        &self,
+        body: EventBody,
+        dedup_window: Duration,
+    ) -> Result<EventReceipt, StoreError>;
 
     /// Records what the CRM reports about a deal: its id and details (a new version
     /// of them). [`StoreError::Conflict`] when it would change a deal id Roistat was
@@ -217,6 +225,20 @@ pub trait LeadStore: Send + Sync + 'static {
 
     /// False when there was no such consumer.
     async fn delete_consumer(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Stores a request refused after the token check, keeping the newest `keep`
+    /// of its integration; returns its id.
+    async fn record_rejected(&self, request: RejectedRequest, keep: u32)
+    -> Result<u64, StoreError>;
+
+    /// Stored refused requests, newest first, with an id below `before` (all when
+    /// `None`), at most `limit`.
+    async fn list_rejected(
+        &self,
+        filter: &RejectedFilter,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<RejectedRequest>, StoreError>;
 
     /// Succeeds when the store can commit a write: an empty one goes through the
     /// writer, as a lead would.

@@ -375,6 +375,10 @@ impl Row for PgRowRef<'_> {
     fn opt_text(&self, column: usize) -> Result<Option<&str>, DbError> {
         self.0.try_get(column).map_err(pg_error)
     }
+
+    fn bytes(&self, column: usize) -> Result<&[u8], DbError> {
+        self.0.try_get(column).map_err(pg_error)
+    }
 }
 
 /// Connection trouble, timeouts, conflicts between transactions and exhausted

@@ -371,6 +371,13 @@ impl Row for SqliteRow<'_, '_> {
             other => Err(wrong_type(column, other)),
         }
     }
+
+    fn bytes(&self, column: usize) -> Result<&[u8], DbError> {
+        match self.value(column)? {
+            ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Ok(bytes),
+            other => Err(wrong_type(column, other)),
+        }
+    }
 }
 
 /// A failure the database may get over (busy, locked, a full disk) is transient;

@@ -4,13 +4,14 @@
 //! write by write, so one bad write never fails its neighbours.
 
 use std::future::Future;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{DbError, EventReceipt, ExportKind, LeadReceipt, StoreError};
 use crate::domain::{
-    Client, Deal, DealReport, Event, EventBody, Lead, LeadKey, OrderIdMode, Scheme,
+    Client, Deal, DealReport, Event, EventBody, Lead, LeadKey, OrderIdMode, RejectedRequest, Scheme,
 };
 
 /// Most writes committed in one transaction.
@@ -29,6 +30,8 @@ pub(super) enum Write {
     },
     InsertEvent {
         body: Box<EventBody>,
+        /// How long an identical message or task is the same event.
+        dedup_window: Duration,
     },
     ReportDeal {
         key: LeadKey,
@@ -59,6 +62,11 @@ pub(super) enum Write {
     DeleteConsumer {
         name: String,
     },
+    RecordRejected {
+        request: Box<RejectedRequest>,
+        /// How many to keep per integration.
+        keep: u32,
+    },
     /// An empty write: proves the write path (lock, disk, connection) works.
     Ping,
 }
@@ -67,6 +75,18 @@ impl Write {
     /// Whether the write may append events (and so needs the event counter).
     pub fn appends_events(&self) -> bool {
         matches!(self, Write::InsertLead { .. } | Write::InsertEvent { .. })
+    }
+
+    /// Whether the write may hand out versions, or read the latest one.
+    pub fn uses_versions(&self) -> bool {
+        matches!(
+            self,
+            Write::InsertLead { .. }
+                | Write::AssignOrderId { .. }
+                | Write::ReportDeal { .. }
+                | Write::PutClient { .. }
+                | Write::ExportSnapshot { .. }
+        )
     }
 }
 
@@ -233,13 +253,15 @@ mod tests {
                 title: String::new(),
                 text: String::new(),
                 extra: BTreeMap::new(),
+                resolved_lead_id: String::new(),
             })),
+            dedup_window: Duration::ZERO,
         }
     }
 
     fn lead_id(write: &Write) -> String {
         match write {
-            Write::InsertEvent { body } => body.subject_id().to_owned(),
+            Write::InsertEvent { body, .. } => body.subject_id().to_owned(),
             other => format!("{other:?}"),
         }
     }
@@ -263,7 +285,7 @@ mod tests {
                         sequence,
                         receive_time: OffsetDateTime::UNIX_EPOCH,
                         record: match message(id) {
-                            Write::InsertEvent { body } => *body,
+                            Write::InsertEvent { body, .. } => *body,
                             _ => unreachable!(),
                         },
                     });

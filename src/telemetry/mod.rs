@@ -111,6 +111,12 @@ pub fn webhook_answered(action: &'static str, outcome: &'static str, elapsed: Du
         .record(elapsed.as_secs_f64());
 }
 
+/// A webhook request refused, before or after the token check, and why.
+pub fn request_refused(stage: &'static str, reason: &'static str) {
+    metrics::counter!("roistat_leads_refused_requests_total", "stage" => stage, "reason" => reason)
+        .increment(1);
+}
+
 /// A request refused for its credentials.
 pub fn auth_failed() {
     metrics::counter!("roistat_leads_auth_failures_total").increment(1);

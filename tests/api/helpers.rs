@@ -215,6 +215,18 @@ impl Options {
         Some(Self::on(Arc::new(database)))
     }
 
+    /// Default options on a new database of the same backend.
+    pub async fn on_a_new_database(&self) -> Self {
+        let backend = if self.database.url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        Self::for_backend(backend)
+            .await
+            .expect("the backend of a running test")
+    }
+
     /// Default options on the same database.
     pub fn same_database(&self) -> Self {
         Self::on(self.database.clone())

@@ -69,7 +69,10 @@ async fn an_unreadable_stored_row_is_an_internal_error_not_an_outage(options: Op
 
     options
         .database
-        .execute("UPDATE events SET payload = 'not JSON' WHERE sequence = 1")
+        .execute(
+            "UPDATE events SET payload = 'not JSON' WHERE sequence = 1; \
+             UPDATE deal_versions SET payload = 'not JSON either'",
+        )
         .await;
     let read = client
         .get_lead(GetLeadRequest {

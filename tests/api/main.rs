@@ -4,6 +4,7 @@ mod consumers;
 mod crm;
 mod deals;
 mod durability;
+mod fidelity;
 mod golden;
 mod grpc;
 mod helpers;

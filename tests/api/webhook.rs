@@ -425,7 +425,7 @@ async fn bad_input_gets_a_clear_400_and_nothing_is_stored(options: Options) {
             "missing parameter: leadId",
         ),
         (vec![("action", "launch"), ("id", "1")], "unknown action"),
-        (vec![("id", "1")], "missing parameter: action"),
+        (vec![("title", "x")], "missing parameter: action"),
     ];
 
     for (params, expected) in cases {

@@ -6,10 +6,10 @@
 
 use time::OffsetDateTime;
 
+use super::writes::Tx;
 use super::{from_json, from_micros, now_micros, to_db_sequence, to_json, to_micros};
 use crate::domain::{Client, ClientRecord, Deal, DealReport, LeadKey, Order, OrderIdMode, Scheme};
 use crate::store::db::{Arg, Conn, DbError, Row, query_opt, scalar};
-use crate::store::writer::Committed;
 use crate::store::{ExportKind, ExportWindow, StoreError};
 
 /// The lead's event sequence and deal, if the lead is stored.
@@ -47,54 +47,67 @@ fn deal_from_row(key: &LeadKey, row: &dyn Row, first: usize) -> Result<Deal, DbE
     })
 }
 
-/// Fixes the order id of a deal that has none yet, as `mode` says.
+/// Fixes the order id of a deal that has none yet, as `mode` says; an order fixed
+/// now enters the export.
 pub(super) async fn assign<C: Conn>(
     conn: &mut C,
     deal: Deal,
     mode: OrderIdMode,
+    tx: &mut Tx<'_>,
 ) -> Result<Deal, DbError> {
     if deal.answered_order_id.is_some() {
         return Ok(deal);
     }
     // One statement, on the row as it is now: the deal id reported last wins.
+    let version = tx.counters.versions.peek();
     let updated = query_opt(
         conn,
-        "UPDATE leads SET order_id = COALESCE(deal_id, $3) \
+        "UPDATE leads SET order_id = COALESCE(deal_id, $3), \
+           order_version = COALESCE(order_version, $4), order_time = COALESCE(order_time, $5) \
          WHERE integration = $1 AND lead_id = $2 AND order_id IS NULL \
            AND COALESCE(deal_id, $3) IS NOT NULL \
-         RETURNING deal_id, order_id",
+         RETURNING deal_id, order_id, order_version",
         &[
             (&deal.key.integration).into(),
             (&deal.key.lead_id).into(),
             mode.without_deal_id(&deal.key.lead_id).into(),
+            version.into(),
+            now_micros().into(),
         ],
         |row| {
             Ok((
                 row.opt_text(0)?.map(str::to_owned),
                 row.opt_text(1)?.map(str::to_owned),
+                row.opt_int(2)?,
             ))
         },
     )
     .await?;
     match updated {
-        Some((deal_id, order_id)) => Ok(Deal {
-            deal_id,
-            answered_order_id: order_id,
-            ..deal
-        }),
+        Some((deal_id, order_id, order_version)) => {
+            if order_version == Some(version) {
+                tx.counters.versions.take();
+            }
+            Ok(Deal {
+                deal_id,
+                answered_order_id: order_id,
+                ..deal
+            })
+        }
         None => Ok(load_deal(conn, &deal.key)
             .await?
             .map_or(deal, |(_, current)| current)),
     }
 }
 
-/// Records a deal report: a new deal id (unless Roistat was answered another one)
-/// and a new version of the details.
+/// Records a deal report: a new deal id (unless Roistat was answered another one;
+/// the first one reported fixes the order id in `crm` mode) and a new version of the
+/// details.
 pub(super) async fn report_deal<C: Conn>(
     conn: &mut C,
     key: &LeadKey,
     report: &DealReport,
-    committed: &mut Committed,
+    tx: &mut Tx<'_>,
 ) -> Result<Result<Deal, StoreError>, DbError> {
     let Some((_, mut deal)) = load_deal(conn, key).await? else {
         return Ok(Err(StoreError::NotFound));
@@ -107,21 +120,28 @@ pub(super) async fn report_deal<C: Conn>(
     if let Some(deal_id) = new_deal_id {
         // Conditional, so that a concurrent answer on another replica is respected:
         // a deal id Roistat was answered as order_id never changes.
+        let version = tx.counters.versions.peek();
         let updated = query_opt(
             conn,
-            "UPDATE leads SET deal_id = $3, deal_update_time = $4 \
+            "UPDATE leads SET deal_id = $3, deal_update_time = $4, \
+               order_version = COALESCE(order_version, $5), \
+               order_time = COALESCE(order_time, $4) \
              WHERE integration = $1 AND lead_id = $2 \
                AND (order_id IS NULL OR deal_id IS NULL OR order_id <> deal_id) \
-             RETURNING deal_id",
+             RETURNING order_version",
             &[
                 (&key.integration).into(),
                 (&key.lead_id).into(),
                 deal_id.into(),
                 now.into(),
+                version.into(),
             ],
-            |row| row.opt_text(0).map(|id| id.map(str::to_owned)),
+            |row| row.opt_int(0),
         )
         .await?;
+        if updated == Some(Some(version)) {
+            tx.counters.versions.take();
+        }
         if updated.is_none() {
             return Ok(match load_deal(conn, key).await? {
                 None => Err(StoreError::NotFound),
@@ -134,11 +154,11 @@ pub(super) async fn report_deal<C: Conn>(
         }
         deal.deal_id = Some(deal_id.to_owned());
         deal.update_time = from_micros(now);
-        committed.deal_reports.push(key.clone());
+        tx.committed.deal_reports.push(key.clone());
     }
     if !report.update.is_empty() {
         let details = report.update.apply(std::mem::take(&mut deal.details));
-        let version = next_version(conn).await?;
+        let version = tx.counters.versions.take();
         conn.execute(
             "INSERT INTO deal_versions (integration, lead_id, version, update_time, payload) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -160,13 +180,6 @@ pub(super) async fn report_deal<C: Conn>(
         deal.update_time = from_micros(now);
     }
     Ok(Ok(deal))
-}
-
-/// Allocates the next version number. On PostgreSQL the counter's row lock is held
-/// until commit, so versions commit in the order of their numbers.
-async fn next_version<C: Conn>(conn: &mut C) -> Result<i64, DbError> {
-    let sql = "UPDATE version_counter SET last_version = last_version + 1 RETURNING last_version";
-    scalar(conn, sql, &[]).await
 }
 
 pub(super) async fn put_scheme<C: Conn>(
@@ -202,9 +215,10 @@ pub(super) async fn put_client<C: Conn>(
     conn: &mut C,
     integration: &str,
     client: &Client,
+    tx: &mut Tx<'_>,
 ) -> Result<OffsetDateTime, DbError> {
     let now = now_micros();
-    let version = next_version(conn).await?;
+    let version = tx.counters.versions.take();
     conn.execute(
         "INSERT INTO client_versions (integration, client_id, version, update_time, payload) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -240,7 +254,7 @@ pub(super) async fn walk_snapshot<C: Conn>(
     .await
 }
 
-/// Starts a walk at the latest version, unless one is under way and `restart` is
+/// Starts a walk at the `latest` version, unless one is under way and `restart` is
 /// not asked for.
 pub(super) async fn start_walk<C: Conn>(
     conn: &mut C,
@@ -248,11 +262,11 @@ pub(super) async fn start_walk<C: Conn>(
     kind: ExportKind,
     since: OffsetDateTime,
     restart: bool,
+    latest: i64,
 ) -> Result<u64, DbError> {
     if !restart && let Some(snapshot) = walk_snapshot(conn, integration, kind, since).await? {
         return Ok(snapshot);
     }
-    let latest = scalar(conn, "SELECT last_version FROM version_counter", &[]).await?;
     conn.execute(
         "INSERT INTO export_walks (integration, kind, since, snapshot) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (integration, kind, since) DO UPDATE SET snapshot = excluded.snapshot",
@@ -267,39 +281,39 @@ pub(super) async fn start_walk<C: Conn>(
     Ok(latest as u64)
 }
 
-/// The latest version of each deal as of the snapshot, if it changed at or after
-/// `since`; the same set for the count and every page.
+/// Every order whose id was fixed by the snapshot, with the latest version of its
+/// deal as of the snapshot, if it changed at or after `since` (its id was fixed, or
+/// its deal reported, then); the same set for the count and every page.
 const ORDERS_WALK: &str = "WITH latest AS ( \
        SELECT lead_id, MAX(version) AS version FROM deal_versions \
        WHERE integration = $1 AND version <= $2 GROUP BY lead_id) \
-     SELECT v.lead_id, l.deal_id, l.order_id, v.update_time, v.payload, \
-       e.receive_time, e.payload \
-     FROM latest \
-     JOIN deal_versions v ON v.integration = $1 AND v.lead_id = latest.lead_id \
+     SELECT l.lead_id, l.deal_id, l.order_id, \
+       COALESCE(v.update_time, l.order_time) AS update_time, v.payload, \
+       l.receive_time, l.visit, l.title, l.create_time \
+     FROM leads l \
+     LEFT JOIN latest ON latest.lead_id = l.lead_id \
+     LEFT JOIN deal_versions v ON v.integration = $1 AND v.lead_id = l.lead_id \
        AND v.version = latest.version \
-     JOIN leads l ON l.integration = $1 AND l.lead_id = v.lead_id \
-     JOIN events e ON e.sequence = l.sequence \
-     WHERE v.update_time >= $3";
+     WHERE l.integration = $1 AND l.order_version <= $2 \
+       AND COALESCE(v.update_time, l.order_time) >= $3";
 
 pub(super) async fn export_orders<C: Conn>(
     conn: &mut C,
     integration: &str,
     window: ExportWindow,
 ) -> Result<(u64, Vec<Order>), DbError> {
-    let order = "v.update_time, v.lead_id";
+    let order = "update_time, l.lead_id";
     export_walk(conn, ORDERS_WALK, order, integration, window, |row| {
         let key = LeadKey::new(integration, row.text(0)?);
-        let visit = match from_json(row.text(6)?)? {
-            crate::domain::EventBody::Lead(lead) => lead.visit,
-            _ => String::new(),
-        };
         let deal = deal_from_row(&key, row, 1)?;
         let order_id = deal.answered_order_id.as_ref().or(deal.deal_id.as_ref());
         Ok(Order {
             order_id: order_id.unwrap_or(&key.lead_id).clone(),
             deal,
-            visit,
             lead_receive_time: from_micros(row.int(5)?),
+            visit: row.text(6)?.to_owned(),
+            title: row.text(7)?.to_owned(),
+            lead_create_time: row.opt_int(8)?.map(from_micros),
         })
     })
     .await

@@ -13,12 +13,16 @@
 
 mod consumers;
 mod crm;
+mod events;
+mod leads;
 mod reads;
+mod rejected;
 mod writes;
 
 use std::future::Future;
 use std::ops::DerefMut;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -29,7 +33,7 @@ use super::writer::{self, Applied, Command, Committed, Outcome, Transactor, Writ
 use super::{EventReceipt, ExportKind, ExportWindow, LeadReceipt, LeadStore, StoreError};
 use crate::domain::{
     Client, ClientRecord, Consumer, Deal, DealReport, Event, EventBody, Lead, LeadKey, Order,
-    OrderIdMode, Scheme, Stored,
+    OrderIdMode, RejectedFilter, RejectedRequest, Scheme, Stored,
 };
 
 pub(super) use reads::{events_after, latest_sequence};
@@ -139,9 +143,16 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         }
     }
 
-    async fn insert_event(&self, body: EventBody) -> Result<EventReceipt, StoreError> {
+    async fn insert_event(
+        &self,
+        body: EventBody,
+        dedup_window: Duration,
+    ) -> Result<EventReceipt, StoreError> {
         let body = Box::new(body);
-        match self.write(Write::InsertEvent { body }).await? {
+        match self
+            .write(Write::InsertEvent { body, dedup_window })
+            .await?
+        {
             Outcome::Event(receipt) => Ok(receipt),
             other => Err(unexpected(other)),
         }
@@ -322,6 +333,28 @@ impl<B: Backend> LeadStore for SqlStore<B> {
             Outcome::Flag(deleted) => Ok(deleted),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn record_rejected(
+        &self,
+        request: RejectedRequest,
+        keep: u32,
+    ) -> Result<u64, StoreError> {
+        let request = Box::new(request);
+        match self.write(Write::RecordRejected { request, keep }).await? {
+            Outcome::Number(id) => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_rejected(
+        &self,
+        filter: &RejectedFilter,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<RejectedRequest>, StoreError> {
+        let mut conn = self.reader().await?;
+        Ok(rejected::list(&mut *conn, filter, before, limit).await?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

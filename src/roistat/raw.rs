@@ -1,0 +1,261 @@
+//! A request as it came: its query string and body, before anything is decoded.
+//! Its credentials can be read whatever else it holds (so that a request refused
+//! for its content is told apart from one with the wrong token), and it can be
+//! kept for the operator with the token masked.
+
+use super::decode::{self, DecodeError, Params, form_pairs};
+
+/// How a request's body is encoded, as its content type says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body (a GET), or an empty one.
+    None,
+    /// `application/x-www-form-urlencoded`, `text/plain` or no content type.
+    Form,
+    /// `application/json`.
+    Json,
+    /// Anything else: refused.
+    Unsupported(String),
+}
+
+/// A request's query string and body, undecoded.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub query: Vec<u8>,
+    pub body: Vec<u8>,
+    pub body_kind: BodyKind,
+}
+
+/// The most of a request kept for the operator: query and body together.
+pub const KEPT_BYTES: usize = 64 * 1024;
+
+impl RawRequest {
+    /// The parameters: the query's, then the body's, whose values win (as in PHP's
+    /// `$_REQUEST`, which Roistat's own modules read).
+    pub fn decode(&self) -> Result<Params, DecodeError> {
+        let mut params = Params::new();
+        decode::decode_form(&self.query, &mut params)?;
+        match &self.body_kind {
+            BodyKind::None => {}
+            _ if self.body.is_empty() => {}
+            BodyKind::Form => decode::decode_form(&self.body, &mut params)?,
+            BodyKind::Json => decode::decode_json(&self.body, &mut params)?,
+            BodyKind::Unsupported(kind) => {
+                return Err(DecodeError::UnsupportedBody(kind.clone()));
+            }
+        }
+        Ok(params)
+    }
+
+    /// `user` and `token`, read leniently (invalid UTF-8 replaced, the rest of the
+    /// request ignored); the body's win.
+    pub fn credentials(&self) -> (Option<String>, Option<String>) {
+        let (query_user, query_token) = decode::form_credentials(&self.query);
+        let (body_user, body_token) = match self.body_kind {
+            BodyKind::Form => decode::form_credentials(&self.body),
+            BodyKind::Json => json_credentials(&self.body),
+            BodyKind::None | BodyKind::Unsupported(_) => (None, None),
+        };
+        (body_user.or(query_user), body_token.or(query_token))
+    }
+
+    /// The action the request names, read leniently, for the operator.
+    pub fn action(&self) -> String {
+        let named = |input: &[u8]| {
+            form_pairs(input)
+                .find(|(name, _)| *name == b"action")
+                .map(|(_, value)| String::from_utf8_lossy(&decode::decode_bytes(value)).into())
+        };
+        named(&self.body)
+            .or_else(|| named(&self.query))
+            .unwrap_or_default()
+    }
+
+    /// The query and body with every `token` value replaced by `***`, at most
+    /// [`KEPT_BYTES`] together.
+    pub fn masked(&self) -> (Vec<u8>, Vec<u8>) {
+        let query = mask_form(&self.query);
+        let body = match self.body_kind {
+            BodyKind::Json => mask_json(&self.body),
+            _ => mask_form(&self.body),
+        };
+        let query_len = query.len().min(KEPT_BYTES);
+        let body_len = body.len().min(KEPT_BYTES - query_len);
+        (query[..query_len].to_vec(), body[..body_len].to_vec())
+    }
+}
+
+/// `user` and `token` of a JSON object body, read whatever else it holds: parsed
+/// when it parses, else found by a scan of the text.
+fn json_credentials(body: &[u8]) -> (Option<String>, Option<String>) {
+    let text = String::from_utf8_lossy(body);
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_str(&text) else {
+        return (scan_member(body, b"user"), scan_member(body, b"token"));
+    };
+    let text = |name: &str| match object.get(name)? {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    (text("user"), text("token"))
+}
+
+/// The value of the first `"name": value` member in JSON text that may not parse.
+fn scan_member(input: &[u8], name: &[u8]) -> Option<String> {
+    let key = [b"\"", name, b"\""].concat();
+    let mut rest = input;
+    while let Some(at) = rest.windows(key.len()).position(|window| window == key) {
+        rest = &rest[at + key.len()..];
+        let after = rest.trim_ascii_start();
+        let Some(value) = after.strip_prefix(b":") else {
+            continue;
+        };
+        let value = value.trim_ascii_start();
+        let raw = &value[..json_value_len(value)];
+        return Some(match serde_json::from_slice::<String>(raw) {
+            Ok(text) => text,
+            Err(_) => String::from_utf8_lossy(raw).trim_matches('"').to_owned(),
+        });
+    }
+    None
+}
+
+const MASK: &[u8] = b"***";
+
+/// Form-encoded text with the value of every `token` pair replaced.
+fn mask_form(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    for (index, pair) in input.split(|&byte| byte == b'&').enumerate() {
+        if index > 0 {
+            out.push(b'&');
+        }
+        match pair.iter().position(|&byte| byte == b'=') {
+            Some(at) if decode::decode_bytes(&pair[..at]) == b"token" => {
+                out.extend_from_slice(&pair[..=at]);
+                out.extend_from_slice(MASK);
+            }
+            _ => out.extend_from_slice(pair),
+        }
+    }
+    out
+}
+
+/// A JSON body with the value of every `"token"` member replaced, found by a scan
+/// of the text, so that even a body that does not parse keeps no token.
+fn mask_json(input: &[u8]) -> Vec<u8> {
+    const KEY: &[u8] = b"\"token\"";
+    let mut out = Vec::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(at) = rest.windows(KEY.len()).position(|window| window == KEY) {
+        let after_key = at + KEY.len();
+        out.extend_from_slice(&rest[..after_key]);
+        rest = &rest[after_key..];
+        let spaces = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        if rest.get(spaces) != Some(&b':') {
+            continue;
+        }
+        let value_start = spaces
+            + 1
+            + rest[spaces + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+        out.extend_from_slice(&rest[..value_start]);
+        rest = &rest[value_start..];
+        let value_len = json_value_len(rest);
+        out.push(b'"');
+        out.extend_from_slice(MASK);
+        out.push(b'"');
+        rest = &rest[value_len..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The length of the JSON scalar at the start of `input`: a string with its
+/// escapes, or a bare word or number.
+fn json_value_len(input: &[u8]) -> usize {
+    if input.first() != Some(&b'"') {
+        return input
+            .iter()
+            .take_while(|&&b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace())
+            .count();
+    }
+    let mut index = 1;
+    while index < input.len() {
+        match input[index] {
+            b'\\' => index += 2,
+            b'"' => return index + 1,
+            _ => index += 1,
+        }
+    }
+    input.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(query: &str, body: &str, body_kind: BodyKind) -> RawRequest {
+        RawRequest {
+            query: query.as_bytes().to_vec(),
+            body: body.as_bytes().to_vec(),
+            body_kind,
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_body_first_and_survive_bad_values() {
+        let request = raw("user=q&token=qq&name=%FF", "token=bb&x=%FE", BodyKind::Form);
+        assert_eq!(request.credentials(), (Some("q".into()), Some("bb".into())));
+        assert!(request.decode().is_err());
+        let json = raw(
+            "",
+            r#"{"user":"u","token":"t","id":"\uD800"}"#,
+            BodyKind::Json,
+        );
+        assert_eq!(json.credentials(), (Some("u".into()), Some("t".into())));
+    }
+
+    #[test]
+    fn the_token_is_masked_everywhere() {
+        let request = raw(
+            "user=u&token=abc&action=lead",
+            "to%6Ben=def&id=1",
+            BodyKind::Form,
+        );
+        let (query, body) = request.masked();
+        assert_eq!(query, b"user=u&token=***&action=lead");
+        assert_eq!(body, b"to%6Ben=***&id=1");
+        let json = raw(
+            "",
+            r#"{"id":1, "token" : "a\"b", "t":{"token":7}}"#,
+            BodyKind::Json,
+        );
+        assert_eq!(
+            json.masked().1,
+            br#"{"id":1, "token" : "***", "t":{"token":"***"}}"#
+        );
+        let broken = raw("", r#"{"token":"secret"#, BodyKind::Json);
+        assert_eq!(broken.masked().1, br#"{"token":"***""#);
+    }
+
+    #[test]
+    fn what_is_kept_is_bounded() {
+        let long = "x".repeat(KEPT_BYTES);
+        let (query, body) = raw(&long, &long, BodyKind::Form).masked();
+        assert_eq!(query.len() + body.len(), KEPT_BYTES);
+    }
+
+    #[test]
+    fn the_action_is_read_leniently() {
+        assert_eq!(
+            raw("action=le%FFad", "", BodyKind::None).action(),
+            "le\u{fffd}ad"
+        );
+        assert_eq!(
+            raw("action=lead", "action=call", BodyKind::Form).action(),
+            "call"
+        );
+    }
+}

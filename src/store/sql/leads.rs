@@ -1,0 +1,237 @@
+//! Storing leads: each once, under its key, with the event that announces it and,
+//! when its order id is fixed at once, the version that brings it into the export.
+
+use std::collections::HashSet;
+
+use super::crm;
+use super::events::{EVENT_COLUMNS, append_event, event_args};
+use super::writes::Tx;
+use super::{from_micros, now_micros, to_json, to_micros};
+use crate::domain::{Deal, EventBody, Lead, LeadKey, OrderIdMode, Stored};
+use crate::store::db::{Arg, Conn, DbError, query_opt, values_placeholders};
+use crate::store::writer::{Applied, Outcome, Write};
+use crate::store::{LeadReceipt, StoreError};
+
+const LEAD_COLUMNS: &str = "integration, lead_id, sequence, order_id, deal_update_time, \
+     visit, title, create_time, receive_time, order_version, order_time";
+const LEAD_COLUMN_COUNT: usize = 11;
+
+/// The leads at the start of `batch`, up to its first write of another kind.
+pub(super) fn leading_leads(batch: &[Write]) -> Vec<(&Lead, OrderIdMode)> {
+    batch
+        .iter()
+        .map_while(|write| match write {
+            Write::InsertLead { lead, mode } => Some((&**lead, *mode)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A new lead's row: `order_id` is what it is answered at once, if anything;
+/// `version` fixes it in the export.
+fn lead_args<'a>(
+    key: &'a LeadKey,
+    lead: &'a Lead,
+    sequence: i64,
+    order_id: Option<&'a str>,
+    version: Option<i64>,
+    now: i64,
+) -> [Arg<'a>; LEAD_COLUMN_COUNT] {
+    [
+        (&key.integration).into(),
+        (&key.lead_id).into(),
+        sequence.into(),
+        order_id.into(),
+        now.into(),
+        (&lead.visit).into(),
+        (&lead.title).into(),
+        lead.create_time.map(to_micros).into(),
+        now.into(),
+        version.into(),
+        version.map(|_| now).into(),
+    ]
+}
+
+/// Stores a lead unless its key is taken; a retry gets the stored lead's answer.
+pub(super) async fn insert_lead<C: Conn>(
+    conn: &mut C,
+    lead: &Lead,
+    mode: OrderIdMode,
+    tx: &mut Tx<'_>,
+) -> Result<Result<LeadReceipt, StoreError>, DbError> {
+    let key = lead.key();
+    let now = now_micros();
+    let order_id = mode.without_deal_id(&key.lead_id);
+    let version = order_id.map(|_| tx.counters.versions.peek());
+    let sequence = tx.counters.sequences.peek();
+    // The common case in one statement: a new lead claims its key; the event it
+    // names follows in the same transaction.
+    let sql = format!(
+        "INSERT INTO leads ({LEAD_COLUMNS}) VALUES {} \
+         ON CONFLICT (integration, lead_id) DO NOTHING RETURNING sequence",
+        values_placeholders(1, LEAD_COLUMN_COUNT)
+    );
+    let args = lead_args(&key, lead, sequence, order_id, version, now);
+    let claimed = query_opt(conn, &sql, &args, |row| row.int(0)).await?;
+    if claimed.is_none() {
+        // A retry: the lead is stored already.
+        let Some((sequence, deal)) = crm::load_deal(conn, &key).await? else {
+            return Err(DbError::invalid(
+                "a lead's key is taken but the lead is gone",
+            ));
+        };
+        let deal = crm::assign(conn, deal, mode, tx).await?;
+        return Ok(Ok(LeadReceipt {
+            sequence,
+            created: false,
+            deal,
+        }));
+    }
+    if version.is_some() {
+        tx.counters.versions.take();
+    }
+    let order_id = order_id.map(str::to_owned);
+    let body = EventBody::Lead(lead.clone());
+    let event = append_event(
+        conn,
+        tx.counters.sequences.take(),
+        &key,
+        body,
+        &key.lead_id,
+        now,
+    );
+    let event = event.await?;
+    let receipt = new_lead_receipt(key, event.sequence, order_id, event.receive_time);
+    tx.committed.events.push(event);
+    Ok(Ok(receipt))
+}
+
+/// The receipt of a lead stored just now.
+fn new_lead_receipt(
+    key: LeadKey,
+    sequence: u64,
+    answered_order_id: Option<String>,
+    update_time: time::OffsetDateTime,
+) -> LeadReceipt {
+    LeadReceipt {
+        sequence,
+        created: true,
+        deal: Deal {
+            key,
+            deal_id: None,
+            answered_order_id,
+            details: Default::default(),
+            update_time,
+        },
+    }
+}
+
+/// A lead of a run that is new: its numbers and what it was answered.
+struct Appended {
+    sequence: i64,
+    version: Option<i64>,
+    order_id: Option<String>,
+    payload: String,
+}
+
+/// Inserts a run of leads with one statement per table instead of two per lead.
+/// Leads stored already, and repeats within the run, then take the one-by-one
+/// path, where they are retries. Outcomes are in the run's order.
+pub(super) async fn insert_leads<C: Conn>(
+    conn: &mut C,
+    run: &[(&Lead, OrderIdMode)],
+    tx: &mut Tx<'_>,
+) -> Result<Vec<Applied>, DbError> {
+    let keys: Vec<LeadKey> = run.iter().map(|(lead, _)| lead.key()).collect();
+    let sql = format!(
+        "SELECT integration, lead_id FROM leads WHERE (integration, lead_id) IN (VALUES {})",
+        values_placeholders(keys.len(), 2)
+    );
+    let args: Vec<Arg> = keys
+        .iter()
+        .flat_map(|key| [Arg::from(&key.integration), Arg::from(&key.lead_id)])
+        .collect();
+    let stored = conn
+        .query(&sql, &args, |row| {
+            Ok(LeadKey::new(row.text(0)?, row.text(1)?))
+        })
+        .await?;
+    let mut taken: HashSet<LeadKey> = stored.into_iter().collect();
+    // The first of each key not stored yet is new; the others are retries.
+    let fresh: Vec<bool> = keys.iter().map(|key| taken.insert(key.clone())).collect();
+    let now = now_micros();
+    let mut appended = Vec::new();
+    for ((lead, mode), key) in run
+        .iter()
+        .zip(&keys)
+        .zip(&fresh)
+        .filter_map(|(l, f)| f.then_some(l))
+    {
+        let order_id = mode.without_deal_id(&key.lead_id).map(str::to_owned);
+        appended.push(Appended {
+            sequence: tx.counters.sequences.take(),
+            version: order_id.as_ref().map(|_| tx.counters.versions.take()),
+            order_id,
+            payload: to_json(&EventBody::Lead((*lead).clone()))?,
+        });
+    }
+    if !appended.is_empty() {
+        let new_leads = run
+            .iter()
+            .zip(&keys)
+            .zip(&fresh)
+            .filter_map(|(l, f)| f.then_some(l));
+        let (mut lead_rows, mut event_rows) = (Vec::new(), Vec::new());
+        for (((lead, _), key), new) in new_leads.zip(&appended) {
+            let order_id = new.order_id.as_deref();
+            lead_rows.extend(lead_args(
+                key,
+                lead,
+                new.sequence,
+                order_id,
+                new.version,
+                now,
+            ));
+            let (kind, payload) = ("lead", new.payload.as_str());
+            event_rows.extend(event_args(
+                new.sequence,
+                kind,
+                key,
+                now,
+                payload,
+                Some(&key.lead_id),
+            ));
+        }
+        let sql = format!(
+            "INSERT INTO leads ({LEAD_COLUMNS}) VALUES {}",
+            values_placeholders(appended.len(), LEAD_COLUMN_COUNT)
+        );
+        conn.execute(&sql, &lead_rows).await?;
+        let sql = format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
+            values_placeholders(appended.len(), event_rows.len() / appended.len())
+        );
+        conn.execute(&sql, &event_rows).await?;
+    }
+    // In the run's order: new leads from what was appended (in sequence order), the
+    // others answered as retries now that the new ones are in.
+    let receive_time = from_micros(now);
+    let mut appended = appended.into_iter();
+    let mut outcomes = Vec::with_capacity(run.len());
+    for (((lead, mode), key), fresh) in run.iter().zip(keys).zip(fresh) {
+        let next = if fresh { appended.next() } else { None };
+        let Some(new) = next else {
+            let retry = insert_lead(conn, lead, *mode, tx).await?;
+            outcomes.push(retry.map(Outcome::Lead));
+            continue;
+        };
+        tx.committed.events.push(Stored {
+            sequence: new.sequence as u64,
+            receive_time,
+            record: EventBody::Lead((*lead).clone()),
+        });
+        let receipt = new_lead_receipt(key, new.sequence as u64, new.order_id, receive_time);
+        outcomes.push(Ok(Outcome::Lead(receipt)));
+    }
+    Ok(outcomes)
+}
