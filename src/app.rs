@@ -11,10 +11,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::domain::{EventKind, LeadSource};
 use crate::grpc::GrpcServer;
 use crate::http::{self, HttpState, RateLimiter};
 use crate::net::{self, Limits, ServerTls, TlsEndpoint, TlsError};
 use crate::relay::LeadRelay;
+use crate::roistat::Action;
 use crate::signal::Hangups;
 use crate::store::{self, LeadStore, OpenError};
 use crate::telemetry;
@@ -51,6 +53,7 @@ pub struct Application {
     grpc_listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     store: Arc<dyn LeadStore>,
+    relay: LeadRelay,
     router: Router,
     metrics_router: Router,
     rate_limit: Option<Arc<RateLimiter>>,
@@ -81,7 +84,7 @@ fn endpoint(
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        telemetry::metrics();
+        telemetry::install_metrics(&known_labels(&settings));
         let store = store::open(&settings.database_url, settings.stream_buffer).await?;
         let http_listener = bind("HTTP", settings.http_addr).await?;
         let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
@@ -91,28 +94,36 @@ impl Application {
         };
         let shutdown = CancellationToken::new();
         let relay = LeadRelay::new(store.clone(), settings.relay.clone(), shutdown.clone());
+        // Ready (or not) from the first probe on.
+        relay.check_readiness().await;
         let grpc = GrpcServer::build(relay.clone(), &settings.grpc).await?;
-        let client_certificates = settings
-            .grpc_tls
-            .as_ref()
-            .is_some_and(|tls| tls.client_ca_path().is_some());
+        let client_certificates = settings.grpc.client_certificates;
         let grpc_addr = grpc_listener.local_addr().unwrap_or(settings.grpc_addr);
-        if settings.grpc.token.is_none() && !client_certificates && !grpc_addr.ip().is_loopback() {
+        if settings.grpc.insecure && settings.grpc.token.is_none() && !client_certificates {
             tracing::warn!(
                 %grpc_addr,
-                "gRPC listens beyond loopback without --grpc-token or --grpc-tls-client-ca: anyone who reaches it can read every lead"
+                "--grpc-insecure: LeadService answers every peer that reaches it, without a \
+                 token or client certificates; anyone who can reach it can read every lead \
+                 and report deals"
+            );
+        } else if settings.grpc.protected() && !grpc_addr.ip().is_loopback() {
+            tracing::info!(
+                %grpc_addr,
+                "protected mode: LeadService answers loopback peers only; set --grpc-token \
+                 or --grpc-tls-client-ca to serve others"
             );
         }
         let rate_limit = settings
             .rate_limit
             .map(|limit| Arc::new(http::rate_limiter(limit)));
         let http_state = HttpState {
-            relay,
+            relay: relay.clone(),
             integrations: Arc::new(settings.integrations),
             limits: settings.limits,
             export_page_size: settings.export_page_size,
             access: Arc::new(settings.access),
             rate_limit: rate_limit.clone(),
+            serve_metrics: settings.metrics_addr.is_none(),
         };
         Ok(Self {
             http_listener,
@@ -128,6 +139,7 @@ impl Application {
                 (Some(_), false) => "on",
                 (Some(_), true) => "mutual",
             },
+            relay,
             http_tls: endpoint("http", settings.http_tls, &[b"http/1.1"])?,
             grpc_tls: endpoint("grpc", settings.grpc_tls, &[b"h2"])?,
             limits: settings.limits,
@@ -181,6 +193,7 @@ impl Application {
             grpc_listener,
             metrics_listener,
             store,
+            relay,
             router,
             metrics_router,
             rate_limit,
@@ -226,6 +239,7 @@ impl Application {
                 }
             }
         };
+        let watch = relay.keep_watch();
         let metrics_upkeep = async {
             let mut every = tokio::time::interval(METRICS_UPKEEP);
             loop {
@@ -241,16 +255,37 @@ impl Application {
                 }
             }
         };
-        let (grpc_result, (), (), (), ()) = tokio::join!(
+        let (grpc_result, (), (), (), (), ()) = tokio::join!(
             grpc_server,
             http_server,
             metrics_server,
             reload_tls,
-            metrics_upkeep
+            metrics_upkeep,
+            watch
         );
         store.close().await;
         tracing::info!("stopped");
         grpc_result
+    }
+}
+
+/// The label values every metric series present from start-up is made of.
+fn known_labels(settings: &Settings) -> telemetry::KnownLabels {
+    let (outcomes, refusals) = http::metric_labels();
+    telemetry::KnownLabels {
+        integrations: settings.integrations.keys().cloned().collect(),
+        actions: Action::ALL
+            .iter()
+            .map(|action| action.as_str())
+            .chain(["unknown"])
+            .collect(),
+        outcomes,
+        sources: LeadSource::ALL
+            .iter()
+            .map(|source| source.as_str())
+            .collect(),
+        kinds: EventKind::ALL.iter().map(|kind| kind.as_str()).collect(),
+        refusals,
     }
 }
 

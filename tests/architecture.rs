@@ -37,6 +37,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "app",
         &[
             "config",
+            "domain",
+            "roistat",
             "store",
             "relay",
             "http",

@@ -107,6 +107,89 @@ pub struct ServeArgs {
     #[arg(long, env = "ROISTAT_LEADS_GRPC_TOKEN", hide_env_values = true, value_parser = secret)]
     pub grpc_token: Option<SecretString>,
 
+    /// Serve LeadService to any peer that reaches it, without --grpc-token or
+    /// --grpc-tls-client-ca. Without either (and without this), LeadService
+    /// answers loopback peers only (protected mode); health and reflection stay open.
+    #[arg(long, env = "ROISTAT_LEADS_GRPC_INSECURE")]
+    pub grpc_insecure: bool,
+
+    /// StreamLeads subscribers open at once, across connections; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_MAX_SUBSCRIBERS",
+        default_value_t = 10_000
+    )]
+    pub grpc_max_subscribers: u64,
+
+    /// Streams (calls) one gRPC connection may hold open at once.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_MAX_CONCURRENT_STREAMS",
+        default_value_t = 200
+    )]
+    pub grpc_max_concurrent_streams: u64,
+
+    /// The largest request message the gRPC server decodes.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_MAX_RECV_MESSAGE_BYTES",
+        default_value_t = 4 * 1024 * 1024
+    )]
+    pub grpc_max_recv_message_bytes: u64,
+
+    /// The largest message the gRPC server sends.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_MAX_SEND_MESSAGE_BYTES",
+        default_value_t = 4 * 1024 * 1024
+    )]
+    pub grpc_max_send_message_bytes: u64,
+
+    /// The most a page of ListLeads or ListRejectedRequests holds, encoded (at
+    /// least one item); the rest comes with the next page.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_MAX_PAGE_BYTES",
+        default_value_t = 1024 * 1024
+    )]
+    pub grpc_max_page_bytes: u64,
+
+    /// How often the gRPC server pings an idle connection (HTTP/2 keepalive).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_KEEPALIVE_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub grpc_keepalive_interval_ms: u64,
+
+    /// How long a ping may go unanswered before the connection is dropped.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_KEEPALIVE_TIMEOUT_MS",
+        default_value_t = 20_000
+    )]
+    pub grpc_keepalive_timeout_ms: u64,
+
+    /// Named consumers that may exist; creating one more (StreamLeads or AckLeads
+    /// with a new name) is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ROISTAT_LEADS_MAX_CONSUMERS", default_value_t = 1_000)]
+    pub max_consumers: u64,
+
+    /// Once a stop is asked for, how long in-flight webhooks and open streams get
+    /// before they are cut; the store is then closed cleanly.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_SHUTDOWN_DRAIN_MS",
+        default_value_t = 10_000
+    )]
+    pub shutdown_drain_ms: u64,
+
+    /// Accept an empty Roistat password (or token): every request then carries
+    /// the login alone, md5(login) as its token. Refused at start without this.
+    #[arg(long, env = "ROISTAT_LEADS_ALLOW_EMPTY_PASSWORD")]
+    pub allow_empty_password: bool,
+
     /// Only these source networks may call the webhook (CIDRs, comma-separated);
     /// empty: everyone. Health and metrics stay open.
     #[arg(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::ConfigError;
 use super::file::FileConfig;
@@ -25,8 +25,24 @@ impl CredentialSource {
         self.login.is_none() && self.password.is_none() && self.token.is_none()
     }
 
-    fn build(self, what: &str) -> Result<Credentials, ConfigError> {
+    fn build(self, what: &str, allow_empty: bool) -> Result<Credentials, ConfigError> {
         let login = self.login.as_deref();
+        let empty = |secret: &Option<SecretString>| {
+            secret
+                .as_ref()
+                .is_some_and(|secret| secret.expose_secret().trim().is_empty())
+        };
+        if empty(&self.password) || empty(&self.token) {
+            if !allow_empty {
+                return Err(ConfigError::EmptyPassword(what.to_owned()));
+            }
+            // What Roistat sends when the password is empty.
+            let nothing = SecretString::from(String::new());
+            return Ok(Credentials::from_password(
+                login.unwrap_or_default(),
+                &nothing,
+            ));
+        }
         match (&self.password, &self.token) {
             (Some(_), Some(_)) => Err(ConfigError::PasswordAndToken(what.to_owned())),
             (Some(password), None) => Ok(Credentials::from_password(
@@ -116,6 +132,7 @@ pub(super) fn default_statuses(
 pub(super) fn integrations(
     args: &ServeArgs,
     file: &FileConfig,
+    allow_empty: bool,
 ) -> Result<BTreeMap<String, Credentials>, ConfigError> {
     let mut integrations = BTreeMap::new();
     let from_flags = CredentialSource {
@@ -149,7 +166,10 @@ pub(super) fn integrations(
     if let Some(default) = default {
         integrations.insert(
             DEFAULT_INTEGRATION.to_owned(),
-            default.build("the default integration (ROISTAT_PASSWORD or ROISTAT_TOKEN)")?,
+            default.build(
+                "the default integration (ROISTAT_PASSWORD or ROISTAT_TOKEN)",
+                allow_empty,
+            )?,
         );
     }
     for entry in &file.integrations {
@@ -166,7 +186,7 @@ pub(super) fn integrations(
             password: one_of(entry.password.clone(), entry.password_file.as_ref(), &what)?,
             token: one_of(entry.token.clone(), entry.token_file.as_ref(), &what)?,
         };
-        integrations.insert(entry.name.clone(), source.build(&what)?);
+        integrations.insert(entry.name.clone(), source.build(&what, allow_empty)?);
     }
     if integrations.is_empty() {
         return Err(ConfigError::NoCredentials);

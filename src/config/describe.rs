@@ -7,64 +7,89 @@ use crate::net::ServerTls;
 
 /// The effective settings as `key = value` lines, secrets masked.
 pub fn describe(settings: &Settings) -> String {
-    let mut lines =
-        vec![
-            format!("http_addr = {:?}", settings.http_addr.to_string()),
-            format!("grpc_addr = {:?}", settings.grpc_addr.to_string()),
-            format!(
-                "metrics_addr = {}",
-                settings.metrics_addr.map_or(
-                    "(only /metrics on http_addr)".to_owned(),
-                    |a| format!("{:?}", a.to_string())
-                )
-            ),
-            format!("database_url = {:?}", mask_url(&settings.database_url)),
-            format!(
-                "rate_limit = {}",
-                settings
-                    .rate_limit
-                    .map_or("0  # off".to_owned(), |limit| limit.to_string())
-            ),
-            format!(
-                "webhook_allow = {:?}",
-                settings
-                    .access
-                    .allow
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-            ),
-            format!(
-                "trusted_proxies = {:?}",
-                settings
-                    .access
-                    .trusted_proxies
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-            ),
-            format!(
-                "grpc_token = {}",
-                if settings.grpc.token.is_some() {
-                    "\"********\""
-                } else {
-                    "\"\"  # none: LeadService is open"
-                }
-            ),
-            describe_tls("http_tls", settings.http_tls.as_ref()),
-            describe_tls("grpc_tls", settings.grpc_tls.as_ref()),
-            format!("order_id = {:?}", settings.relay.order_id_mode.as_str()),
-            format!("deal_wait_ms = {}", settings.relay.deal_wait.as_millis()),
-            format!("stream_buffer = {}", settings.stream_buffer),
-            format!("heartbeat_ms = {}", settings.relay.heartbeat.as_millis()),
-            format!("export_page_size = {}", settings.export_page_size),
-            format!(
-                "message_dedup_window = {:?}",
-                duration(settings.relay.message_dedup_window)
-            ),
-            format!("rejected_keep = {}", settings.relay.rejected_keep),
-            format!("log_format = {:?}", settings.log_format.as_str()),
-        ];
+    let mut lines = vec![
+        format!("http_addr = {:?}", settings.http_addr.to_string()),
+        format!("grpc_addr = {:?}", settings.grpc_addr.to_string()),
+        format!(
+            "metrics_addr = {}",
+            settings.metrics_addr.map_or(
+                "\"\"  # none: /metrics is served on http_addr".to_owned(),
+                |a| format!("{:?}  # /metrics only here", a.to_string())
+            )
+        ),
+        format!("database_url = {:?}", mask_url(&settings.database_url)),
+        format!(
+            "rate_limit = {}",
+            settings
+                .rate_limit
+                .map_or("0  # off".to_owned(), |limit| limit.to_string())
+        ),
+        format!(
+            "webhook_allow = {:?}",
+            settings
+                .access
+                .allow
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        ),
+        format!(
+            "trusted_proxies = {:?}",
+            settings
+                .access
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        ),
+        format!(
+            "grpc_token = {}",
+            if settings.grpc.token.is_some() {
+                "\"********\""
+            } else {
+                "\"\"  # none"
+            }
+        ),
+        format!("grpc_insecure = {}", settings.grpc.insecure),
+        format!("# LeadService callers: {}", settings.grpc.mode()),
+        format!("grpc_max_subscribers = {}", settings.relay.max_subscribers),
+        format!(
+            "grpc_max_concurrent_streams = {}",
+            settings.grpc.max_concurrent_streams
+        ),
+        format!(
+            "grpc_max_recv_message_bytes = {}",
+            settings.grpc.max_decoding_message_bytes
+        ),
+        format!(
+            "grpc_max_send_message_bytes = {}",
+            settings.grpc.max_encoding_message_bytes
+        ),
+        format!("grpc_max_page_bytes = {}", settings.grpc.max_page_bytes),
+        format!(
+            "grpc_keepalive_interval_ms = {}",
+            settings.grpc.keepalive_interval.as_millis()
+        ),
+        format!(
+            "grpc_keepalive_timeout_ms = {}",
+            settings.grpc.keepalive_timeout.as_millis()
+        ),
+        format!("max_consumers = {}", settings.relay.max_consumers),
+        format!("shutdown_drain_ms = {}", settings.grpc.drain.as_millis()),
+        describe_tls("http_tls", settings.http_tls.as_ref()),
+        describe_tls("grpc_tls", settings.grpc_tls.as_ref()),
+        format!("order_id = {:?}", settings.relay.order_id_mode.as_str()),
+        format!("deal_wait_ms = {}", settings.relay.deal_wait.as_millis()),
+        format!("stream_buffer = {}", settings.stream_buffer),
+        format!("heartbeat_ms = {}", settings.relay.heartbeat.as_millis()),
+        format!("export_page_size = {}", settings.export_page_size),
+        format!(
+            "message_dedup_window = {:?}",
+            duration(settings.relay.message_dedup_window)
+        ),
+        format!("rejected_keep = {}", settings.relay.rejected_keep),
+        format!("log_format = {:?}", settings.log_format.as_str()),
+    ];
     for (name, credentials) in &settings.integrations {
         let path = if name == DEFAULT_INTEGRATION {
             "/webhook".to_owned()

@@ -105,6 +105,13 @@ pub enum ConfigError {
     NoCredentials,
     #[error("the gRPC token must not be empty")]
     EmptyGrpcToken,
+    #[error(
+        "{0}: the Roistat password is empty, so every request would carry the login alone \
+         (token md5(login)) and anyone who knows the login could send leads: set a password \
+         in Roistat's integration settings and give it here, or pass --allow-empty-password \
+         (ROISTAT_LEADS_ALLOW_EMPTY_PASSWORD=true) if an empty one is really wanted"
+    )]
+    EmptyPassword(String),
     #[error("give both {0}_cert and {0}_key, or neither")]
     TlsPair(&'static str),
     #[error(
@@ -124,6 +131,13 @@ mod bounds {
     pub const HEARTBEAT_MS: RangeInclusive<u64> = 10..=3_600_000;
     pub const EXPORT_PAGE_SIZE: RangeInclusive<u64> = 1..=10_000;
     pub const REJECTED_KEEP: RangeInclusive<u64> = 0..=1_000_000;
+    pub const GRPC_MAX_SUBSCRIBERS: RangeInclusive<u64> = 1..=1_000_000;
+    pub const GRPC_MAX_CONCURRENT_STREAMS: RangeInclusive<u64> = 1..=100_000;
+    pub const GRPC_MESSAGE_BYTES: RangeInclusive<u64> = 64 * 1024..=256 * 1024 * 1024;
+    pub const GRPC_MAX_PAGE_BYTES: RangeInclusive<u64> = 16 * 1024..=256 * 1024 * 1024;
+    pub const GRPC_KEEPALIVE_MS: RangeInclusive<u64> = 1_000..=3_600_000;
+    pub const MAX_CONSUMERS: RangeInclusive<u64> = 1..=1_000_000;
+    pub const SHUTDOWN_DRAIN_MS: RangeInclusive<u64> = 0..=600_000;
     /// A week, in milliseconds.
     pub const MESSAGE_DEDUP_WINDOW_MS: RangeInclusive<u64> = 0..=7 * 24 * 3_600_000;
 }
@@ -198,6 +212,26 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
         bounds::EXPORT_PAGE_SIZE,
     )?;
     let rejected_keep = checked("rejected_keep", pick!(rejected_keep), bounds::REJECTED_KEEP)?;
+    macro_rules! bounded {
+        ($field:ident, $bounds:expr) => {
+            checked(stringify!($field), pick!($field), $bounds)?
+        };
+    }
+    let max_subscribers = bounded!(grpc_max_subscribers, bounds::GRPC_MAX_SUBSCRIBERS);
+    let max_streams = bounded!(
+        grpc_max_concurrent_streams,
+        bounds::GRPC_MAX_CONCURRENT_STREAMS
+    );
+    let max_recv = bounded!(grpc_max_recv_message_bytes, bounds::GRPC_MESSAGE_BYTES);
+    let max_send = bounded!(grpc_max_send_message_bytes, bounds::GRPC_MESSAGE_BYTES);
+    let max_page = bounded!(grpc_max_page_bytes, bounds::GRPC_MAX_PAGE_BYTES);
+    let keepalive_interval = bounded!(grpc_keepalive_interval_ms, bounds::GRPC_KEEPALIVE_MS);
+    let keepalive_timeout = bounded!(grpc_keepalive_timeout_ms, bounds::GRPC_KEEPALIVE_MS);
+    let max_consumers = bounded!(max_consumers, bounds::MAX_CONSUMERS);
+    let drain = Duration::from_millis(bounded!(shutdown_drain_ms, bounds::SHUTDOWN_DRAIN_MS));
+    let grpc_insecure = args.grpc_insecure || file.grpc_insecure.unwrap_or(false);
+    let allow_empty_password =
+        args.allow_empty_password || file.allow_empty_password.unwrap_or(false);
     let window = parse_duration("message_dedup_window", &pick!(message_dedup_window))?;
     checked(
         "message_dedup_window",
@@ -214,7 +248,7 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
             (None, None) => args.database_url.clone(),
         }
     };
-    let integrations = integrations(&args, &file)?;
+    let integrations = integrations(&args, &file, allow_empty_password)?;
     let default_statuses = default_statuses(&args, &file)?;
     let grpc_token = grpc_token(&args, &file)?;
     let order_id_mode = pick!(order_id)
@@ -258,12 +292,25 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
             message_dedup_window: window,
             default_statuses,
             rejected_keep: rejected_keep as u32,
+            max_subscribers: max_subscribers as usize,
+            max_consumers: max_consumers as u32,
         },
         stream_buffer: stream_buffer as usize,
         export_page_size,
         log_format,
         grpc: GrpcOptions {
             token: grpc_token,
+            client_certificates: grpc_tls
+                .as_ref()
+                .is_some_and(|tls| tls.client_ca_path().is_some()),
+            insecure: grpc_insecure,
+            keepalive_interval: Duration::from_millis(keepalive_interval),
+            keepalive_timeout: Duration::from_millis(keepalive_timeout),
+            max_concurrent_streams: max_streams as u32,
+            max_decoding_message_bytes: max_recv as usize,
+            max_encoding_message_bytes: max_send as usize,
+            max_page_bytes: max_page as usize,
+            drain,
             ..GrpcOptions::default()
         },
         rate_limit: args.rate_limit.or(file.rate_limit),
@@ -279,7 +326,10 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
                 file.trusted_proxies.clone().unwrap_or_default()
             },
         },
-        limits: Limits::default(),
+        limits: Limits {
+            drain,
+            ..Limits::default()
+        },
         http_tls,
         grpc_tls,
     })

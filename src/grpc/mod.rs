@@ -12,7 +12,7 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{LeadKey, RejectedFilter, integration_or_default};
+use crate::domain::{LeadKey, RejectedFilter, integration_or_default, validate_id};
 use crate::proto;
 use crate::proto::lead_service_server::LeadService;
 use crate::relay::{Error, LeadRelay, RejectedCursor};
@@ -31,14 +31,33 @@ pub struct LeadApi {
     relay: LeadRelay,
     /// Events buffered per subscriber between the store reader and the connection.
     stream_buffer: usize,
+    /// The most a listing's page holds, encoded.
+    max_page_bytes: usize,
 }
 
 impl LeadApi {
-    pub fn new(relay: LeadRelay, stream_buffer: usize) -> Self {
+    pub fn new(relay: LeadRelay, stream_buffer: usize, max_page_bytes: usize) -> Self {
         Self {
             relay,
             stream_buffer,
+            max_page_bytes,
         }
+    }
+
+    /// As many of `items` as fit in a page, in order: at least one, then while the
+    /// page stays within its bytes. True when some were left out.
+    fn fit<T: prost::Message>(&self, items: &mut Vec<T>) -> bool {
+        let mut bytes = 0;
+        let fits = items
+            .iter()
+            .position(|item| {
+                bytes += item.encoded_len() + 8;
+                bytes > self.max_page_bytes
+            })
+            .map_or(items.len(), |over| over.max(1));
+        let cut = fits < items.len();
+        items.truncate(fits);
+        cut
     }
 }
 
@@ -80,17 +99,23 @@ impl LeadService for LeadApi {
         let page_size = page_size(request.page_size)?;
         let after = convert::parse_page_token(&request.page_token)
             .ok_or_else(|| invalid("page_token is not one this service issued"))?;
-        let integration = Some(request.integration.as_str()).filter(|name| !name.is_empty());
-        let leads = self.relay.list_leads(after, page_size, integration).await?;
+        let integration = integration_filter(&request.integration)?;
+        let leads = self
+            .relay
+            .list_leads(after, page_size, integration.as_deref())
+            .await?;
+        let full = leads.len() == page_size as usize;
+        let mut leads: Vec<proto::Lead> = leads
+            .iter()
+            .map(|lead| convert::lead(&lead.record, lead.sequence, lead.receive_time))
+            .collect();
+        let cut = self.fit(&mut leads);
         let next_page_token = match leads.last() {
-            Some(last) if leads.len() == page_size as usize => convert::page_token(last.sequence),
+            Some(last) if full || cut => convert::page_token(last.sequence),
             _ => String::new(),
         };
         Ok(Response::new(proto::ListLeadsResponse {
-            leads: leads
-                .iter()
-                .map(|lead| convert::lead(&lead.record, lead.sequence, lead.receive_time))
-                .collect(),
+            leads,
             next_page_token,
         }))
     }
@@ -125,7 +150,7 @@ impl LeadService for LeadApi {
         request: Request<proto::Scheme>,
     ) -> Result<Response<proto::Scheme>, Status> {
         let request = request.into_inner();
-        let integration = integration(&request.integration);
+        let integration = integration(&request.integration)?;
         let (scheme, update_time) = self
             .relay
             .update_scheme(&integration, convert::scheme_from_proto(request))
@@ -141,7 +166,7 @@ impl LeadService for LeadApi {
         &self,
         request: Request<proto::GetSchemeRequest>,
     ) -> Result<Response<proto::Scheme>, Status> {
-        let integration = integration(&request.into_inner().integration);
+        let integration = integration(&request.into_inner().integration)?;
         let (scheme, update_time) = self.relay.get_scheme(&integration).await?;
         Ok(Response::new(convert::scheme(
             &integration,
@@ -158,7 +183,7 @@ impl LeadService for LeadApi {
             .into_inner()
             .client
             .ok_or_else(|| invalid("client is required"))?;
-        let integration = integration(&client.integration);
+        let integration = integration(&client.integration)?;
         let (client, update_time) = self
             .relay
             .report_client(&integration, convert::client_from_proto(client))
@@ -220,7 +245,7 @@ impl LeadService for LeadApi {
         let cursor = RejectedCursor::parse(&request.page_token)
             .ok_or_else(|| invalid("page_token is not one this service issued"))?;
         let filter = RejectedFilter {
-            integration: Some(request.integration.clone()).filter(|name| !name.is_empty()),
+            integration: integration_filter(&request.integration)?,
             authenticated: match request.authentication() {
                 proto::Authentication::Unspecified => None,
                 proto::Authentication::Passed => Some(true),
@@ -262,15 +287,27 @@ pub(crate) fn invalid(message: &str) -> Status {
     Status::invalid_argument(message)
 }
 
-/// A request's integration: empty means the default one.
-fn integration(name: &str) -> String {
-    integration_or_default(name).to_owned()
+/// A request's integration: empty means the default one. It names stored rows, so
+/// it must be plain text (no NUL, which a database cannot even store).
+fn integration(name: &str) -> Result<String, Status> {
+    let name = integration_or_default(name);
+    validate_id("integration", name).map_err(|error| invalid(&error.to_string()))?;
+    Ok(name.to_owned())
 }
 
-pub(crate) fn lead_key(integration: &str, lead_id: &str) -> Result<LeadKey, Status> {
+/// An integration filter: empty means all.
+fn integration_filter(name: &str) -> Result<Option<String>, Status> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    integration(name).map(Some)
+}
+
+pub(crate) fn lead_key(integration_name: &str, lead_id: &str) -> Result<LeadKey, Status> {
     let lead_id = lead_id.trim();
     if lead_id.is_empty() {
         return Err(invalid("lead_id must not be empty"));
     }
-    Ok(LeadKey::new(integration, lead_id))
+    validate_id("lead_id", lead_id).map_err(|error| invalid(&error.to_string()))?;
+    Ok(LeadKey::new(&integration(integration_name)?, lead_id))
 }

@@ -1,6 +1,9 @@
-//! The gRPC server: LeadService behind its authentication, health and reflection,
-//! HTTP/2 and TCP keepalive, optionally over TLS.
+//! The gRPC server: LeadService behind its gate (a bearer token, client
+//! certificates, or protected mode: loopback peers only), health and reflection
+//! open, HTTP/2 and TCP keepalive, bounds on what a caller can make it hold,
+//! optionally over TLS.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::server::HealthReporter;
 
 use super::LeadApi;
-use crate::net::TlsEndpoint;
+use crate::net::{TlsEndpoint, is_loopback};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::lead_service_server::LeadServiceServer;
 use crate::relay::LeadRelay;
@@ -23,22 +26,61 @@ const STREAM_BUFFER: usize = 64;
 /// How the gRPC server runs.
 #[derive(Debug, Clone)]
 pub struct GrpcOptions {
-    /// Bearer token LeadService calls must carry; `None` leaves it open.
+    /// Bearer token LeadService calls must carry.
     pub token: Option<SecretString>,
+    /// Whether clients present certificates of a CA (mutual TLS).
+    pub client_certificates: bool,
+    /// Serve LeadService to any peer without a token or client certificates.
+    pub insecure: bool,
     /// Pings keep idle streams alive through proxies and load balancers and find
     /// dead peers; TCP keepalive is the backstop.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     pub tcp_keepalive: Duration,
+    /// Streams one connection may hold open at once.
+    pub max_concurrent_streams: u32,
+    /// The largest request the server decodes and the largest message it sends.
+    pub max_decoding_message_bytes: usize,
+    pub max_encoding_message_bytes: usize,
+    /// Once shutdown starts, how long streams get before they are cut.
+    pub drain: Duration,
+    /// The most a page of `ListLeads` or `ListRejectedRequests` holds, encoded.
+    pub max_page_bytes: usize,
 }
 
 impl Default for GrpcOptions {
     fn default() -> Self {
         Self {
             token: None,
+            client_certificates: false,
+            insecure: false,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             tcp_keepalive: Duration::from_secs(60),
+            max_concurrent_streams: 200,
+            max_decoding_message_bytes: 4 * 1024 * 1024,
+            max_encoding_message_bytes: 4 * 1024 * 1024,
+            drain: Duration::from_secs(10),
+            max_page_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl GrpcOptions {
+    /// Protected mode: with neither a token nor client certificates, and no
+    /// explicit opt-out, LeadService answers loopback peers only.
+    pub fn protected(&self) -> bool {
+        self.token.is_none() && !self.client_certificates && !self.insecure
+    }
+
+    /// How LeadService callers are let in, in words.
+    pub fn mode(&self) -> &'static str {
+        match (&self.token, self.client_certificates, self.insecure) {
+            (Some(_), true, _) => "bearer token and client certificates",
+            (Some(_), false, _) => "bearer token",
+            (None, true, _) => "client certificates",
+            (None, false, true) => "insecure: any peer",
+            (None, false, false) => "protected: loopback peers only",
         }
     }
 }
@@ -48,6 +90,7 @@ pub struct GrpcServer {
     router: Router,
     health: HealthReporter,
     tcp_keepalive: Duration,
+    drain: Duration,
 }
 
 /// Why the server cannot be assembled.
@@ -65,10 +108,12 @@ impl GrpcServer {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let lead_service = LeadServiceServer::with_interceptor(
-            LeadApi::new(relay, STREAM_BUFFER),
-            BearerAuth::new(options.token.clone()),
-        );
+        let api = LeadApi::new(relay, STREAM_BUFFER, options.max_page_bytes);
+        let lead_service = LeadServiceServer::new(api)
+            .max_decoding_message_size(options.max_decoding_message_bytes)
+            .max_encoding_message_size(options.max_encoding_message_bytes);
+        let lead_service =
+            tonic::service::interceptor::InterceptedService::new(lead_service, Gate::new(options));
         let router = tonic::transport::Server::builder()
             .trace_fn(|request| {
                 tracing::info_span!(
@@ -79,6 +124,7 @@ impl GrpcServer {
             })
             .http2_keepalive_interval(Some(options.keepalive_interval))
             .http2_keepalive_timeout(Some(options.keepalive_timeout))
+            .max_concurrent_streams(Some(options.max_concurrent_streams))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -87,10 +133,12 @@ impl GrpcServer {
             router,
             health,
             tcp_keepalive: options.tcp_keepalive,
+            drain: options.drain,
         })
     }
 
-    /// Serves until `shutdown` is cancelled; health says "not serving" from then on.
+    /// Serves until `shutdown` is cancelled; health says "not serving" from then
+    /// on, and streams still open after the drain are cut.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -101,6 +149,7 @@ impl GrpcServer {
             router,
             health,
             tcp_keepalive,
+            drain,
         } = self;
         let tcp = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
@@ -123,42 +172,112 @@ impl GrpcServer {
                 }
             }
         };
-        let (result, ()) = tokio::join!(serving, stop_reporting);
+        // A client that stops reading would hold a graceful stop forever.
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain).await;
+        };
+        let (result, ()) = tokio::join!(
+            async {
+                tokio::select! {
+                    result = serving => result,
+                    () = deadline => {
+                        tracing::warn!(?drain, "gRPC streams still open after the drain: cut");
+                        Ok(())
+                    }
+                }
+            },
+            stop_reporting
+        );
         result
     }
 }
 
-/// Checks `authorization: Bearer TOKEN` on LeadService calls, in constant time.
+/// Who may call LeadService: a bearer token (checked in constant time) when one is
+/// set; else, in protected mode, loopback peers only.
 #[derive(Clone)]
-struct BearerAuth {
+struct Gate {
     expected: Option<Arc<str>>,
+    protected: bool,
 }
 
-impl BearerAuth {
-    fn new(token: Option<SecretString>) -> Self {
+impl Gate {
+    fn new(options: &GrpcOptions) -> Self {
         Self {
-            expected: token
+            expected: options
+                .token
+                .as_ref()
                 .map(|token| Arc::from(format!("Bearer {}", token.expose_secret()).as_str())),
+            protected: options.protected(),
         }
     }
 }
 
-impl tonic::service::Interceptor for BearerAuth {
+/// The answer to a peer that protected mode keeps out.
+pub const PROTECTED: &str = "this service answers LeadService calls from loopback peers only, \
+     since it has neither --grpc-token nor --grpc-tls-client-ca: set --grpc-token \
+     (ROISTAT_LEADS_GRPC_TOKEN) and send \"authorization: Bearer <token>\", set \
+     --grpc-tls-client-ca for client certificates, or serve every peer with \
+     --grpc-insecure (ROISTAT_LEADS_GRPC_INSECURE=true)";
+
+/// Whether protected mode admits a peer: loopback only.
+pub fn admits(peer: Option<SocketAddr>) -> bool {
+    peer.is_some_and(|peer| is_loopback(peer.ip()))
+}
+
+impl tonic::service::Interceptor for Gate {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(request);
-        };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .map(|value| value.as_bytes())
-            .unwrap_or_default();
-        if bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes())) {
-            Ok(request)
-        } else {
-            Err(tonic::Status::unauthenticated(
-                "missing or wrong bearer token",
-            ))
+        if let Some(expected) = &self.expected {
+            let given = request
+                .metadata()
+                .get("authorization")
+                .map(|value| value.as_bytes())
+                .unwrap_or_default();
+            return if bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes())) {
+                Ok(request)
+            } else {
+                Err(tonic::Status::unauthenticated(
+                    "missing or wrong bearer token",
+                ))
+            };
         }
+        if self.protected && !admits(request.remote_addr()) {
+            return Err(tonic::Status::permission_denied(PROTECTED));
+        }
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_mode_admits_loopback_peers_only() {
+        let peer = |text: &str| Some(text.parse::<SocketAddr>().unwrap());
+        assert!(admits(peer("127.0.0.1:5000")));
+        assert!(admits(peer("127.1.2.3:5000")));
+        assert!(admits(peer("[::1]:5000")));
+        assert!(admits(peer("[::ffff:127.0.0.1]:5000")));
+        assert!(!admits(peer("192.0.2.1:5000")));
+        assert!(!admits(peer("[2001:db8::1]:5000")));
+        assert!(!admits(peer("[::ffff:192.0.2.1]:5000")));
+        assert!(!admits(None), "a peer of unknown address is not loopback");
+    }
+
+    #[test]
+    fn protected_mode_is_on_unless_callers_are_authenticated_or_it_is_waived() {
+        let token = || Some(SecretString::from("t".to_owned()));
+        let options = |token, client_certificates, insecure| GrpcOptions {
+            token,
+            client_certificates,
+            insecure,
+            ..GrpcOptions::default()
+        };
+        assert!(options(None, false, false).protected());
+        assert!(!options(token(), false, false).protected());
+        assert!(!options(None, true, false).protected());
+        assert!(!options(None, false, true).protected());
+        assert!(PROTECTED.contains("--grpc-token") && PROTECTED.contains("--grpc-insecure"));
     }
 }

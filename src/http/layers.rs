@@ -13,8 +13,7 @@ use tracing::Instrument;
 
 use super::HttpState;
 use super::error::HttpError;
-use crate::domain::DEFAULT_INTEGRATION;
-use crate::net::{AccessPolicy, Limits};
+use crate::net::{AccessPolicy, Limits, rate_key};
 use crate::relay::refused;
 use crate::telemetry;
 
@@ -110,13 +109,12 @@ pub async fn admit(State(state): State<HttpState>, request: Request, next: Next)
         return next.run(request).await;
     };
     let refusal = if !state.access.allows(client) {
-        tracing::warn!(%client, "webhook refused: source address not allowed");
         Some((
             HttpError::new(StatusCode::FORBIDDEN, "source address not allowed"),
             "not_allowed",
         ))
     } else if let Some(limiter) = &state.rate_limit
-        && limiter.check_key(&client).is_err()
+        && limiter.check_key(&rate_key(client)).is_err()
     {
         let error = HttpError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -130,16 +128,7 @@ pub async fn admit(State(state): State<HttpState>, request: Request, next: Next)
         return next.run(request).await;
     };
     let path = request.uri().path();
-    let integration = match path.trim_end_matches('/').strip_prefix("/webhook") {
-        Some("") => DEFAULT_INTEGRATION,
-        Some(named) => named.trim_start_matches('/'),
-        None => "",
-    };
-    let integration = if state.integrations.contains_key(integration) {
-        integration
-    } else {
-        ""
-    };
+    let integration = super::webhook::configured_integration(&state, path);
     let status = error.status().as_u16();
     let record = refused(
         integration,

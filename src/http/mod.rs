@@ -38,6 +38,22 @@ pub struct HttpState {
     pub access: Arc<AccessPolicy>,
     /// Webhook requests per second allowed per client address; `None`: no limit.
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// Whether `/metrics` is served here (not when it has an address of its own).
+    pub serve_metrics: bool,
+}
+
+/// The outcomes and refusal reasons the HTTP face labels its metrics with, for the
+/// series present from start-up.
+pub fn metric_labels() -> (Vec<&'static str>, Vec<(&'static str, &'static str)>) {
+    let before = webhook::REFUSED_BEFORE_TOKEN.map(|reason| ("before_token", reason));
+    let after = webhook::OUTCOMES
+        .into_iter()
+        .filter(|outcome| !matches!(*outcome, "ok" | "unauthorized" | "unavailable" | "error"))
+        .map(|outcome| ("after_token", outcome));
+    (
+        webhook::OUTCOMES.to_vec(),
+        before.into_iter().chain(after).collect(),
+    )
 }
 
 /// The HTTP routes.
@@ -56,10 +72,15 @@ pub fn router(state: HttpState) -> Router {
         .route("/webhook/{integration}", named.clone())
         .route("/webhook/{integration}/", named)
         .layer(middleware::from_fn_with_state(state.clone(), layers::admit))
-        .layer(middleware::from_fn(webhook::count));
-    Router::new()
-        .merge(webhooks)
-        .route("/metrics", get(probes::metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            webhook::count,
+        ));
+    let mut router = Router::new().merge(webhooks);
+    if state.serve_metrics {
+        router = router.route("/metrics", get(probes::metrics));
+    }
+    router
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .fallback(not_found)

@@ -48,18 +48,64 @@ async fn receive(state: &HttpState, integration: &str, request: Request) -> Resp
     response
 }
 
-/// Counts every webhook answer by action and outcome, with its latency; what the
-/// layers before the handler refused counts as action "unknown".
-pub async fn count(request: Request, next: Next) -> Response {
+/// Counts every webhook answer by integration, action and outcome, with its
+/// latency; what the layers before the handler refused counts as action "unknown",
+/// and a path that names no configured integration as integration "".
+pub async fn count(State(state): State<HttpState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let integration = configured_integration(&state, request.uri().path()).to_owned();
     let response = next.run(request).await;
     let action = response
         .extensions()
         .get::<Answered>()
         .map_or("unknown", |answered| answered.0);
-    telemetry::webhook_answered(action, outcome(response.status()), started.elapsed());
+    let outcome = outcome(response.status());
+    telemetry::webhook_answered(&integration, action, outcome, started.elapsed());
     response
 }
+
+/// The configured integration a webhook path names; "" for none.
+pub fn configured_integration<'a>(state: &HttpState, path: &'a str) -> &'a str {
+    let named = match path.trim_end_matches('/').strip_prefix("/webhook") {
+        Some("") => DEFAULT_INTEGRATION,
+        Some(named) => named.trim_start_matches('/'),
+        None => "",
+    };
+    if state.integrations.contains_key(named) {
+        named
+    } else {
+        ""
+    }
+}
+
+/// The outcomes of webhook answers, as metric labels.
+pub const OUTCOMES: [&str; 13] = [
+    "ok",
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "timeout",
+    "conflict",
+    "too_large",
+    "unsupported",
+    "rate_limited",
+    "unavailable",
+    "error",
+];
+
+/// Why requests are refused before the token check, as metric labels.
+pub const REFUSED_BEFORE_TOKEN: [&str; 8] = [
+    "unknown_integration",
+    "missing_token",
+    "wrong_token",
+    "wrong_user",
+    "not_allowed",
+    "rate_limited",
+    "unknown_path",
+    "method_not_allowed",
+];
 
 /// A status as a metric label.
 pub fn outcome(status: StatusCode) -> &'static str {
@@ -127,7 +173,6 @@ async fn handle(
         .find(|action| action.as_str() == raw.action());
     let (user, token) = raw.credentials();
     if let Err(error) = credentials.verify(user.as_deref(), token.as_deref()) {
-        tracing::warn!(%error, integration, "webhook refused: not authenticated");
         telemetry::auth_failed();
         let label = match error {
             AuthError::MissingToken => "missing_token",

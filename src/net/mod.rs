@@ -6,6 +6,6 @@ mod serve;
 mod tls;
 mod x509;
 
-pub use access::AccessPolicy;
+pub use access::{AccessPolicy, canonical, is_loopback, rate_key};
 pub use serve::{Limits, serve};
 pub use tls::{HANDSHAKE_TIMEOUT, ServerTls, TlsEndpoint, TlsError};

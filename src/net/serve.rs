@@ -31,6 +31,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time allowed for reading a request's body.
     pub body_timeout: Duration,
+    /// Once shutdown starts, how long in-flight requests get to finish.
+    pub drain: Duration,
 }
 
 impl Default for Limits {
@@ -42,12 +44,10 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
         }
     }
 }
-
-/// Longest time in-flight requests get to finish once shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` is
 /// cancelled, then stops accepting and waits for in-flight requests to finish.
@@ -130,7 +130,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    if tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
         .is_err()
     {

@@ -14,7 +14,8 @@ impl LeadRelay {
                 "sequence {sequence} is not stored yet (the latest is {latest})"
             )));
         }
-        let consumer = self.store.ack_consumer(name, sequence).await?;
+        let max = self.options.max_consumers;
+        let consumer = self.store.ack_consumer(name, sequence, max).await?;
         tracing::debug!(consumer = name, sequence, "acknowledged");
         Ok(consumer)
     }

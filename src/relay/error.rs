@@ -73,6 +73,7 @@ impl From<StoreError> for Error {
         match error {
             StoreError::NotFound => Error::NotFound("lead not found".to_owned()),
             StoreError::Conflict(reason) => Error::FailedPrecondition(reason),
+            StoreError::Exhausted(reason) => Error::ResourceExhausted(reason),
             StoreError::Unavailable(source) => {
                 tracing::warn!(error = %source, "store unavailable");
                 Error::Unavailable("store unavailable, retry later".to_owned())

@@ -6,11 +6,13 @@
 mod consumers;
 mod crm;
 mod error;
+mod readiness;
 mod rejected;
 mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -32,6 +34,9 @@ pub struct LeadRelay {
     store: Arc<dyn LeadStore>,
     options: Arc<RelayOptions>,
     refused: Arc<rejected::RefusedRing>,
+    readiness: Arc<readiness::Readiness>,
+    /// Open StreamLeads subscribers.
+    subscribers: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 }
 
@@ -51,6 +56,10 @@ pub struct RelayOptions {
     pub default_statuses: BTreeMap<String, String>,
     /// Requests refused after the token check kept per integration.
     pub rejected_keep: u32,
+    /// The most StreamLeads subscribers at once.
+    pub max_subscribers: usize,
+    /// The most named consumers.
+    pub max_consumers: u32,
 }
 
 impl Default for RelayOptions {
@@ -62,6 +71,8 @@ impl Default for RelayOptions {
             message_dedup_window: Duration::from_secs(3600),
             default_statuses: BTreeMap::new(),
             rejected_keep: 1_000,
+            max_subscribers: 10_000,
+            max_consumers: 1_000,
         }
     }
 }
@@ -84,6 +95,8 @@ impl LeadRelay {
             store,
             options: Arc::new(options),
             refused: Arc::default(),
+            readiness: Arc::default(),
+            subscribers: Arc::default(),
             shutdown,
         }
     }
@@ -103,7 +116,7 @@ impl LeadRelay {
         let source = lead.source;
         let receipt = self.store.insert_lead(lead, mode).await?;
         if receipt.created {
-            telemetry::lead_stored(source.as_str());
+            telemetry::lead_stored(&key.integration, source.as_str());
         } else {
             telemetry::retry_deduplicated("lead");
         }
@@ -196,10 +209,5 @@ impl LeadRelay {
             .store
             .list_leads(after_sequence, limit, integration)
             .await?)
-    }
-
-    /// True when the store can commit a write.
-    pub async fn ready(&self) -> bool {
-        self.store.ping().await.is_ok()
     }
 }

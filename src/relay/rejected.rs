@@ -4,6 +4,7 @@
 //! [`REFUSED_KEPT`], without their parameters. Both read as one listing.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,14 +17,52 @@ use crate::telemetry;
 /// Requests refused before the token check kept in memory.
 pub const REFUSED_KEPT: usize = 1_000;
 
-/// The in-memory ring of requests refused before the token check.
-#[derive(Default)]
+/// Refusals logged per second at most (in bursts of twice as many); the others are
+/// counted in the next line logged.
+const LOGGED_PER_SECOND: NonZeroU32 = NonZeroU32::new(5).unwrap();
+const LOGGED_BURST: NonZeroU32 = NonZeroU32::new(10).unwrap();
+/// How much of a refused request's path a log line shows.
+const LOGGED_PATH_BYTES: usize = 64;
+
+/// The in-memory ring of requests refused before the token check, and the limit on
+/// how many refusals are logged: a flood of them must not flood the log.
 pub(super) struct RefusedRing {
     requests: Mutex<VecDeque<RejectedRequest>>,
     next_id: AtomicU64,
+    log_budget: governor::DefaultDirectRateLimiter,
+    unlogged: AtomicU64,
+}
+
+impl Default for RefusedRing {
+    fn default() -> Self {
+        let quota = governor::Quota::per_second(LOGGED_PER_SECOND).allow_burst(LOGGED_BURST);
+        Self {
+            requests: Mutex::default(),
+            next_id: AtomicU64::default(),
+            log_budget: governor::RateLimiter::direct(quota),
+            unlogged: AtomicU64::default(),
+        }
+    }
 }
 
 impl RefusedRing {
+    /// Logs a refusal, unless too many were logged of late.
+    fn log(&self, request: &RejectedRequest) {
+        if self.log_budget.check().is_err() {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            path = %bounded(&request.path, LOGGED_PATH_BYTES),
+            client = %request.source,
+            status = request.status,
+            reason = %bounded(&request.reason, 200),
+            unlogged_before = unlogged,
+            "webhook request refused"
+        );
+    }
+
     fn push(&self, mut request: RejectedRequest) {
         request.id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,6 +137,22 @@ pub struct RejectedPage {
     pub next: Option<RejectedCursor>,
 }
 
+impl RejectedPage {
+    /// Where a listing that started at `start` continues after this page's
+    /// requests (as cut, if it was).
+    pub fn cursor_after(&self, start: RejectedCursor) -> RejectedCursor {
+        let mut cursor = start;
+        for request in &self.requests {
+            if request.authenticated {
+                cursor.stored_before = Some(request.id);
+            } else {
+                cursor.memory_before = Some(request.id);
+            }
+        }
+        cursor
+    }
+}
+
 impl LeadRelay {
     /// Keeps a request refused after the token check, with what it carried;
     /// `label` says why, for the metrics.
@@ -116,6 +171,7 @@ impl LeadRelay {
     /// says why, for the metrics.
     pub fn record_refused(&self, request: RejectedRequest, label: &'static str) {
         telemetry::request_refused("before_token", label);
+        self.refused.log(&request);
         self.refused.push(request);
     }
 

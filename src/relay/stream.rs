@@ -1,6 +1,7 @@
 //! Streaming events to subscribers: stored history, then live events.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -67,6 +68,8 @@ impl LeadRelay {
         if let Some(name) = &request.consumer {
             validate_consumer_name(name)?;
         }
+        // Counted from here; the guard goes with the subscriber's task.
+        let seat = Seat::take(&self.subscribers, self.options.max_subscribers)?;
         // Subscribed before reading the store, so nothing committed in between is missed.
         let live = self.store.subscribe();
         let explicit = match request.start {
@@ -80,9 +83,20 @@ impl LeadRelay {
         };
         let cursor = match &request.consumer {
             Some(name) => {
+                if let Some(start) = explicit {
+                    // A consumer placed past the last event would skip what comes next.
+                    let latest = self.store.latest_sequence().await?;
+                    if start > latest {
+                        return Err(Error::InvalidArgument(format!(
+                            "after_sequence {start} is not stored yet (the latest is {latest}): \
+                             a consumer cannot start past it"
+                        )));
+                    }
+                }
+                let max = self.options.max_consumers;
                 let consumer = self
                     .store
-                    .ensure_consumer(name, explicit.unwrap_or(0))
+                    .ensure_consumer(name, explicit.unwrap_or(0), max)
                     .await?;
                 explicit.unwrap_or(consumer.acked_sequence)
             }
@@ -96,6 +110,7 @@ impl LeadRelay {
         let (sender, receiver) = mpsc::channel(buffer.max(1));
         let relay = self.clone();
         tokio::spawn(async move {
+            let _seat = seat;
             let metrics = telemetry::SubscriberMetrics::new();
             relay
                 .feed_subscriber(cursor, live, &request.filter, &sender, &metrics)
@@ -221,5 +236,30 @@ impl LeadRelay {
             sent = out.send(item) => sent.is_ok(),
             _ = self.shutdown.cancelled() => false,
         }
+    }
+}
+
+/// One of the subscribers' places, held while the subscriber is open.
+struct Seat(Arc<AtomicUsize>);
+
+impl Seat {
+    /// A place among at most `max`; RESOURCE_EXHAUSTED when all are taken.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Result<Self, Error> {
+        let taken = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+            (open < max).then_some(open + 1)
+        });
+        match taken {
+            Ok(_) => Ok(Self(count.clone())),
+            Err(open) => Err(Error::ResourceExhausted(format!(
+                "{open} StreamLeads subscribers are open, the most allowed \
+                 (--grpc-max-subscribers): retry later"
+            ))),
+        }
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

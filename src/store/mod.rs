@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The change contradicts what is stored (e.g. a deal id Roistat was already answered).
     #[error("{0}")]
     Conflict(String),
+    /// The change would pass a bound (the number of consumers).
+    #[error("{0}")]
+    Exhausted(String),
     /// The store cannot be reached or cannot commit right now; retrying may succeed.
     #[error("store unavailable")]
     Unavailable(#[source] DbError),
@@ -203,16 +206,23 @@ pub trait LeadStore: Send + Sync + 'static {
     /// The smallest sequence of an event received at or after `time`.
     async fn first_sequence_at(&self, time: OffsetDateTime) -> Result<Option<u64>, StoreError>;
 
-    /// Creates a consumer positioned after `acked_sequence` unless it exists; returns it.
+    /// Creates a consumer positioned after `acked_sequence` unless it exists; returns
+    /// it. [`StoreError::Exhausted`] when `max` consumers exist already.
     async fn ensure_consumer(
         &self,
         name: &str,
         acked_sequence: u64,
+        max: u32,
     ) -> Result<Consumer, StoreError>;
 
-    /// Moves a consumer (created if new) to `sequence` unless it already stands
-    /// further; the caller checks that `sequence` is stored.
-    async fn ack_consumer(&self, name: &str, sequence: u64) -> Result<Consumer, StoreError>;
+    /// Moves a consumer (created if new, unless `max` exist) to `sequence` unless it
+    /// already stands further; the caller checks that `sequence` is stored.
+    async fn ack_consumer(
+        &self,
+        name: &str,
+        sequence: u64,
+        max: u32,
+    ) -> Result<Consumer, StoreError>;
 
     async fn get_consumer(&self, name: &str) -> Result<Option<Consumer>, StoreError>;
 

@@ -54,10 +54,13 @@ pub(super) enum Write {
     EnsureConsumer {
         name: String,
         acked_sequence: u64,
+        /// The most consumers there may be.
+        max: u32,
     },
     AckConsumer {
         name: String,
         sequence: u64,
+        max: u32,
     },
     DeleteConsumer {
         name: String,

@@ -237,22 +237,72 @@ async fn a_grpc_token_guards_lead_service_but_not_health() {
 }
 
 #[tokio::test]
-async fn grpc_beyond_loopback_without_authentication_is_warned_about() {
-    let open = TestApp::spawn_with(Options::default().args(["--grpc-addr", "0.0.0.0:0"])).await;
+async fn how_lead_service_callers_are_let_in_is_logged_and_shown() {
+    let protected =
+        TestApp::spawn_with(Options::default().args(["--grpc-addr", "0.0.0.0:0"])).await;
+    let insecure = TestApp::spawn_with(
+        Options::default()
+            .args(["--grpc-addr", "0.0.0.0:0"])
+            .arg("--grpc-insecure"),
+    )
+    .await;
     let guarded = TestApp::spawn_with(
         Options::default()
             .args(["--grpc-addr", "0.0.0.0:0"])
             .env("ROISTAT_LEADS_GRPC_TOKEN", "grpc-s3cret"),
     )
     .await;
-    let local = TestApp::spawn_with(Options::default()).await;
+    let check = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
+        command
+            .arg("check-config")
+            .args(args)
+            .env_clear()
+            .env("ROISTAT_PASSWORD", "x");
+        async move {
+            let output = within("check-config", command.output()).await.unwrap();
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
 
-    let warned = |app: &TestApp| {
+    let logged = |app: &TestApp, level: &str, text: &str| {
         app.logs()
             .iter()
-            .any(|line| line.contains("WARN") && line.contains("beyond loopback"))
+            .any(|line| line.contains(level) && line.contains(text))
     };
-    assert!(warned(&open), "{:?}", open.logs());
-    assert!(!warned(&guarded), "{:?}", guarded.logs());
-    assert!(!warned(&local), "{:?}", local.logs());
+    assert!(
+        logged(&protected, "INFO", "protected mode"),
+        "{:?}",
+        protected.logs()
+    );
+    assert!(
+        logged(&insecure, "WARN", "--grpc-insecure"),
+        "{:?}",
+        insecure.logs()
+    );
+    assert!(
+        !logged(&guarded, "WARN", "--grpc-insecure"),
+        "{:?}",
+        guarded.logs()
+    );
+    assert!(
+        !logged(&guarded, "INFO", "protected mode"),
+        "{:?}",
+        guarded.logs()
+    );
+    assert!(
+        check(&[])
+            .await
+            .contains("# LeadService callers: protected: loopback peers only")
+    );
+    assert!(
+        check(&["--grpc-insecure"])
+            .await
+            .contains("# LeadService callers: insecure")
+    );
+    assert!(
+        check(&["--grpc-token", "t"])
+            .await
+            .contains("# LeadService callers: bearer token")
+    );
 }

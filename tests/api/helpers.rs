@@ -184,6 +184,8 @@ pub struct Options {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub database: Arc<TestDatabase>,
+    /// A command the service runs under (`ip netns exec NAME`), if any.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for Options {
@@ -202,6 +204,7 @@ impl Options {
                 ("ROISTAT_PASSWORD".into(), PASSWORD.into()),
             ],
             database,
+            wrapper: vec![],
         }
     }
 
@@ -270,7 +273,15 @@ impl TestApp {
     /// Starts the binary with `options` and waits until it listens.
     pub async fn spawn_with(options: Options) -> Self {
         let database = options.database.url.clone();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
+        let binary = env!("CARGO_BIN_EXE_roistat-leads");
+        let mut command = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command.arg("serve");
         // Random loopback ports and the test's database, unless the test chose
         // otherwise.
@@ -286,6 +297,7 @@ impl TestApp {
         command
             .args(&options.args)
             .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info,roistat_leads::relay=debug")
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -501,6 +513,16 @@ impl Drop for TestApp {
             eprintln!("--- service logs ---\n{}", self.logs().join("\n"));
         }
     }
+}
+
+/// Waits until `/readyz` answers `status`: readiness is checked in the background.
+pub async fn wait_for_readiness(app: &TestApp, status: u16) {
+    within(&format!("/readyz to answer {status}"), async {
+        while app.get_raw("/readyz").await.0 != status {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }
 
 /// Sends a lead for each id to `app`, `concurrency` at a time, each with `text`;

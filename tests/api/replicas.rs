@@ -148,11 +148,11 @@ async fn a_database_outage_answers_503_and_the_service_recovers_by_itself() {
         sqlx::query(&statement).execute(&mut admin).await.unwrap();
     }
     let (during_status, during_body) = app.lead("during").await;
-    let (ready_status, _) = app.get_raw("/readyz").await;
+    // Readiness is checked in the background, at most a second apart.
+    wait_for_readiness(&app, 503).await;
 
     assert_eq!(during_status, 503, "{during_body}");
     assert_eq!(during_body["status"], "error");
-    assert_eq!(ready_status, 503);
 
     // It comes back: the service recovers without a restart.
     sqlx::query(&format!(
@@ -163,11 +163,10 @@ async fn a_database_outage_answers_503_and_the_service_recovers_by_itself() {
     .await
     .unwrap();
     let (after_status, _) = app.lead("after").await;
-    let (ready_again, _) = app.get_raw("/readyz").await;
+    wait_for_readiness(&app, 200).await;
     let resumed = next_event(&mut stream).await;
 
     assert_eq!(after_status, 200);
-    assert_eq!(ready_again, 200);
     assert_eq!((resumed.sequence, lead_id(&resumed)), (2, Some("after")));
 }
 
@@ -181,6 +180,10 @@ async fn the_postgres_connection_can_be_encrypted() {
         .await
         .unwrap();
     if ssl != "on" {
+        assert!(
+            !in_ci(),
+            "CI's PostgreSQL server must have ssl = on for this test"
+        );
         eprintln!(
             "notice: the PostgreSQL server has ssl = {ssl}: the encrypted connection is not tested"
         );

@@ -2,7 +2,8 @@
 
 use super::{from_micros, now_micros, to_db_sequence};
 use crate::domain::Consumer;
-use crate::store::db::{Conn, DbError, Row, query_opt};
+use crate::store::StoreError;
+use crate::store::db::{Conn, DbError, Row, query_opt, scalar};
 
 /// Columns of a consumer, with `pending`: the events stored after its position.
 const CONSUMER_COLUMNS: &str = "name, acked_sequence, ack_time, create_time, \
@@ -18,12 +19,37 @@ fn consumer_from_row(row: &dyn Row) -> Result<Consumer, DbError> {
     })
 }
 
+/// Whether a consumer that does not exist yet may be created: fewer than `max`
+/// exist. Writes are serialised, so the count holds until the transaction commits.
+async fn room_for<C: Conn>(
+    conn: &mut C,
+    name: &str,
+    max: u32,
+) -> Result<Result<(), StoreError>, DbError> {
+    let sql = "SELECT COUNT(*) FROM consumers WHERE name = $1";
+    if scalar(conn, sql, &[name.into()]).await? > 0 {
+        return Ok(Ok(()));
+    }
+    let count = scalar(conn, "SELECT COUNT(*) FROM consumers", &[]).await?;
+    if count >= i64::from(max) {
+        return Ok(Err(StoreError::Exhausted(format!(
+            "{count} named consumers exist, the most allowed (--max-consumers): \
+             delete one that is no longer used, or raise the bound"
+        ))));
+    }
+    Ok(Ok(()))
+}
+
 /// Creates a consumer positioned after `acked_sequence` unless it exists.
 pub(super) async fn ensure<C: Conn>(
     conn: &mut C,
     name: &str,
     acked_sequence: u64,
-) -> Result<(), DbError> {
+    max: u32,
+) -> Result<Result<(), StoreError>, DbError> {
+    if let Err(refused) = room_for(conn, name, max).await? {
+        return Ok(Err(refused));
+    }
     conn.execute(
         "INSERT INTO consumers (name, acked_sequence, ack_time, create_time) \
          VALUES ($1, $2, NULL, $3) ON CONFLICT (name) DO NOTHING",
@@ -34,11 +60,19 @@ pub(super) async fn ensure<C: Conn>(
         ],
     )
     .await?;
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Moves a consumer (created if new) to `sequence` unless it stands further.
-pub(super) async fn ack<C: Conn>(conn: &mut C, name: &str, sequence: u64) -> Result<(), DbError> {
+pub(super) async fn ack<C: Conn>(
+    conn: &mut C,
+    name: &str,
+    sequence: u64,
+    max: u32,
+) -> Result<Result<(), StoreError>, DbError> {
+    if let Err(refused) = room_for(conn, name, max).await? {
+        return Ok(Err(refused));
+    }
     conn.execute(
         "INSERT INTO consumers (name, acked_sequence, ack_time, create_time) \
          VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO UPDATE SET \
@@ -52,7 +86,7 @@ pub(super) async fn ack<C: Conn>(conn: &mut C, name: &str, sequence: u64) -> Res
         ],
     )
     .await?;
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// False when there was no such consumer.

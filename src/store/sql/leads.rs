@@ -1,12 +1,13 @@
 //! Storing leads: each once, under its key, with the event that announces it and,
 //! when its order id is fixed at once, the version that brings it into the export.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use super::crm;
 use super::events::{EVENT_COLUMNS, append_event, event_args};
 use super::writes::Tx;
-use super::{from_micros, now_micros, to_json, to_micros};
+use super::{column_text, from_micros, now_micros, to_json, to_micros};
 use crate::domain::{Deal, EventBody, Lead, LeadKey, OrderIdMode, Stored};
 use crate::store::db::{Arg, Conn, DbError, query_opt, values_placeholders};
 use crate::store::writer::{Applied, Outcome, Write};
@@ -27,14 +28,28 @@ pub(super) fn leading_leads(batch: &[Write]) -> Vec<(&Lead, OrderIdMode)> {
         .collect()
 }
 
+/// The text columns of a lead, as its columns can hold them.
+struct LeadTexts<'a> {
+    visit: Cow<'a, str>,
+    title: Cow<'a, str>,
+}
+
+impl<'a> LeadTexts<'a> {
+    fn of(lead: &'a Lead) -> Self {
+        Self {
+            visit: column_text(&lead.visit),
+            title: column_text(&lead.title),
+        }
+    }
+}
+
 /// A new lead's row: `order_id` is what it is answered at once, if anything;
 /// `version` fixes it in the export.
 fn lead_args<'a>(
     key: &'a LeadKey,
-    lead: &'a Lead,
-    sequence: i64,
-    order_id: Option<&'a str>,
-    version: Option<i64>,
+    lead: &Lead,
+    texts: &'a LeadTexts<'_>,
+    (sequence, order_id, version): (i64, Option<&'a str>, Option<i64>),
     now: i64,
 ) -> [Arg<'a>; LEAD_COLUMN_COUNT] {
     [
@@ -43,8 +58,8 @@ fn lead_args<'a>(
         sequence.into(),
         order_id.into(),
         now.into(),
-        (&lead.visit).into(),
-        (&lead.title).into(),
+        texts.visit.as_ref().into(),
+        texts.title.as_ref().into(),
         lead.create_time.map(to_micros).into(),
         now.into(),
         version.into(),
@@ -71,7 +86,8 @@ pub(super) async fn insert_lead<C: Conn>(
          ON CONFLICT (integration, lead_id) DO NOTHING RETURNING sequence",
         values_placeholders(1, LEAD_COLUMN_COUNT)
     );
-    let args = lead_args(&key, lead, sequence, order_id, version, now);
+    let texts = LeadTexts::of(lead);
+    let args = lead_args(&key, lead, &texts, (sequence, order_id, version), now);
     let claimed = query_opt(conn, &sql, &args, |row| row.int(0)).await?;
     if claimed.is_none() {
         // A retry: the lead is stored already.
@@ -176,22 +192,20 @@ pub(super) async fn insert_leads<C: Conn>(
         });
     }
     if !appended.is_empty() {
-        let new_leads = run
+        let new_leads: Vec<_> = run
             .iter()
             .zip(&keys)
             .zip(&fresh)
-            .filter_map(|(l, f)| f.then_some(l));
+            .filter_map(|(l, f)| f.then_some(l))
+            .collect();
+        let texts: Vec<LeadTexts> = new_leads
+            .iter()
+            .map(|((lead, _), _)| LeadTexts::of(lead))
+            .collect();
         let (mut lead_rows, mut event_rows) = (Vec::new(), Vec::new());
-        for (((lead, _), key), new) in new_leads.zip(&appended) {
-            let order_id = new.order_id.as_deref();
-            lead_rows.extend(lead_args(
-                key,
-                lead,
-                new.sequence,
-                order_id,
-                new.version,
-                now,
-            ));
+        for ((((lead, _), key), new), texts) in new_leads.iter().zip(&appended).zip(&texts) {
+            let numbers = (new.sequence, new.order_id.as_deref(), new.version);
+            lead_rows.extend(lead_args(key, lead, texts, numbers, now));
             let (kind, payload) = ("lead", new.payload.as_str());
             event_rows.extend(event_args(
                 new.sequence,

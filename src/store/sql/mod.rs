@@ -292,11 +292,13 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         &self,
         name: &str,
         acked_sequence: u64,
+        max: u32,
     ) -> Result<Consumer, StoreError> {
         let name = name.to_owned();
         let write = Write::EnsureConsumer {
             name: name.clone(),
             acked_sequence,
+            max,
         };
         match self.write(write).await? {
             Outcome::Done => self.consumer(&name).await,
@@ -304,10 +306,16 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         }
     }
 
-    async fn ack_consumer(&self, name: &str, sequence: u64) -> Result<Consumer, StoreError> {
+    async fn ack_consumer(
+        &self,
+        name: &str,
+        sequence: u64,
+        max: u32,
+    ) -> Result<Consumer, StoreError> {
         let write = Write::AckConsumer {
             name: name.to_owned(),
             sequence,
+            max,
         };
         match self.write(write).await? {
             Outcome::Done => self.consumer(name).await,
@@ -400,6 +408,17 @@ pub(super) fn from_micros(micros: i64) -> OffsetDateTime {
 /// Now, at the precision the store keeps.
 pub(super) fn now_micros() -> i64 {
     to_micros(OffsetDateTime::now_utc())
+}
+
+/// Text from outside (a lead's title, a refused request's action) as a text column
+/// takes it: a NUL, which PostgreSQL cannot store, becomes U+FFFD. The event's own
+/// payload keeps the text exactly.
+pub(super) fn column_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
 }
 
 /// A record as stored JSON.

@@ -1,6 +1,6 @@
 //! The log of requests refused after they passed the token check.
 
-use super::{from_micros, to_db_sequence, to_micros};
+use super::{column_text, from_micros, to_db_sequence, to_micros};
 use crate::domain::{DEFAULT_INTEGRATION, RejectedFilter, RejectedRequest};
 use crate::store::db::{Conn, DbError, Row, scalar};
 
@@ -11,6 +11,8 @@ pub(super) async fn record<C: Conn>(
     request: &RejectedRequest,
     keep: u32,
 ) -> Result<u64, DbError> {
+    let (source, action) = (column_text(&request.source), column_text(&request.action));
+    let reason = column_text(&request.reason);
     let id = scalar(
         conn,
         "INSERT INTO rejected_requests \
@@ -19,9 +21,9 @@ pub(super) async fn record<C: Conn>(
         &[
             (&request.integration).into(),
             to_micros(request.time).into(),
-            (&request.source).into(),
-            (&request.action).into(),
-            (&request.reason).into(),
+            source.as_ref().into(),
+            action.as_ref().into(),
+            reason.as_ref().into(),
             i64::from(request.status).into(),
             request.query.as_slice().into(),
             request.body.as_slice().into(),

@@ -180,14 +180,17 @@ async fn apply<C: Conn>(conn: &mut C, write: &Write, tx: &mut Tx<'_>) -> Result<
         Write::EnsureConsumer {
             name,
             acked_sequence,
-        } => {
-            consumers::ensure(conn, name, *acked_sequence).await?;
-            Ok(Outcome::Done)
-        }
-        Write::AckConsumer { name, sequence } => {
-            consumers::ack(conn, name, *sequence).await?;
-            Ok(Outcome::Done)
-        }
+            max,
+        } => consumers::ensure(conn, name, *acked_sequence, *max)
+            .await?
+            .map(|()| Outcome::Done),
+        Write::AckConsumer {
+            name,
+            sequence,
+            max,
+        } => consumers::ack(conn, name, *sequence, *max)
+            .await?
+            .map(|()| Outcome::Done),
         Write::DeleteConsumer { name } => Ok(Outcome::Flag(consumers::delete(conn, name).await?)),
         Write::RecordRejected { request, keep } => Ok(Outcome::Number(
             rejected::record(conn, request, *keep).await?,

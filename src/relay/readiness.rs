@@ -1,0 +1,92 @@
+//! Readiness, and the consumer figures of the metrics, kept fresh in the
+//! background: probes and scrapes read what is known and cost nothing, however
+//! often they come.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::LeadRelay;
+use crate::telemetry;
+
+/// How often an empty write is committed to check the write path.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// A check older than this says nothing: the write path is stuck.
+const STALE_AFTER: Duration = Duration::from_secs(5);
+/// How often the consumers' figures are read for the metrics.
+const CONSUMERS_EVERY: Duration = Duration::from_secs(2);
+const CONSUMERS_PAGE: u32 = 1_000;
+
+/// The outcome of the latest check of the write path.
+#[derive(Default)]
+pub(super) struct Readiness {
+    latest: Mutex<Option<(Instant, bool)>>,
+}
+
+impl LeadRelay {
+    /// Commits an empty write through the writer, as a lead would be, and remembers
+    /// whether it committed.
+    pub async fn check_readiness(&self) -> bool {
+        let ok = self.store.ping().await.is_ok();
+        telemetry::readiness_checked(ok);
+        let mut latest = self
+            .readiness
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *latest = Some((Instant::now(), ok));
+        ok
+    }
+
+    /// Ready: the latest check of the write path committed, less than 5 s ago.
+    pub fn ready(&self) -> bool {
+        let latest = self
+            .readiness
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        latest.is_some_and(|(at, ok)| ok && at.elapsed() < STALE_AFTER)
+    }
+
+    /// Until shutdown: checks the write path at most once a second, and refreshes
+    /// the consumers' figures for the metrics.
+    pub async fn keep_watch(&self) {
+        let readiness = async {
+            loop {
+                self.check_readiness().await;
+                tokio::time::sleep(PING_EVERY).await;
+            }
+        };
+        let consumers = async {
+            loop {
+                self.refresh_consumer_metrics().await;
+                tokio::time::sleep(CONSUMERS_EVERY).await;
+            }
+        };
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            () = readiness => {}
+            () = consumers => {}
+        }
+    }
+
+    /// Reads every consumer's pending count into the metrics; a consumer deleted
+    /// since the last refresh disappears from them.
+    async fn refresh_consumer_metrics(&self) {
+        let mut figures = vec![];
+        let mut after = String::new();
+        loop {
+            let Ok(page) = self.store.list_consumers(&after, CONSUMERS_PAGE).await else {
+                return;
+            };
+            figures.extend(
+                page.iter()
+                    .map(|consumer| (consumer.name.clone(), consumer.pending)),
+            );
+            match page.last() {
+                Some(last) if page.len() == CONSUMERS_PAGE as usize => after.clone_from(&last.name),
+                _ => break,
+            }
+        }
+        telemetry::set_consumers_pending(figures);
+    }
+}
