@@ -75,11 +75,6 @@ impl Namespace {
         options
     }
 
-    /// A TCP connection made from inside the namespace.
-    pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-        connect_in(self.name.clone(), addr).await
-    }
-
     /// A gRPC channel to `addr`, dialled from inside the namespace.
     pub async fn channel(&self, addr: SocketAddr) -> Channel {
         let name = self.name.clone();
