@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::HttpState;
 use super::error::HttpError;
 use crate::net::{AccessPolicy, Limits, rate_key};
-use crate::relay::refused;
+use crate::relay::{bounded, refused};
 use crate::telemetry;
 
 const REQUEST_ID: &str = "x-request-id";
@@ -29,7 +29,9 @@ pub async fn with_request_id(request: Request, next: Next) -> Response {
         .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned);
     let request_id = given.unwrap_or_else(telemetry::request_id);
-    let span = tracing::info_span!("http", request_id = %request_id, path = %request.uri().path());
+    // A path is the caller's to choose: only its start goes to the logs.
+    let path = bounded(request.uri().path(), 64);
+    let span = tracing::info_span!("http", request_id = %request_id, path = %path);
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -1,5 +1,6 @@
 //! Integration tests: the real binary on random ports, over real HTTP and gRPC.
 
+mod bounds;
 mod consumers;
 mod crm;
 mod deals;

@@ -744,6 +744,11 @@ async fn the_webhook_allowlist_refuses_other_sources_and_believes_only_trusted_p
     let spoofed = forwarded(&closed, "203.0.113.5").await;
     let via_proxy = forwarded(&behind_proxy, "198.51.100.1, 203.0.113.5").await;
     let via_proxy_outsider = forwarded(&behind_proxy, "198.51.100.1").await;
+    let with_port = forwarded(&behind_proxy, "203.0.113.5:41000").await;
+    let with_v6_port = forwarded(&behind_proxy, "203.0.113.5, [2001:db8::1]:41000").await;
+    // A hop that does not parse ends the walk at the last trusted hop (the proxy,
+    // outside the allowlist), not at whatever is written left of it.
+    let unknown = forwarded(&behind_proxy, "203.0.113.5, unknown").await;
     let (allowed, _) = open.lead("1").await;
     let (health, _) = closed.get_raw("/healthz").await;
 
@@ -754,6 +759,12 @@ async fn the_webhook_allowlist_refuses_other_sources_and_believes_only_trusted_p
     );
     assert_eq!(via_proxy, 200);
     assert_eq!(via_proxy_outsider, 403);
+    assert_eq!(with_port, 200, "ip:port hops are read");
+    assert_eq!(
+        with_v6_port, 403,
+        "[v6]:port is read, and outside the allowlist"
+    );
+    assert_eq!(unknown, 403);
     assert_eq!(allowed, 200);
     assert_eq!(health, 200);
     let stored = closed

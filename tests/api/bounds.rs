@@ -1,0 +1,300 @@
+//! Bounds on what a caller can make the service spend: subscribers, consumers,
+//! page sizes, the shutdown drain, a value no store can keep, and credentials that
+//! would let anyone in.
+
+use std::time::Duration;
+
+use roistat_leads::proto::{
+    AckLeadsRequest, DeleteConsumerRequest, ListLeadsRequest, ReportDealRequest, StreamLeadsRequest,
+};
+
+use crate::helpers::*;
+
+backend_tests!(
+    subscribers_beyond_the_bound_are_refused_until_one_leaves,
+    named_consumers_are_bounded_and_never_start_past_the_last_event,
+    a_value_no_store_can_keep_fails_its_own_call_only,
+    a_list_page_is_bounded_in_bytes_as_well_as_in_items,
+);
+
+async fn subscribers_beyond_the_bound_are_refused_until_one_leaves(options: Options) {
+    let app = TestApp::spawn_with(options.args(["--grpc-max-subscribers", "2"])).await;
+    let first = app.stream(StreamLeadsRequest::default()).await;
+    let _second = app.stream(StreamLeadsRequest::default()).await;
+
+    let mut client = app.grpc().await;
+    let refused = client
+        .stream_leads(StreamLeadsRequest::default())
+        .await
+        .unwrap_err();
+    drop(first);
+    // The place is free once the server notices the stream is gone.
+    let again = within("a place among the subscribers", async {
+        loop {
+            match client.stream_leads(StreamLeadsRequest::default()).await {
+                Ok(stream) => return stream,
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    })
+    .await;
+
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("--grpc-max-subscribers"));
+    drop(again);
+}
+
+async fn named_consumers_are_bounded_and_never_start_past_the_last_event(options: Options) {
+    let app = TestApp::spawn_with(options.args(["--max-consumers", "2"])).await;
+    let mut client = app.grpc().await;
+    assert_eq!(app.lead("1").await.0, 200);
+    let ack = |consumer: &str| AckLeadsRequest {
+        consumer: consumer.into(),
+        sequence: 1,
+    };
+    let named = |consumer: &str, after_sequence| StreamLeadsRequest {
+        consumer: consumer.into(),
+        after_sequence,
+        ..Default::default()
+    };
+
+    let past = client.stream_leads(named("ahead", 5)).await.unwrap_err();
+    client.ack_leads(ack("one")).await.unwrap();
+    client.stream_leads(named("two", 1)).await.unwrap();
+    let third_by_ack = client.ack_leads(ack("three")).await.unwrap_err();
+    let third_by_stream = client.stream_leads(named("three", 0)).await.unwrap_err();
+    let existing = client.ack_leads(ack("one")).await;
+    client
+        .delete_consumer(DeleteConsumerRequest {
+            consumer: "one".into(),
+        })
+        .await
+        .unwrap();
+    let after_delete = client.ack_leads(ack("three")).await;
+    // A deleted consumer leaves the metrics (refreshed in the background).
+    let gone = within("the deleted consumer's series to go", async {
+        loop {
+            let metrics = app
+                .http
+                .get(format!("{}/metrics", app.http_base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if metrics.contains(r#"consumer="three""#) {
+                return metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    assert_eq!(past.code(), tonic::Code::InvalidArgument, "{past:?}");
+    assert_eq!(third_by_ack.code(), tonic::Code::ResourceExhausted);
+    assert!(third_by_ack.message().contains("--max-consumers"));
+    assert_eq!(third_by_stream.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        existing.is_ok(),
+        "a consumer that exists moves on: {existing:?}"
+    );
+    assert!(after_delete.is_ok(), "{after_delete:?}");
+    assert!(!gone.contains(r#"consumer="one""#), "{gone}");
+}
+
+async fn a_value_no_store_can_keep_fails_its_own_call_only(options: Options) {
+    let app = TestApp::spawn_with(options).await;
+    let mut client = app.grpc().await;
+    let ids: Vec<String> = (0..40).map(|n| format!("lead-{n}")).collect();
+    let token = token();
+
+    // Webhooks in flight while a report with a NUL arrives: they share batches.
+    let senders = send_leads_concurrently(&app, ids.clone(), 8, "text");
+    let reports = async {
+        let mut refused = vec![];
+        for n in 0..5 {
+            let report = ReportDealRequest {
+                lead_id: "lead-0".into(),
+                deal_id: format!("D\u{0}{n}"),
+                ..Default::default()
+            };
+            refused.push(client.report_deal(report).await.unwrap_err());
+            let named = ReportDealRequest {
+                lead_id: "lead-0".into(),
+                name: Some("a\u{0}b".into()),
+                ..Default::default()
+            };
+            refused.push(client.report_deal(named).await.unwrap_err());
+        }
+        refused
+    };
+    let ((), refused) = tokio::join!(senders, reports);
+    // No webhook field can fail a batch either: a NUL in the title and the visit.
+    let (status, _) = app
+        .get_raw(&format!(
+            "/webhook?user={LOGIN}&token={token}&action=lead&id=nul&title=a%00b&visit=9%0009"
+        ))
+        .await;
+    let (lookup, _) = app
+        .get_raw(&format!(
+            "/webhook?user={LOGIN}&token={token}&action=message&leadId=x%00&text=t"
+        ))
+        .await;
+
+    for status in &refused {
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    }
+    assert_eq!(status, 200);
+    assert_eq!(lookup, 400, "an id with a control character is refused");
+    let events = app.stored_events().await;
+    assert_eq!(
+        events.len(),
+        41,
+        "every lead of the batches, and the NUL one"
+    );
+}
+
+async fn a_list_page_is_bounded_in_bytes_as_well_as_in_items(options: Options) {
+    let app = TestApp::spawn_with(options.args(["--grpc-max-page-bytes", "16384"])).await;
+    let text = "x".repeat(5_000);
+    let ids: Vec<String> = (0..10).map(|n| n.to_string()).collect();
+    send_leads_concurrently(&app, ids, 1, &text).await;
+    let mut client = app.grpc().await;
+
+    let mut pages = vec![];
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_leads(ListLeadsRequest {
+                page_size: 100,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(page.leads.len());
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+
+    assert!(
+        pages.iter().all(|count| (1..=3).contains(count)),
+        "{pages:?}"
+    );
+    assert_eq!(pages.iter().sum::<usize>(), 10, "{pages:?}");
+}
+
+#[tokio::test]
+async fn a_stream_that_stops_reading_does_not_hold_the_stop_past_the_drain() {
+    let app = TestApp::spawn_with(Options::default().args(["--shutdown-drain-ms", "300"])).await;
+    // More than the flow-control windows of a client that reads nothing.
+    let text = "y".repeat(60_000);
+    let ids: Vec<String> = (0..50).map(|n| n.to_string()).collect();
+    send_leads_concurrently(&app, ids, 8, &text).await;
+    let channel = tonic::transport::Endpoint::from_shared(app.grpc_addr.clone())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut stream = roistat_leads::proto::lead_service_client::LeadServiceClient::new(channel)
+        .stream_leads(StreamLeadsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // The first event proves the server is sending; the others cannot fit in the
+    // client's window, and it reads no more.
+    next_event(&mut stream).await;
+
+    let mut app = app;
+    let status = app.terminate().await;
+
+    assert!(status.success(), "{status}");
+    assert!(
+        app.logs().iter().any(|line| line.contains("cut")),
+        "{:?}",
+        app.logs()
+    );
+    assert!(app.logs().iter().any(|line| line.contains("stopped")));
+    drop(stream);
+}
+
+#[tokio::test]
+async fn an_empty_password_is_refused_at_start_unless_it_is_wanted() {
+    let check = |env: &[(&str, &str)], args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
+        command
+            .arg("check-config")
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied());
+        async move { within("check-config", command.output()).await.unwrap() }
+    };
+    let empty = [("ROISTAT_USER", "demo"), ("ROISTAT_PASSWORD", "")];
+
+    let refused = check(&empty, &[]).await;
+    let wanted = check(&empty, &["--allow-empty-password"]).await;
+
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("set a password in Roistat's integration settings")
+            && message.contains("--allow-empty-password"),
+        "{message}"
+    );
+    assert!(wanted.status.success(), "{wanted:?}");
+
+    // Accepted, the token is md5(login): what Roistat sends with an empty password.
+    let app = TestApp::spawn_with(
+        Options::default()
+            .env("ROISTAT_PASSWORD", "")
+            .env("ROISTAT_LEADS_ALLOW_EMPTY_PASSWORD", "true"),
+    )
+    .await;
+    let md5_login = token_for(LOGIN, "");
+    let (status, _) = app
+        .get_webhook(&[
+            ("user", LOGIN),
+            ("token", &md5_login),
+            ("action", "lead"),
+            ("id", "1"),
+        ])
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn refusals_are_logged_briefly_and_not_all_of_a_flood() {
+    let app = TestApp::spawn_with(Options::default()).await;
+    let long_path = format!("/{}", "p".repeat(3_000));
+    for _ in 0..60 {
+        assert_eq!(app.get_raw(&long_path).await.0, 404);
+    }
+
+    let logged: Vec<String> = app
+        .logs()
+        .into_iter()
+        .filter(|line| line.contains("webhook request refused"))
+        .collect();
+    assert!(!logged.is_empty());
+    assert!(
+        logged.len() < 60,
+        "a flood is not logged whole: {}",
+        logged.len()
+    );
+    for line in &logged {
+        assert!(!line.contains(&"p".repeat(100)), "a bounded path: {line}");
+    }
+}
