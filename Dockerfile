@@ -1,6 +1,9 @@
 # Build: docker build -t roistat-leads .
 # Run:   docker run -p 8080:8080 -p 50051:50051 -v roistat-leads:/data \
-#          -e ROISTAT_USER=demo -e ROISTAT_PASSWORD=secret roistat-leads
+#          -e ROISTAT_USER=demo -e ROISTAT_PASSWORD=secret \
+#          -e ROISTAT_LEADS_GRPC_TOKEN=$(openssl rand -hex 32) roistat-leads
+# No token is baked in: without one, LeadService answers loopback peers only
+# (protected mode), which, inside a container, is no client at all.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
