@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use md5::{Digest, Md5};
-use roistat_leads::domain::OrderIdMode;
 use roistat_leads::proto::StreamLeadsRequest;
 use roistat_leads::proto::lead_event::Event;
 use roistat_leads::proto::lead_service_client::LeadServiceClient;
+use roistat_leads::relay::{LeadRelay, RelayOptions};
 use roistat_leads::roistat::{Params, parse_lead};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
@@ -295,10 +295,11 @@ async fn fanout(
 async fn fill(database_url: &str, events: usize) -> anyhow::Result<()> {
     const WRITERS: usize = 256;
     let store = roistat_leads::store::open(database_url, 1024).await?;
+    let relay = LeadRelay::new(store.clone(), RelayOptions::default(), Default::default());
     let started = Instant::now();
     let mut writers = JoinSet::new();
     for writer in 0..WRITERS {
-        let store = store.clone();
+        let relay = relay.clone();
         let count = events / WRITERS + usize::from(writer < events % WRITERS);
         writers.spawn(async move {
             for n in 0..count {
@@ -306,7 +307,7 @@ async fn fill(database_url: &str, events: usize) -> anyhow::Result<()> {
                     .into_iter()
                     .collect();
                 let lead = parse_lead("default", &params).expect("a valid lead");
-                store.insert_lead(lead, OrderIdMode::Lead).await?;
+                relay.receive_lead(lead).await?;
             }
             anyhow::Ok(())
         });

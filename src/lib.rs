@@ -20,3 +20,4 @@ pub mod roistat;
 pub mod signal;
 pub mod store;
 pub mod telemetry;
+pub mod wire;

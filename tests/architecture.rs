@@ -14,12 +14,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("telemetry", &[]),
     ("domain", &[]),
     ("roistat", &["domain"]),
+    ("wire", &["domain", "proto"]),
     ("cli", &["proto", "roistat", "signal"]),
-    ("store", &["domain", "telemetry"]),
-    ("relay", &["domain", "store", "telemetry"]),
+    ("store", &["domain", "wire", "telemetry"]),
+    ("relay", &["domain", "store", "wire", "telemetry"]),
     ("net", &["telemetry"]),
     ("http", &["relay", "domain", "roistat", "net", "telemetry"]),
-    ("grpc", &["relay", "domain", "proto", "net", "telemetry"]),
+    (
+        "grpc",
+        &["relay", "domain", "proto", "wire", "net", "telemetry"],
+    ),
     (
         "config",
         &[

@@ -32,7 +32,6 @@ UPDATE version_counter SET last_version = last_version
     + (SELECT COUNT(*) FROM leads WHERE order_version IS NOT NULL);
 
 CREATE INDEX leads_by_order_id ON leads (integration, order_id);
-CREATE INDEX leads_by_order_version ON leads (integration, order_version);
 
 -- When the first stored copy of a message or task arrived: an identical one is the
 -- same event only within the deduplication window from it.

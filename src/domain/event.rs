@@ -1,5 +1,8 @@
 //! Events: what the lead stream carries, in commit order.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -27,6 +30,26 @@ pub enum EventBody {
 
 /// One committed event of the lead stream.
 pub type Event = Stored<EventBody>;
+
+/// An event as stored and streamed: what filters need, beside its body encoded in
+/// the form it is sent (see the `wire` module), which nothing on its way to a
+/// subscriber decodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedEvent {
+    pub sequence: u64,
+    pub receive_time: OffsetDateTime,
+    pub kind: EventKind,
+    pub integration: Arc<str>,
+    /// A lead's source; other events have none.
+    pub source: Option<LeadSource>,
+    pub body: Bytes,
+}
+
+impl EncodedEvent {
+    pub fn admitted_by(&self, filter: &EventFilter) -> bool {
+        filter.admits(self.kind, self.source, &self.integration)
+    }
+}
 
 /// The kinds of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,6 +5,7 @@ mod crm;
 mod event;
 mod order;
 mod rejected;
+mod search;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,9 +17,10 @@ pub use crm::{
     Call, Client, ClientRecord, DealDetails, DealUpdate, ExportQuery, Manager, Money, Scheme,
     SchemeEntry, SchemeError, Task,
 };
-pub use event::{Event, EventBody, EventFilter, EventKind, Stored};
+pub use event::{EncodedEvent, Event, EventBody, EventFilter, EventKind, Stored};
 pub use order::{Deal, DealReport, Order, OrderIdMode};
 pub use rejected::{RejectedFilter, RejectedRequest};
+pub use search::{SearchKeys, fold, phone_digits};
 
 /// The integration every lead belongs to when none is named: plain `/webhook`.
 pub const DEFAULT_INTEGRATION: &str = "default";

@@ -5,22 +5,11 @@ use tonic::Status;
 
 use super::invalid;
 use crate::domain::{
-    Call, Client, Consumer, Deal, DealMessage, DealReport, DealUpdate, Event, EventBody,
-    EventFilter, EventKind, Lead, LeadKey, LeadSource, Manager, Money, OrderIdMode,
-    RejectedRequest, Scheme, SchemeEntry, Task,
+    Client, Consumer, Deal, DealReport, DealUpdate, EventFilter, EventKind, LeadKey, LeadSource,
+    Manager, Money, OrderIdMode, RejectedRequest, Scheme, SchemeEntry,
 };
 use crate::proto::{self, from_timestamp, timestamp};
-use crate::relay::{StreamItem, StreamRequest, StreamStart};
-
-pub fn source(source: LeadSource) -> proto::LeadSource {
-    match source {
-        LeadSource::LeadHunter => proto::LeadSource::LeadHunter,
-        LeadSource::Calltracking => proto::LeadSource::Calltracking,
-        LeadSource::Crm => proto::LeadSource::Crm,
-        LeadSource::Jivosite => proto::LeadSource::Jivosite,
-        LeadSource::Other => proto::LeadSource::Other,
-    }
-}
+use crate::relay::{StreamRequest, StreamStart};
 
 fn source_from_proto(value: i32) -> Result<LeadSource, Status> {
     Ok(match proto::LeadSource::try_from(value) {
@@ -84,22 +73,6 @@ pub fn stream_request(request: proto::StreamLeadsRequest) -> Result<StreamReques
     })
 }
 
-pub fn stream_item(item: &StreamItem) -> proto::LeadEvent {
-    match item {
-        StreamItem::Event(event) => lead_event(event),
-        StreamItem::Heartbeat {
-            sequence,
-            latest_sequence,
-        } => proto::LeadEvent {
-            sequence: *sequence,
-            receive_time: None,
-            event: Some(proto::lead_event::Event::Heartbeat(proto::Heartbeat {
-                latest_sequence: *latest_sequence,
-            })),
-        },
-    }
-}
-
 pub fn consumer(consumer: &Consumer) -> proto::Consumer {
     proto::Consumer {
         name: consumer.name.clone(),
@@ -107,82 +80,6 @@ pub fn consumer(consumer: &Consumer) -> proto::Consumer {
         pending: consumer.pending,
         ack_time: consumer.ack_time.map(timestamp),
         create_time: Some(timestamp(consumer.create_time)),
-    }
-}
-
-pub fn lead(lead: &Lead, sequence: u64, receive_time: OffsetDateTime) -> proto::Lead {
-    proto::Lead {
-        integration: lead.integration.clone(),
-        lead_id: lead.lead_id.clone(),
-        visit: lead.visit.clone(),
-        title: lead.title.clone(),
-        text: lead.text.clone(),
-        name: lead.name.clone(),
-        phone: lead.phone.clone(),
-        email: lead.email.clone(),
-        page: lead.page.clone(),
-        fields: lead.fields.clone().into_iter().collect(),
-        data_json: lead.data_json.clone(),
-        create_time: lead.create_time.map(timestamp),
-        source: source(lead.source) as i32,
-        manager_id: lead.manager_id.clone(),
-        extra: lead.extra.clone().into_iter().collect(),
-        receive_time: Some(timestamp(receive_time)),
-        sequence,
-    }
-}
-
-pub fn message(message: &DealMessage) -> proto::DealMessage {
-    proto::DealMessage {
-        integration: message.integration.clone(),
-        lead_id: message.lead_id.clone(),
-        title: message.title.clone(),
-        text: message.text.clone(),
-        extra: message.extra.clone().into_iter().collect(),
-        resolved_lead_id: message.resolved_lead_id.clone(),
-    }
-}
-
-pub fn task(task: &Task) -> proto::Task {
-    proto::Task {
-        integration: task.integration.clone(),
-        element_id: task.element_id.clone(),
-        deadline: task.deadline.map(timestamp),
-        text: task.text.clone(),
-        extra: task.extra.clone().into_iter().collect(),
-    }
-}
-
-pub fn call(call: &Call) -> proto::Call {
-    proto::Call {
-        integration: call.integration.clone(),
-        call_id: call.call_id.clone(),
-        callee: call.callee.clone(),
-        caller: call.caller.clone(),
-        date: call.date.map(timestamp),
-        visit: call.visit.clone(),
-        marker: call.marker.clone(),
-        status: call.status.clone(),
-        order_id: call.order_id.clone(),
-        duration: call.duration.unwrap_or(0),
-        file_url: call.file_url.clone(),
-        extra: call.extra.clone().into_iter().collect(),
-    }
-}
-
-pub fn lead_event(event: &Event) -> proto::LeadEvent {
-    let body = match &event.record {
-        EventBody::Lead(record) => {
-            proto::lead_event::Event::Lead(lead(record, event.sequence, event.receive_time))
-        }
-        EventBody::Message(record) => proto::lead_event::Event::Message(message(record)),
-        EventBody::Task(record) => proto::lead_event::Event::Task(task(record)),
-        EventBody::Call(record) => proto::lead_event::Event::Call(call(record)),
-    };
-    proto::LeadEvent {
-        sequence: event.sequence,
-        receive_time: Some(timestamp(event.receive_time)),
-        event: Some(body),
     }
 }
 

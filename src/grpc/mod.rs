@@ -9,13 +9,17 @@ pub use server::{BuildError, GrpcOptions, GrpcServer};
 
 use std::pin::Pin;
 
-use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{LeadKey, RejectedFilter, integration_or_default, validate_id};
-use crate::proto;
+use crate::domain::{EncodedEvent, LeadKey, RejectedFilter, integration_or_default, validate_id};
 use crate::proto::lead_service_server::LeadService;
-use crate::relay::{Error, LeadRelay, RejectedCursor};
+use crate::proto::{self, EventFrame};
+use crate::relay::{Error, LeadRelay, RejectedCursor, StreamItem};
+use crate::wire;
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
@@ -61,7 +65,38 @@ impl LeadApi {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<proto::LeadEvent, Status>> + Send>>;
+/// A subscriber's events as frames: stored bytes written as they are.
+struct Frames {
+    items: mpsc::Receiver<StreamItem>,
+    replayed: std::vec::IntoIter<EncodedEvent>,
+}
+
+impl Stream for Frames {
+    type Item = Result<EventFrame, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.replayed.next() {
+                return Poll::Ready(Some(Ok(wire::frame(&event))));
+            }
+            let frame = match std::task::ready!(self.items.poll_recv(cx)) {
+                None => return Poll::Ready(None),
+                Some(StreamItem::Replayed(events)) => {
+                    self.replayed = events.into_iter();
+                    continue;
+                }
+                Some(StreamItem::Live(event)) => wire::frame(&event),
+                Some(StreamItem::Heartbeat {
+                    sequence,
+                    latest_sequence,
+                }) => EventFrame::heartbeat(sequence, latest_sequence),
+            };
+            return Poll::Ready(Some(Ok(frame)));
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<EventFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl LeadService for LeadApi {
@@ -73,8 +108,11 @@ impl LeadService for LeadApi {
     ) -> Result<Response<Self::StreamLeadsStream>, Status> {
         let request = convert::stream_request(request.into_inner())?;
         let items = self.relay.stream(request, self.stream_buffer).await?;
-        let stream = ReceiverStream::new(items).map(|item| Ok(convert::stream_item(&item)));
-        Ok(Response::new(Box::pin(stream)))
+        let frames = Frames {
+            items,
+            replayed: Vec::new().into_iter(),
+        };
+        Ok(Response::new(Box::pin(frames)))
     }
 
     async fn get_lead(
@@ -84,11 +122,7 @@ impl LeadService for LeadApi {
         let request = request.into_inner();
         let key = lead_key(&request.integration, &request.lead_id)?;
         let lead = self.relay.get_lead(&key).await?;
-        Ok(Response::new(convert::lead(
-            &lead.record,
-            lead.sequence,
-            lead.receive_time,
-        )))
+        Ok(Response::new(decode_lead(&lead)?))
     }
 
     async fn list_leads(
@@ -105,10 +139,8 @@ impl LeadService for LeadApi {
             .list_leads(after, page_size, integration.as_deref())
             .await?;
         let full = leads.len() == page_size as usize;
-        let mut leads: Vec<proto::Lead> = leads
-            .iter()
-            .map(|lead| convert::lead(&lead.record, lead.sequence, lead.receive_time))
-            .collect();
+        let mut leads: Vec<proto::Lead> =
+            leads.iter().map(decode_lead).collect::<Result<_, _>>()?;
         let cut = self.fit(&mut leads);
         let next_page_token = match leads.last() {
             Some(last) if full || cut => convert::page_token(last.sequence),
@@ -310,4 +342,13 @@ pub(crate) fn lead_key(integration_name: &str, lead_id: &str) -> Result<LeadKey,
     }
     validate_id("lead_id", lead_id).map_err(|error| invalid(&error.to_string()))?;
     Ok(LeadKey::new(&integration(integration_name)?, lead_id))
+}
+
+/// A stored lead as the API shows it; one that cannot be read is an internal error,
+/// logged.
+fn decode_lead(event: &EncodedEvent) -> Result<proto::Lead, Status> {
+    wire::decode_lead(event).map_err(|error| {
+        tracing::error!(%error, sequence = event.sequence, "store failed");
+        Status::from(Error::Internal)
+    })
 }

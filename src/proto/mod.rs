@@ -1,6 +1,9 @@
-//! The code generated from `proto/roistat/leads/v1/leads.proto` (messages, the
-//! client and the server), the descriptors served by reflection, and helpers for
-//! the well-known types it uses.
+//! The code generated from `proto/roistat/leads/v1/leads.proto` (messages and the
+//! client as every client sees them; the server, which sends pre-encoded
+//! `EventFrame`s), the descriptors served by reflection, and helpers for the
+//! well-known types it uses.
+
+mod frame;
 
 use time::OffsetDateTime;
 
@@ -9,7 +12,14 @@ mod generated {
     tonic::include_proto!("roistat.leads.v1");
 }
 
+#[allow(clippy::all, clippy::pedantic)]
+mod server {
+    include!(concat!(env!("OUT_DIR"), "/server/roistat.leads.v1.rs"));
+}
+
+pub use frame::{CALL, EventFrame, HEARTBEAT, LEAD, LeanCodec, MESSAGE, TASK};
 pub use generated::*;
+pub use server::lead_service_server;
 
 /// The encoded descriptors served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("leads_descriptor");

@@ -19,9 +19,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Deal, EventBody, Lead, LeadKey, OrderIdMode, Stored};
-use crate::store::LeadStore;
-use crate::telemetry;
+use crate::domain::{Deal, EncodedEvent, EventBody, Lead, LeadKey, OrderIdMode, SearchKeys};
+use crate::store::{LeadStore, NewEvent, NewLead};
+use crate::{telemetry, wire};
 
 pub use crm::{ExportPage, OrdersExport};
 pub use error::Error;
@@ -109,12 +109,13 @@ impl LeadRelay {
     /// to answer. In `crm` mode it waits up to the deal wait for the CRM's deal id,
     /// and is [`Error::Unavailable`] without one, so that Roistat asks again.
     pub async fn receive_lead(&self, lead: Lead) -> Result<LeadAnswer, Error> {
-        let key = lead.key();
         let mode = self.options.order_id_mode;
-        // Subscribed before the insert, so a report that lands in between is seen.
-        let reports = self.store.subscribe_deal_reports();
-        let source = lead.source;
-        let receipt = self.store.insert_lead(lead, mode).await?;
+        // Only in `crm` mode does a webhook wait for a report; subscribed before the
+        // insert, so a report that lands in between is seen.
+        let reports = (mode == OrderIdMode::Crm).then(|| self.store.subscribe_deal_reports());
+        let new = new_lead(lead);
+        let (key, source) = (new.key.clone(), new.source);
+        let receipt = self.store.insert_lead(new, mode).await?;
         if receipt.created {
             telemetry::lead_stored(&key.integration, source.as_str());
         } else {
@@ -127,9 +128,9 @@ impl LeadRelay {
             created,
             "lead stored"
         );
-        let deal = match receipt.deal.answered_order_id {
-            Some(_) => receipt.deal,
-            None => self.wait_for_deal(&key, reports).await?,
+        let deal = match (receipt.deal.answered_order_id.is_some(), reports) {
+            (false, Some(reports)) => self.wait_for_deal(&key, reports).await?,
+            _ => receipt.deal,
         };
         let Some(order_id) = deal.answered_order_id else {
             tracing::error!(lead_id = %key.lead_id, "a lead was fixed without an order id");
@@ -176,15 +177,15 @@ impl LeadRelay {
     /// second event. Returns the event's sequence (of the first delivery).
     pub async fn receive_event(&self, body: EventBody) -> Result<u64, Error> {
         let kind = body.kind().as_str();
-        let subject = body.subject_id().to_owned();
+        let new = new_event(&body);
         let window = self.options.message_dedup_window;
-        let receipt = self.store.insert_event(body, window).await?;
+        let receipt = self.store.insert_event(new, window).await?;
         if !receipt.created {
             telemetry::retry_deduplicated(kind);
         }
         tracing::info!(
             kind,
-            id = %subject,
+            id = %body.subject_id(),
             sequence = receipt.sequence,
             created = receipt.created,
             "event stored"
@@ -192,7 +193,9 @@ impl LeadRelay {
         Ok(receipt.sequence)
     }
 
-    pub async fn get_lead(&self, key: &LeadKey) -> Result<Stored<Lead>, Error> {
+    /// A lead's event: its body is a `roistat.leads.v1.Lead` without `sequence`
+    /// and `receive_time` (see [`wire`]).
+    pub async fn get_lead(&self, key: &LeadKey) -> Result<EncodedEvent, Error> {
         self.store
             .get_lead(key)
             .await?
@@ -204,10 +207,42 @@ impl LeadRelay {
         after_sequence: u64,
         limit: u32,
         integration: Option<&str>,
-    ) -> Result<Vec<Stored<Lead>>, Error> {
+    ) -> Result<Vec<EncodedEvent>, Error> {
         Ok(self
             .store
             .list_leads(after_sequence, limit, integration)
             .await?)
+    }
+}
+
+/// A lead ready to store, encoded here, on the request's task.
+fn new_lead(mut lead: Lead) -> NewLead {
+    let body = wire::encode_lead(&lead).into();
+    NewLead {
+        key: lead.key(),
+        source: lead.source,
+        search: SearchKeys::of(&lead.name, &lead.phone, &lead.email),
+        visit: std::mem::take(&mut lead.visit),
+        title: std::mem::take(&mut lead.title),
+        create_time: lead.create_time,
+        body,
+    }
+}
+
+/// A message, task or call ready to store.
+fn new_event(body: &EventBody) -> NewEvent {
+    let named_lead = match body {
+        EventBody::Lead(lead) => &lead.lead_id,
+        EventBody::Message(message) => &message.lead_id,
+        EventBody::Task(task) => &task.element_id,
+        EventBody::Call(call) => &call.order_id,
+    };
+    NewEvent {
+        kind: body.kind(),
+        integration: body.integration().to_owned(),
+        subject_id: body.subject_id().to_owned(),
+        identity: body.identity(),
+        named_lead: named_lead.clone(),
+        body: wire::encode_body(body).into(),
     }
 }

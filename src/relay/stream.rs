@@ -9,11 +9,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::{Error, LeadRelay};
-use crate::domain::{Event, EventFilter, validate_consumer_name};
+use crate::domain::{EncodedEvent, EventFilter, validate_consumer_name};
 use crate::telemetry;
 
 /// Events read from the store per query while a subscriber catches up.
-const REPLAY_BATCH: u32 = 512;
+const REPLAY_BATCH: u32 = 2048;
 /// Waits between a subscriber's attempts to read an unavailable store.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -42,13 +42,13 @@ pub struct StreamRequest {
 /// What a stream carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamItem {
-    Event(Arc<Event>),
+    /// Stored events in sequence order, read while catching up.
+    Replayed(Vec<EncodedEvent>),
+    /// An event as it committed, shared with every other subscriber.
+    Live(Arc<EncodedEvent>),
     /// The stream delivered nothing for the heartbeat interval. Every event up to
     /// `sequence` was delivered or filtered out.
-    Heartbeat {
-        sequence: u64,
-        latest_sequence: u64,
-    },
+    Heartbeat { sequence: u64, latest_sequence: u64 },
 }
 
 impl LeadRelay {
@@ -122,7 +122,7 @@ impl LeadRelay {
     async fn feed_subscriber(
         &self,
         mut cursor: u64,
-        mut live: broadcast::Receiver<Arc<Event>>,
+        mut live: broadcast::Receiver<Arc<EncodedEvent>>,
         filter: &EventFilter,
         out: &mpsc::Sender<StreamItem>,
         metrics: &telemetry::SubscriberMetrics,
@@ -143,16 +143,18 @@ impl LeadRelay {
                 if batch.len() == REPLAY_BATCH as usize {
                     next = Some(self.read_ahead(last, out));
                 }
-                for event in batch {
-                    cursor = event.sequence;
-                    if filter.matches(&event.record) {
-                        metrics.event_sent(newest - cursor);
-                        if !self.deliver(out, StreamItem::Event(Arc::new(event))).await {
-                            return;
-                        }
-                        last_delivery = Instant::now();
-                    }
+                let mut batch = batch;
+                batch.retain(|event| event.admitted_by(filter));
+                cursor = last;
+                if batch.is_empty() {
+                    continue;
                 }
+                let behind = newest - batch.last().map_or(cursor, |event| event.sequence);
+                metrics.events_sent(batch.len(), behind);
+                if !self.deliver(out, StreamItem::Replayed(batch)).await {
+                    return;
+                }
+                last_delivery = Instant::now();
             }
             loop {
                 let event = tokio::select! {
@@ -176,9 +178,9 @@ impl LeadRelay {
                     Ok(event) if event.sequence <= cursor => continue,
                     Ok(event) if event.sequence == cursor + 1 => {
                         cursor = event.sequence;
-                        if filter.matches(&event.record) {
-                            metrics.event_sent(newest - cursor);
-                            if !self.deliver(out, StreamItem::Event(event)).await {
+                        if event.admitted_by(filter) {
+                            metrics.events_sent(1, newest - cursor);
+                            if !self.deliver(out, StreamItem::Live(event)).await {
                                 return;
                             }
                             last_delivery = Instant::now();
@@ -204,7 +206,7 @@ impl LeadRelay {
         &self,
         cursor: u64,
         out: &mpsc::Sender<StreamItem>,
-    ) -> tokio::task::JoinHandle<Option<Vec<Event>>> {
+    ) -> tokio::task::JoinHandle<Option<Vec<EncodedEvent>>> {
         let (relay, out) = (self.clone(), out.clone());
         tokio::spawn(async move { relay.read_events(cursor, &out).await })
     }
@@ -212,7 +214,11 @@ impl LeadRelay {
     /// Reads stored events after `cursor`, retrying while the store is unavailable
     /// (a database restart should not end streams); `None` when the subscriber is
     /// gone or the service stops.
-    async fn read_events(&self, cursor: u64, out: &mpsc::Sender<StreamItem>) -> Option<Vec<Event>> {
+    async fn read_events(
+        &self,
+        cursor: u64,
+        out: &mpsc::Sender<StreamItem>,
+    ) -> Option<Vec<EncodedEvent>> {
         let mut backoff = RETRY_BACKOFF_MIN;
         loop {
             match self.store.events_after(cursor, REPLAY_BATCH).await {

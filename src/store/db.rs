@@ -92,6 +92,7 @@ pub trait Row {
     fn text(&self, column: usize) -> Result<&str, DbError>;
     fn opt_text(&self, column: usize) -> Result<Option<&str>, DbError>;
     fn bytes(&self, column: usize) -> Result<&[u8], DbError>;
+    fn opt_bytes(&self, column: usize) -> Result<Option<&[u8]>, DbError>;
 }
 
 /// A connection.

@@ -15,9 +15,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
+use bytes::Bytes;
+
 use crate::domain::{
-    Client, ClientRecord, Consumer, Deal, DealReport, Event, EventBody, Lead, LeadKey, Order,
-    OrderIdMode, RejectedFilter, RejectedRequest, Scheme, Stored,
+    Client, ClientRecord, Consumer, Deal, DealReport, EncodedEvent, EventKind, LeadKey, LeadSource,
+    Order, OrderIdMode, RejectedFilter, RejectedRequest, Scheme, SearchKeys,
 };
 
 pub use db::DbError;
@@ -55,6 +57,36 @@ impl From<DbError> for StoreError {
             DbError::Invalid(_) => StoreError::Failed(error),
         }
     }
+}
+
+/// A lead ready to store: its key, the columns it is exported and searched by, and
+/// its body already encoded in the form it is sent (on the request's task, so the
+/// writer only writes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLead {
+    pub key: LeadKey,
+    pub source: LeadSource,
+    pub visit: String,
+    pub title: String,
+    /// The lead's `created_date`.
+    pub create_time: Option<OffsetDateTime>,
+    pub search: SearchKeys,
+    pub body: Bytes,
+}
+
+/// A message, task or call ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub integration: String,
+    /// The id the event is filed under (a message's `leadId`, a task's
+    /// `element_id`, a call's id).
+    pub subject_id: String,
+    /// What makes a copy the same event (see `EventBody::identity`).
+    pub identity: String,
+    /// The id it names its lead by: an order id or a Roistat lead id.
+    pub named_lead: String,
+    pub body: Bytes,
 }
 
 /// The outcome of storing a lead.
@@ -107,7 +139,11 @@ pub struct ExportWindow {
 pub trait LeadStore: Send + Sync + 'static {
     /// Stores a lead once: a lead already stored under the same key is left as it
     /// was. Then fixes its order id per `mode` if it has none yet.
-    async fn insert_lead(&self, lead: Lead, mode: OrderIdMode) -> Result<LeadReceipt, StoreError>;
+    async fn insert_lead(
+        &self,
+        lead: NewLead,
+        mode: OrderIdMode,
+    ) -> Result<LeadReceipt, StoreError>;
 
     /// Fixes the order id of a stored lead per `mode` if it has none yet; returns
     /// the deal. [`StoreError::NotFound`] for an unknown lead.
@@ -119,7 +155,7 @@ pub trait LeadStore: Send + Sync + 'static {
     /// names: by the answered order id first, then by the Roistat lead id.
     async fn insert_event(
         &self,
-        body: EventBody,
+        event: NewEvent,
         dedup_window: Duration,
     ) -> Result<EventReceipt, StoreError>;
 
@@ -175,29 +211,33 @@ pub trait LeadStore: Send + Sync + 'static {
         window: ExportWindow,
     ) -> Result<(u64, Vec<ClientRecord>), StoreError>;
 
-    async fn get_lead(&self, key: &LeadKey) -> Result<Option<Stored<Lead>>, StoreError>;
+    /// A lead's event.
+    async fn get_lead(&self, key: &LeadKey) -> Result<Option<EncodedEvent>, StoreError>;
 
-    /// Leads in sequence order, after `after_sequence`, at most `limit`; only those
-    /// of `integration` when it is given.
+    /// Leads' events in sequence order, after `after_sequence`, at most `limit`; only
+    /// those of `integration` when it is given.
     async fn list_leads(
         &self,
         after_sequence: u64,
         limit: u32,
         integration: Option<&str>,
-    ) -> Result<Vec<Stored<Lead>>, StoreError>;
+    ) -> Result<Vec<EncodedEvent>, StoreError>;
 
     async fn get_deal(&self, key: &LeadKey) -> Result<Option<Deal>, StoreError>;
 
     /// Committed events with a sequence greater than `after_sequence`, in order, at most `limit`.
-    async fn events_after(&self, after_sequence: u64, limit: u32)
-    -> Result<Vec<Event>, StoreError>;
+    async fn events_after(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<EncodedEvent>, StoreError>;
 
     /// The greatest committed sequence, 0 when there is none.
     async fn latest_sequence(&self) -> Result<u64, StoreError>;
 
     /// A feed of events as they commit. A receiver that lags is told so and must
     /// read the missed events with [`LeadStore::events_after`].
-    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
+    fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedEvent>>;
 
     /// A feed of leads whose CRM deal id was just reported (on any replica).
     /// A receiver that lags must re-read the deals it waits for.
@@ -282,4 +322,6 @@ pub enum OpenError {
     Connect(#[source] DbError),
     #[error("cannot apply the migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot convert the stored events to their protobuf form")]
+    Convert(#[source] DbError),
 }

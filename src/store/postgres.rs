@@ -32,7 +32,7 @@ use super::db::{Arg, Conn, DbError, Row, Source};
 use super::sql::{self, Backend, SqlStore, SqlTransactor, WriteSide};
 use super::writer::{self, Committed, Write};
 use super::{DEAL_REPORTS_CAPACITY, OpenError};
-use crate::domain::{Event, LeadKey};
+use crate::domain::{EncodedEvent, LeadKey};
 
 const EVENTS_CHANNEL: &str = "roistat_leads_events";
 const DEALS_CHANNEL: &str = "roistat_leads_deals";
@@ -46,6 +46,21 @@ const PUBLISH_BATCH: u32 = 512;
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
 pub(super) type PostgresStore = SqlStore<PgBackend>;
+
+/// The advisory lock replicas take turns under to convert stored events.
+const CONVERSION_LOCK: i64 = 0x726f_6973_7461_7405;
+
+/// Converts events stored before they were stored encoded, one replica at a time:
+/// the others wait on the lock, then find nothing left to convert.
+async fn convert_stored<C: Conn>(conn: &mut C) -> Result<u64, DbError> {
+    let lock = [CONVERSION_LOCK.into()];
+    conn.query("SELECT pg_advisory_lock($1)", &lock, |_| Ok(()))
+        .await?;
+    let converted = sql::convert_stored(conn, <PgWriteSide as WriteSide>::BEGIN).await;
+    conn.query("SELECT pg_advisory_unlock($1)", &lock, |_| Ok(()))
+        .await?;
+    converted
+}
 
 /// Connects to the database at `url` and applies the migrations (concurrent
 /// replicas take turns: the migrator holds an advisory lock).
@@ -71,6 +86,10 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<PostgresStor
         .connect()
         .await
         .map_err(|error| OpenError::Connect(pg_error(error)))?;
+    let mut writer_conn = PgConn(Box::new(writer_conn));
+    convert_stored(&mut writer_conn)
+        .await
+        .map_err(OpenError::Convert)?;
 
     let (feed, _) = broadcast::channel(feed_capacity.max(1));
     let (deal_reports, _) = broadcast::channel(DEAL_REPORTS_CAPACITY);
@@ -89,7 +108,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<PostgresStor
 
     let side = PgWriteSide {
         options,
-        conn: Some(PgConn(Box::new(writer_conn))),
+        conn: Some(writer_conn),
         wake: wake.clone(),
         deal_reports: deal_reports.clone(),
     };
@@ -222,7 +241,7 @@ impl WriteSide for PgWriteSide {
 /// Publishes committed events to this replica's feed, in order, exactly once each.
 async fn publish(
     pool: PgPool,
-    feed: broadcast::Sender<Arc<Event>>,
+    feed: broadcast::Sender<Arc<EncodedEvent>>,
     mut published: u64,
     wake: Arc<Notify>,
     stop: CancellationToken,
@@ -377,6 +396,10 @@ impl Row for PgRowRef<'_> {
     }
 
     fn bytes(&self, column: usize) -> Result<&[u8], DbError> {
+        self.0.try_get(column).map_err(pg_error)
+    }
+
+    fn opt_bytes(&self, column: usize) -> Result<Option<&[u8]>, DbError> {
         self.0.try_get(column).map_err(pg_error)
     }
 }

@@ -18,10 +18,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit, broadcast, mpsc, oneshot};
 
 use super::db::{Arg, Conn, DbError, Row, Source};
-use super::sql::{Backend, SqlStore, SqlTransactor, WriteSide};
+use super::sql::{self, Backend, SqlStore, SqlTransactor, WriteSide};
 use super::writer::{self, Committed, Write};
 use super::{DEAL_REPORTS_CAPACITY, OpenError};
-use crate::domain::{Event, LeadKey};
+use crate::domain::{EncodedEvent, LeadKey};
 
 const READ_CONNECTIONS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,7 +50,10 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore,
 
     let path = options.get_filename().to_owned();
     let connect = |path: &Path| SqliteConn::open(path).map_err(OpenError::Connect);
-    let writer_conn = connect(&path)?;
+    let mut writer_conn = connect(&path)?;
+    sql::convert_stored(&mut writer_conn, <SqliteWriteSide as WriteSide>::BEGIN)
+        .await
+        .map_err(OpenError::Convert)?;
     let readers = (0..READ_CONNECTIONS)
         .map(|_| connect(&path))
         .collect::<Result<Vec<_>, _>>()?;
@@ -162,7 +165,7 @@ impl Backend for SqliteBackend {
 /// The writer's side: its connection, and the in-process feeds it announces to.
 struct SqliteWriteSide {
     conn: SqliteConn,
-    feed: broadcast::Sender<Arc<Event>>,
+    feed: broadcast::Sender<Arc<EncodedEvent>>,
     deal_reports: broadcast::Sender<LeadKey>,
 }
 
@@ -373,8 +376,14 @@ impl Row for SqliteRow<'_, '_> {
     }
 
     fn bytes(&self, column: usize) -> Result<&[u8], DbError> {
+        self.opt_bytes(column)?
+            .ok_or_else(|| DbError::invalid(format!("column {column} is NULL")))
+    }
+
+    fn opt_bytes(&self, column: usize) -> Result<Option<&[u8]>, DbError> {
         match self.value(column)? {
-            ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Ok(bytes),
+            ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Ok(Some(bytes)),
+            ValueRef::Null => Ok(None),
             other => Err(wrong_type(column, other)),
         }
     }

@@ -9,9 +9,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DbError, EventReceipt, ExportKind, LeadReceipt, StoreError};
+use super::{DbError, EventReceipt, ExportKind, LeadReceipt, NewEvent, NewLead, StoreError};
 use crate::domain::{
-    Client, Deal, DealReport, Event, EventBody, Lead, LeadKey, OrderIdMode, RejectedRequest, Scheme,
+    Client, Deal, DealReport, EncodedEvent, LeadKey, OrderIdMode, RejectedRequest, Scheme,
 };
 
 /// Most writes committed in one transaction.
@@ -21,7 +21,7 @@ pub(super) const MAX_BATCH: usize = 256;
 #[derive(Debug)]
 pub(super) enum Write {
     InsertLead {
-        lead: Box<Lead>,
+        lead: Box<NewLead>,
         mode: OrderIdMode,
     },
     AssignOrderId {
@@ -29,7 +29,7 @@ pub(super) enum Write {
         mode: OrderIdMode,
     },
     InsertEvent {
-        body: Box<EventBody>,
+        event: Box<NewEvent>,
         /// How long an identical message or task is the same event.
         dedup_window: Duration,
     },
@@ -123,7 +123,7 @@ pub(super) enum Command {
 #[derive(Debug, Default)]
 pub(super) struct Committed {
     /// New events, in sequence order.
-    pub events: Vec<Event>,
+    pub events: Vec<EncodedEvent>,
     /// Leads whose CRM deal id changed.
     pub deal_reports: Vec<LeadKey>,
 }
@@ -235,10 +235,8 @@ fn reply_all(replies: Vec<oneshot::Sender<Applied>>, outcomes: Vec<Applied>) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::domain::DealMessage;
+    use crate::domain::EventKind;
 
     /// Applies writes in memory: a batch holding a poisoned write fails as a whole,
     /// as a database error aborts a real transaction.
@@ -250,21 +248,21 @@ mod tests {
 
     fn message(lead_id: &str) -> Write {
         Write::InsertEvent {
-            body: Box::new(EventBody::Message(DealMessage {
+            event: Box::new(NewEvent {
+                kind: EventKind::Message,
                 integration: "default".into(),
-                lead_id: lead_id.into(),
-                title: String::new(),
-                text: String::new(),
-                extra: BTreeMap::new(),
-                resolved_lead_id: String::new(),
-            })),
+                subject_id: lead_id.into(),
+                identity: lead_id.into(),
+                named_lead: lead_id.into(),
+                body: bytes::Bytes::new(),
+            }),
             dedup_window: Duration::ZERO,
         }
     }
 
     fn lead_id(write: &Write) -> String {
         match write {
-            Write::InsertEvent { body, .. } => body.subject_id().to_owned(),
+            Write::InsertEvent { event, .. } => event.subject_id.clone(),
             other => format!("{other:?}"),
         }
     }
@@ -284,13 +282,13 @@ mod tests {
                 .iter()
                 .map(|id| {
                     let sequence = id.parse().unwrap();
-                    committed.events.push(Event {
+                    committed.events.push(EncodedEvent {
                         sequence,
                         receive_time: OffsetDateTime::UNIX_EPOCH,
-                        record: match message(id) {
-                            Write::InsertEvent { body, .. } => *body,
-                            _ => unreachable!(),
-                        },
+                        kind: EventKind::Message,
+                        integration: "default".into(),
+                        source: None,
+                        body: bytes::Bytes::new(),
                     });
                     Ok(Outcome::Event(EventReceipt {
                         sequence,

@@ -248,9 +248,10 @@ impl SubscriberMetrics {
         }
     }
 
-    /// An event handed to the subscriber `lag` events behind the newest it knows of.
-    pub fn event_sent(&self, lag: u64) {
-        self.sent.increment(1);
+    /// `count` events handed to the subscriber, the last of them `lag` events
+    /// behind the newest it knows of.
+    pub fn events_sent(&self, count: usize, lag: u64) {
+        self.sent.increment(count as u64);
         self.lag.record(lag as f64);
     }
 }

@@ -111,6 +111,24 @@ async fn a_store_written_by_release_0003_reads_back_as_written(options: Options)
     assert_eq!(other.source(), LeadSource::Jivosite);
     assert_eq!(events[8].receive_time, other.receive_time);
 
+    // Converted once, at start: every event stored in the form it is sent, every
+    // lead searchable, a lead's source filterable.
+    let db = &options.database;
+    let unconverted = "SELECT COUNT(*) FROM events WHERE body IS NULL OR payload <> ''";
+    assert_eq!(db.query_int(unconverted).await, 0);
+    let searchable = "SELECT COUNT(*) FROM leads \
+         WHERE lead_id = '6' AND integration = 'default' \
+         AND phone_digits = '1230001122' AND name_folded = 'роберт'";
+    assert_eq!(db.query_int(searchable).await, 1);
+    let mut jivosite = app
+        .stream(StreamLeadsRequest {
+            sources: vec![LeadSource::Jivosite as i32],
+            kinds: vec![roistat_leads::proto::EventKind::Lead as i32],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(next_event(&mut jivosite).await.sequence, 9);
+
     // Deals: details as reported, order ids as answered, and the crm-mode leads.
     let deal = |lead_id: &str| GetDealRequest {
         lead_id: lead_id.into(),

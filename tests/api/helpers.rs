@@ -119,6 +119,17 @@ impl TestDatabase {
         }
     }
 
+    /// The integer a query returns (its first row's first column).
+    pub async fn query_int(&self, sql: &str) -> i64 {
+        if self.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        }
+    }
+
     /// The PostgreSQL database name.
     pub fn name(&self) -> &str {
         &self.postgres.as_ref().expect("a PostgreSQL database").1

@@ -4,56 +4,66 @@
 
 use std::time::Duration;
 
+use super::from_micros;
+use super::now_micros;
 use super::writes::Tx;
-use super::{from_micros, now_micros, to_json};
-use crate::domain::{EventBody, EventKind, LeadKey, Stored};
+use crate::domain::{EncodedEvent, EventKind, LeadKey};
 use crate::store::db::{Arg, Conn, DbError, query_opt};
-use crate::store::{EventReceipt, StoreError};
+use crate::store::{EventReceipt, NewEvent, StoreError};
+use crate::wire;
 
+/// An event's row. `payload` held the JSON of versions before 0005; it stays empty.
 pub(super) const EVENT_COLUMNS: &str =
-    "sequence, kind, integration, lead_id, receive_time, payload, lead_ref";
+    "sequence, kind, integration, lead_id, receive_time, payload, lead_ref, body, source";
+pub(super) const EVENT_COLUMN_COUNT: usize = 9;
 
-/// An event's row.
+/// An event's row: filed under `key` (its integration and subject id), about the
+/// lead `lead_ref` (if any), of a lead `source` (if a lead).
 pub(super) fn event_args<'a>(
     sequence: i64,
-    kind: &'static str,
+    kind: EventKind,
     key: &'a LeadKey,
     receive_micros: i64,
-    payload: &'a str,
-    lead_ref: Option<&'a str>,
-) -> [Arg<'a>; 7] {
+    body: &'a [u8],
+    (lead_ref, source): (Option<&'a str>, Option<&'static str>),
+) -> [Arg<'a>; EVENT_COLUMN_COUNT] {
     [
         sequence.into(),
-        kind.into(),
+        kind.as_str().into(),
         (&key.integration).into(),
         (&key.lead_id).into(),
         receive_micros.into(),
-        payload.into(),
+        "".into(),
         lead_ref.into(),
+        body.into(),
+        source.into(),
     ]
 }
 
-/// Appends an event to the log under `sequence`, filed under `lead_ref`.
+/// Appends a committed event to the log, filed under `subject_id` and about the
+/// lead `lead_ref` (none when empty).
 pub(super) async fn append_event<C: Conn>(
     conn: &mut C,
-    sequence: i64,
-    key: &LeadKey,
-    body: EventBody,
+    event: &EncodedEvent,
+    subject_id: &str,
     lead_ref: &str,
-    receive_micros: i64,
-) -> Result<Stored<EventBody>, DbError> {
-    let payload = to_json(&body)?;
+) -> Result<(), DbError> {
+    let key = LeadKey::new(&event.integration, subject_id);
     let lead_ref = Some(lead_ref).filter(|id| !id.is_empty());
-    let kind = body.kind().as_str();
-    let args = event_args(sequence, kind, key, receive_micros, &payload, lead_ref);
-    let sql = format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)");
+    let source = event.source.map(|source| source.as_str());
+    let micros = super::to_micros(event.receive_time);
+    let args = event_args(
+        event.sequence as i64,
+        event.kind,
+        &key,
+        micros,
+        &event.body,
+        (lead_ref, source),
+    );
+    let sql =
+        format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
     conn.execute(&sql, &args).await?;
-    Ok(Stored {
-        sequence: sequence as u64,
-        // What a reader of the store will see: microsecond precision.
-        receive_time: from_micros(receive_micros),
-        record: body,
-    })
+    Ok(())
 }
 
 /// The lead `id` names in an integration: the lead answered `id` as its order id,
@@ -76,40 +86,35 @@ async fn resolve_lead<C: Conn>(
     Ok(found.flatten())
 }
 
-/// The id a message, task or call names its lead by.
-fn named_lead(body: &EventBody) -> &str {
-    match body {
-        EventBody::Lead(lead) => &lead.lead_id,
-        EventBody::Message(message) => &message.lead_id,
-        EventBody::Task(task) => &task.element_id,
-        EventBody::Call(call) => &call.order_id,
-    }
-}
-
 /// Stores a message, task or call unless it is a copy of one already stored; a
 /// copy gets the first delivery's sequence. Calls are copies of the same call id
 /// for good; an identical message or task is a copy only within `dedup_window` of
 /// the first stored copy (zero: every copy is stored).
 pub(super) async fn insert_event<C: Conn>(
     conn: &mut C,
-    body: &EventBody,
+    new: &NewEvent,
     dedup_window: Duration,
     tx: &mut Tx<'_>,
 ) -> Result<Result<EventReceipt, StoreError>, DbError> {
-    let identity = body.identity();
-    let integration = body.integration();
+    let integration = new.integration.as_str();
     let now = now_micros();
     let stored = query_opt(
         conn,
         "SELECT sequence, first_time FROM event_identities \
          WHERE integration = $1 AND identity = $2",
-        &[integration.into(), (&identity).into()],
+        &[integration.into(), (&new.identity).into()],
         |row| Ok((row.int(0)?, row.int(1)?)),
     )
     .await?;
-    let windowed = matches!(body.kind(), EventKind::Message | EventKind::Task);
+    let windowed = matches!(new.kind, EventKind::Message | EventKind::Task);
     let window = i64::try_from(dedup_window.as_micros()).unwrap_or(i64::MAX);
     let sequence = tx.counters.sequences.peek();
+    let args = [
+        integration.into(),
+        (&new.identity).into(),
+        sequence.into(),
+        now.into(),
+    ];
     match stored {
         Some((first, first_time)) if !windowed || now.saturating_sub(first_time) < window => {
             return Ok(Ok(EventReceipt {
@@ -122,35 +127,31 @@ pub(super) async fn insert_event<C: Conn>(
         Some(_) => {
             let sql = "UPDATE event_identities SET sequence = $3, first_time = $4 \
                  WHERE integration = $1 AND identity = $2";
-            let args = [
-                integration.into(),
-                (&identity).into(),
-                sequence.into(),
-                now.into(),
-            ];
             conn.execute(sql, &args).await?;
         }
         None => {
             let sql = "INSERT INTO event_identities (integration, identity, sequence, first_time) \
                  VALUES ($1, $2, $3, $4)";
-            let args = [
-                integration.into(),
-                (&identity).into(),
-                sequence.into(),
-                now.into(),
-            ];
             conn.execute(sql, &args).await?;
         }
     }
-    let lead_ref = resolve_lead(conn, integration, named_lead(body)).await?;
-    let mut body = body.clone();
-    if let EventBody::Message(message) = &mut body {
-        message.resolved_lead_id = lead_ref.clone().unwrap_or_default();
-    }
-    let key = LeadKey::new(integration, body.subject_id());
-    let lead_ref = lead_ref.unwrap_or_default();
-    let taken = tx.counters.sequences.take();
-    let event = append_event(conn, taken, &key, body, &lead_ref, now).await?;
+    let lead_ref = resolve_lead(conn, integration, &new.named_lead)
+        .await?
+        .unwrap_or_default();
+    let body = match new.kind {
+        // A message says which lead it was filed under.
+        EventKind::Message => wire::with_resolved_lead(&new.body, &lead_ref),
+        _ => new.body.clone(),
+    };
+    let event = EncodedEvent {
+        sequence: tx.counters.sequences.take() as u64,
+        receive_time: from_micros(now),
+        kind: new.kind,
+        integration: integration.into(),
+        source: None,
+        body,
+    };
+    append_event(conn, &event, &new.subject_id, &lead_ref).await?;
     let receipt = EventReceipt {
         sequence: event.sequence,
         created: true,

@@ -5,20 +5,21 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use super::crm;
-use super::events::{EVENT_COLUMNS, append_event, event_args};
+use super::events::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, append_event, event_args};
 use super::writes::Tx;
-use super::{column_text, from_micros, now_micros, to_json, to_micros};
-use crate::domain::{Deal, EventBody, Lead, LeadKey, OrderIdMode, Stored};
+use super::{column_text, from_micros, now_micros, to_micros};
+use crate::domain::{Deal, EncodedEvent, EventKind, LeadKey, OrderIdMode};
 use crate::store::db::{Arg, Conn, DbError, query_opt, values_placeholders};
 use crate::store::writer::{Applied, Outcome, Write};
-use crate::store::{LeadReceipt, StoreError};
+use crate::store::{LeadReceipt, NewLead, StoreError};
 
 const LEAD_COLUMNS: &str = "integration, lead_id, sequence, order_id, deal_update_time, \
-     visit, title, create_time, receive_time, order_version, order_time";
-const LEAD_COLUMN_COUNT: usize = 11;
+     visit, title, create_time, receive_time, order_version, order_time, \
+     name_folded, phone_digits, email_folded";
+const LEAD_COLUMN_COUNT: usize = 14;
 
 /// The leads at the start of `batch`, up to its first write of another kind.
-pub(super) fn leading_leads(batch: &[Write]) -> Vec<(&Lead, OrderIdMode)> {
+pub(super) fn leading_leads(batch: &[Write]) -> Vec<(&NewLead, OrderIdMode)> {
     batch
         .iter()
         .map_while(|write| match write {
@@ -32,13 +33,17 @@ pub(super) fn leading_leads(batch: &[Write]) -> Vec<(&Lead, OrderIdMode)> {
 struct LeadTexts<'a> {
     visit: Cow<'a, str>,
     title: Cow<'a, str>,
+    name: Cow<'a, str>,
+    email: Cow<'a, str>,
 }
 
 impl<'a> LeadTexts<'a> {
-    fn of(lead: &'a Lead) -> Self {
+    fn of(lead: &'a NewLead) -> Self {
         Self {
             visit: column_text(&lead.visit),
             title: column_text(&lead.title),
+            name: column_text(&lead.search.name),
+            email: column_text(&lead.search.email),
         }
     }
 }
@@ -46,15 +51,14 @@ impl<'a> LeadTexts<'a> {
 /// A new lead's row: `order_id` is what it is answered at once, if anything;
 /// `version` fixes it in the export.
 fn lead_args<'a>(
-    key: &'a LeadKey,
-    lead: &Lead,
+    lead: &'a NewLead,
     texts: &'a LeadTexts<'_>,
     (sequence, order_id, version): (i64, Option<&'a str>, Option<i64>),
     now: i64,
 ) -> [Arg<'a>; LEAD_COLUMN_COUNT] {
     [
-        (&key.integration).into(),
-        (&key.lead_id).into(),
+        (&lead.key.integration).into(),
+        (&lead.key.lead_id).into(),
         sequence.into(),
         order_id.into(),
         now.into(),
@@ -64,17 +68,32 @@ fn lead_args<'a>(
         now.into(),
         version.into(),
         version.map(|_| now).into(),
+        texts.name.as_ref().into(),
+        (&lead.search.phone).into(),
+        texts.email.as_ref().into(),
     ]
+}
+
+/// A new lead's event, as committed.
+fn lead_event(lead: &NewLead, sequence: i64, receive_micros: i64) -> EncodedEvent {
+    EncodedEvent {
+        sequence: sequence as u64,
+        receive_time: from_micros(receive_micros),
+        kind: EventKind::Lead,
+        integration: lead.key.integration.as_str().into(),
+        source: Some(lead.source),
+        body: lead.body.clone(),
+    }
 }
 
 /// Stores a lead unless its key is taken; a retry gets the stored lead's answer.
 pub(super) async fn insert_lead<C: Conn>(
     conn: &mut C,
-    lead: &Lead,
+    lead: &NewLead,
     mode: OrderIdMode,
     tx: &mut Tx<'_>,
 ) -> Result<Result<LeadReceipt, StoreError>, DbError> {
-    let key = lead.key();
+    let key = &lead.key;
     let now = now_micros();
     let order_id = mode.without_deal_id(&key.lead_id);
     let version = order_id.map(|_| tx.counters.versions.peek());
@@ -87,11 +106,11 @@ pub(super) async fn insert_lead<C: Conn>(
         values_placeholders(1, LEAD_COLUMN_COUNT)
     );
     let texts = LeadTexts::of(lead);
-    let args = lead_args(&key, lead, &texts, (sequence, order_id, version), now);
+    let args = lead_args(lead, &texts, (sequence, order_id, version), now);
     let claimed = query_opt(conn, &sql, &args, |row| row.int(0)).await?;
     if claimed.is_none() {
         // A retry: the lead is stored already.
-        let Some((sequence, deal)) = crm::load_deal(conn, &key).await? else {
+        let Some((sequence, deal)) = crm::load_deal(conn, key).await? else {
             return Err(DbError::invalid(
                 "a lead's key is taken but the lead is gone",
             ));
@@ -107,17 +126,10 @@ pub(super) async fn insert_lead<C: Conn>(
         tx.counters.versions.take();
     }
     let order_id = order_id.map(str::to_owned);
-    let body = EventBody::Lead(lead.clone());
-    let event = append_event(
-        conn,
-        tx.counters.sequences.take(),
-        &key,
-        body,
-        &key.lead_id,
-        now,
-    );
-    let event = event.await?;
-    let receipt = new_lead_receipt(key, event.sequence, order_id, event.receive_time);
+    let sequence = tx.counters.sequences.take();
+    let event = lead_event(lead, sequence, now);
+    append_event(conn, &event, &key.lead_id, &key.lead_id).await?;
+    let receipt = new_lead_receipt(key.clone(), event.sequence, order_id, event.receive_time);
     tx.committed.events.push(event);
     Ok(Ok(receipt))
 }
@@ -147,7 +159,6 @@ struct Appended {
     sequence: i64,
     version: Option<i64>,
     order_id: Option<String>,
-    payload: String,
 }
 
 /// Inserts a run of leads with one statement per table instead of two per lead.
@@ -155,10 +166,10 @@ struct Appended {
 /// path, where they are retries. Outcomes are in the run's order.
 pub(super) async fn insert_leads<C: Conn>(
     conn: &mut C,
-    run: &[(&Lead, OrderIdMode)],
+    run: &[(&NewLead, OrderIdMode)],
     tx: &mut Tx<'_>,
 ) -> Result<Vec<Applied>, DbError> {
-    let keys: Vec<LeadKey> = run.iter().map(|(lead, _)| lead.key()).collect();
+    let keys: Vec<&LeadKey> = run.iter().map(|(lead, _)| &lead.key).collect();
     let sql = format!(
         "SELECT integration, lead_id FROM leads WHERE (integration, lead_id) IN (VALUES {})",
         values_placeholders(keys.len(), 2)
@@ -174,10 +185,13 @@ pub(super) async fn insert_leads<C: Conn>(
         .await?;
     let mut taken: HashSet<LeadKey> = stored.into_iter().collect();
     // The first of each key not stored yet is new; the others are retries.
-    let fresh: Vec<bool> = keys.iter().map(|key| taken.insert(key.clone())).collect();
+    let fresh: Vec<bool> = keys
+        .iter()
+        .map(|key| taken.insert((*key).clone()))
+        .collect();
     let now = now_micros();
     let mut appended = Vec::new();
-    for ((lead, mode), key) in run
+    for ((_, mode), key) in run
         .iter()
         .zip(&keys)
         .zip(&fresh)
@@ -188,7 +202,6 @@ pub(super) async fn insert_leads<C: Conn>(
             sequence: tx.counters.sequences.take(),
             version: order_id.as_ref().map(|_| tx.counters.versions.take()),
             order_id,
-            payload: to_json(&EventBody::Lead((*lead).clone()))?,
         });
     }
     if !appended.is_empty() {
@@ -205,15 +218,14 @@ pub(super) async fn insert_leads<C: Conn>(
         let (mut lead_rows, mut event_rows) = (Vec::new(), Vec::new());
         for ((((lead, _), key), new), texts) in new_leads.iter().zip(&appended).zip(&texts) {
             let numbers = (new.sequence, new.order_id.as_deref(), new.version);
-            lead_rows.extend(lead_args(key, lead, texts, numbers, now));
-            let (kind, payload) = ("lead", new.payload.as_str());
+            lead_rows.extend(lead_args(lead, texts, numbers, now));
             event_rows.extend(event_args(
                 new.sequence,
-                kind,
+                EventKind::Lead,
                 key,
                 now,
-                payload,
-                Some(&key.lead_id),
+                &lead.body,
+                (Some(&key.lead_id), Some(lead.source.as_str())),
             ));
         }
         let sql = format!(
@@ -223,7 +235,7 @@ pub(super) async fn insert_leads<C: Conn>(
         conn.execute(&sql, &lead_rows).await?;
         let sql = format!(
             "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
-            values_placeholders(appended.len(), event_rows.len() / appended.len())
+            values_placeholders(appended.len(), EVENT_COLUMN_COUNT)
         );
         conn.execute(&sql, &event_rows).await?;
     }
@@ -232,19 +244,18 @@ pub(super) async fn insert_leads<C: Conn>(
     let receive_time = from_micros(now);
     let mut appended = appended.into_iter();
     let mut outcomes = Vec::with_capacity(run.len());
-    for (((lead, mode), key), fresh) in run.iter().zip(keys).zip(fresh) {
+    for ((lead, mode), fresh) in run.iter().zip(fresh) {
         let next = if fresh { appended.next() } else { None };
         let Some(new) = next else {
             let retry = insert_lead(conn, lead, *mode, tx).await?;
             outcomes.push(retry.map(Outcome::Lead));
             continue;
         };
-        tx.committed.events.push(Stored {
-            sequence: new.sequence as u64,
-            receive_time,
-            record: EventBody::Lead((*lead).clone()),
-        });
-        let receipt = new_lead_receipt(key, new.sequence as u64, new.order_id, receive_time);
+        tx.committed
+            .events
+            .push(lead_event(lead, new.sequence, now));
+        let (key, sequence) = (lead.key.clone(), new.sequence as u64);
+        let receipt = new_lead_receipt(key, sequence, new.order_id, receive_time);
         outcomes.push(Ok(Outcome::Lead(receipt)));
     }
     Ok(outcomes)

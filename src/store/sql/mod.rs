@@ -12,6 +12,7 @@
 //! one writer anyway.
 
 mod consumers;
+mod convert;
 mod crm;
 mod events;
 mod leads;
@@ -30,12 +31,15 @@ use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 
 use super::db::{Conn, DbError};
 use super::writer::{self, Applied, Command, Committed, Outcome, Transactor, Write};
-use super::{EventReceipt, ExportKind, ExportWindow, LeadReceipt, LeadStore, StoreError};
+use super::{
+    EventReceipt, ExportKind, ExportWindow, LeadReceipt, LeadStore, NewEvent, NewLead, StoreError,
+};
 use crate::domain::{
-    Client, ClientRecord, Consumer, Deal, DealReport, Event, EventBody, Lead, LeadKey, Order,
-    OrderIdMode, RejectedFilter, RejectedRequest, Scheme, Stored,
+    Client, ClientRecord, Consumer, Deal, DealReport, EncodedEvent, LeadKey, Order, OrderIdMode,
+    RejectedFilter, RejectedRequest, Scheme,
 };
 
+pub(super) use convert::convert_stored;
 pub(super) use reads::{events_after, latest_sequence};
 
 /// A backend's read side.
@@ -102,7 +106,7 @@ impl<W: WriteSide> Transactor for SqlTransactor<W> {
 pub(super) struct SqlStore<B> {
     pub backend: B,
     pub commands: mpsc::Sender<Command>,
-    pub feed: broadcast::Sender<Arc<Event>>,
+    pub feed: broadcast::Sender<Arc<EncodedEvent>>,
     pub deal_reports: broadcast::Sender<LeadKey>,
     /// Completes once the writer has stopped; taken by `close`.
     pub writer_done: Mutex<Option<oneshot::Receiver<()>>>,
@@ -127,7 +131,11 @@ fn unexpected(outcome: Outcome) -> StoreError {
 
 #[async_trait]
 impl<B: Backend> LeadStore for SqlStore<B> {
-    async fn insert_lead(&self, lead: Lead, mode: OrderIdMode) -> Result<LeadReceipt, StoreError> {
+    async fn insert_lead(
+        &self,
+        lead: NewLead,
+        mode: OrderIdMode,
+    ) -> Result<LeadReceipt, StoreError> {
         let lead = Box::new(lead);
         match self.write(Write::InsertLead { lead, mode }).await? {
             Outcome::Lead(receipt) => Ok(receipt),
@@ -145,12 +153,15 @@ impl<B: Backend> LeadStore for SqlStore<B> {
 
     async fn insert_event(
         &self,
-        body: EventBody,
+        event: NewEvent,
         dedup_window: Duration,
     ) -> Result<EventReceipt, StoreError> {
-        let body = Box::new(body);
+        let event = Box::new(event);
         match self
-            .write(Write::InsertEvent { body, dedup_window })
+            .write(Write::InsertEvent {
+                event,
+                dedup_window,
+            })
             .await?
         {
             Outcome::Event(receipt) => Ok(receipt),
@@ -245,7 +256,7 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         Ok(crm::export_clients(&mut *self.reader().await?, integration, window).await?)
     }
 
-    async fn get_lead(&self, key: &LeadKey) -> Result<Option<Stored<Lead>>, StoreError> {
+    async fn get_lead(&self, key: &LeadKey) -> Result<Option<EncodedEvent>, StoreError> {
         Ok(reads::get_lead(&mut *self.reader().await?, key).await?)
     }
 
@@ -254,7 +265,7 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         after_sequence: u64,
         limit: u32,
         integration: Option<&str>,
-    ) -> Result<Vec<Stored<Lead>>, StoreError> {
+    ) -> Result<Vec<EncodedEvent>, StoreError> {
         let mut conn = self.reader().await?;
         Ok(reads::list_leads(&mut *conn, after_sequence, limit, integration).await?)
     }
@@ -268,7 +279,7 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         &self,
         after_sequence: u64,
         limit: u32,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Vec<EncodedEvent>, StoreError> {
         Ok(reads::events_after(&mut *self.reader().await?, after_sequence, limit).await?)
     }
 
@@ -276,7 +287,7 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         Ok(reads::latest_sequence(&mut *self.reader().await?).await?)
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedEvent>> {
         self.feed.subscribe()
     }
 

@@ -1,36 +1,77 @@
-//! Reading the event log and the leads in it.
+//! Reading the event log and the leads in it. Events are read as stored, their
+//! bodies not decoded.
 
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use time::OffsetDateTime;
 
 use super::{from_json, from_micros, to_db_sequence, to_micros};
-use crate::domain::{Event, EventBody, Lead, LeadKey, Stored};
+use crate::domain::{EncodedEvent, EventBody, EventKind, LeadKey, LeadSource};
 use crate::store::db::{Conn, DbError, Row, query_opt, scalar};
+use crate::wire;
 
-/// An event from columns `sequence, receive_time, payload`.
-fn event_from_row(row: &dyn Row) -> Result<Event, DbError> {
-    let sequence = row.int(0)?;
-    let record = from_json(row.text(2)?)
-        .map_err(|error| DbError::invalid(format!("event {sequence} is unreadable: {error}")))?;
-    Ok(Stored {
-        sequence: sequence as u64,
-        receive_time: from_micros(row.int(1)?),
-        record,
-    })
+/// The columns an event is read from.
+const EVENT: &str =
+    "e.sequence, e.receive_time, e.kind, e.integration, e.source, e.body, e.payload";
+
+/// Reads rows into events, their bodies cut from large shared buffers rather than
+/// allocated one by one, and the integration's name shared while it repeats.
+#[derive(Default)]
+struct EventReader {
+    arena: BytesMut,
+    integration: Option<Arc<str>>,
 }
 
-/// A stored lead's event, or an error if the event is not a lead.
-fn lead_from_row(row: &dyn Row) -> Result<Stored<Lead>, DbError> {
-    let event = event_from_row(row)?;
-    match event.record {
-        EventBody::Lead(lead) => Ok(Stored {
-            sequence: event.sequence,
-            receive_time: event.receive_time,
-            record: lead,
-        }),
-        _ => Err(DbError::invalid(format!(
-            "event {} is not a lead",
-            event.sequence
-        ))),
+/// Bytes each shared buffer holds.
+const ARENA_BYTES: usize = 256 * 1024;
+
+impl EventReader {
+    fn body(&mut self, bytes: &[u8]) -> Bytes {
+        if self.arena.capacity() < bytes.len() {
+            self.arena = BytesMut::with_capacity(ARENA_BYTES.max(bytes.len()));
+        }
+        self.arena.extend_from_slice(bytes);
+        self.arena.split().freeze()
+    }
+
+    fn integration(&mut self, name: &str) -> Arc<str> {
+        match &self.integration {
+            Some(last) if **last == *name => last.clone(),
+            _ => {
+                let name: Arc<str> = name.into();
+                self.integration = Some(name.clone());
+                name
+            }
+        }
+    }
+
+    /// An event from the columns of [`EVENT`].
+    fn read(&mut self, row: &dyn Row) -> Result<EncodedEvent, DbError> {
+        let sequence = row.int(0)?;
+        let kind = EventKind::from_name(row.text(2)?)
+            .ok_or_else(|| DbError::invalid(format!("event {sequence} is of an unknown kind")))?;
+        let (body, source) = match row.opt_bytes(5)? {
+            Some(body) => (
+                self.body(body),
+                row.opt_text(4)?.and_then(LeadSource::from_name),
+            ),
+            // Written before events were stored encoded, and not converted yet.
+            None => {
+                let legacy: EventBody = from_json(row.text(6)?).map_err(|error| {
+                    DbError::invalid(format!("event {sequence} is unreadable: {error}"))
+                })?;
+                (Bytes::from(wire::encode_body(&legacy)), legacy.source())
+            }
+        };
+        Ok(EncodedEvent {
+            sequence: sequence as u64,
+            receive_time: from_micros(row.int(1)?),
+            kind,
+            integration: self.integration(row.text(3)?),
+            source,
+            body,
+        })
     }
 }
 
@@ -39,15 +80,15 @@ pub(in crate::store) async fn events_after<C: Conn>(
     conn: &mut C,
     after_sequence: u64,
     limit: u32,
-) -> Result<Vec<Event>, DbError> {
+) -> Result<Vec<EncodedEvent>, DbError> {
+    let mut reader = EventReader::default();
     conn.query(
-        "SELECT sequence, receive_time, payload FROM events \
-         WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+        &format!("SELECT {EVENT} FROM events e WHERE e.sequence > $1 ORDER BY e.sequence LIMIT $2"),
         &[
             to_db_sequence(after_sequence).into(),
             i64::from(limit).into(),
         ],
-        event_from_row,
+        |row| reader.read(row),
     )
     .await
 }
@@ -61,14 +102,16 @@ pub(in crate::store) async fn latest_sequence<C: Conn>(conn: &mut C) -> Result<u
 pub(super) async fn get_lead<C: Conn>(
     conn: &mut C,
     key: &LeadKey,
-) -> Result<Option<Stored<Lead>>, DbError> {
+) -> Result<Option<EncodedEvent>, DbError> {
+    let mut reader = EventReader::default();
     query_opt(
         conn,
-        "SELECT e.sequence, e.receive_time, e.payload FROM leads l \
-         JOIN events e ON e.sequence = l.sequence \
-         WHERE l.integration = $1 AND l.lead_id = $2",
+        &format!(
+            "SELECT {EVENT} FROM leads l JOIN events e ON e.sequence = l.sequence \
+             WHERE l.integration = $1 AND l.lead_id = $2"
+        ),
         &[(&key.integration).into(), (&key.lead_id).into()],
-        lead_from_row,
+        |row| reader.read(row),
     )
     .await
 }
@@ -78,18 +121,21 @@ pub(super) async fn list_leads<C: Conn>(
     after_sequence: u64,
     limit: u32,
     integration: Option<&str>,
-) -> Result<Vec<Stored<Lead>>, DbError> {
+) -> Result<Vec<EncodedEvent>, DbError> {
+    let mut reader = EventReader::default();
     // An empty integration means all of them.
     conn.query(
-        "SELECT sequence, receive_time, payload FROM events \
-         WHERE kind = 'lead' AND sequence > $1 AND ($3 = '' OR integration = $3) \
-         ORDER BY sequence LIMIT $2",
+        &format!(
+            "SELECT {EVENT} FROM events e \
+             WHERE e.kind = 'lead' AND e.sequence > $1 AND ($3 = '' OR e.integration = $3) \
+             ORDER BY e.sequence LIMIT $2"
+        ),
         &[
             to_db_sequence(after_sequence).into(),
             i64::from(limit).into(),
             integration.unwrap_or_default().into(),
         ],
-        lead_from_row,
+        |row| reader.read(row),
     )
     .await
 }

@@ -147,11 +147,12 @@ async fn apply<C: Conn>(conn: &mut C, write: &Write, tx: &mut Tx<'_>) -> Result<
             Some((_, deal)) => Ok(Outcome::Deal(crm::assign(conn, deal, *mode, tx).await?)),
             None => Err(StoreError::NotFound),
         },
-        Write::InsertEvent { body, dedup_window } => {
-            events::insert_event(conn, body, *dedup_window, tx)
-                .await?
-                .map(Outcome::Event)
-        }
+        Write::InsertEvent {
+            event,
+            dedup_window,
+        } => events::insert_event(conn, event, *dedup_window, tx)
+            .await?
+            .map(Outcome::Event),
         Write::ReportDeal { key, report } => crm::report_deal(conn, key, report, tx)
             .await?
             .map(Outcome::Deal),

@@ -1,0 +1,111 @@
+//! The events' protobuf messages to and from the domain model.
+
+use crate::domain::{Call, DealMessage, Lead, LeadSource, Task};
+use crate::proto::{self, from_timestamp, timestamp};
+
+pub fn source(source: LeadSource) -> proto::LeadSource {
+    match source {
+        LeadSource::LeadHunter => proto::LeadSource::LeadHunter,
+        LeadSource::Calltracking => proto::LeadSource::Calltracking,
+        LeadSource::Crm => proto::LeadSource::Crm,
+        LeadSource::Jivosite => proto::LeadSource::Jivosite,
+        LeadSource::Other => proto::LeadSource::Other,
+    }
+}
+
+/// A protobuf source as the domain's; `None` for an unknown or unspecified one.
+pub fn source_from_proto(value: i32) -> Option<LeadSource> {
+    match proto::LeadSource::try_from(value) {
+        Ok(proto::LeadSource::LeadHunter) => Some(LeadSource::LeadHunter),
+        Ok(proto::LeadSource::Calltracking) => Some(LeadSource::Calltracking),
+        Ok(proto::LeadSource::Crm) => Some(LeadSource::Crm),
+        Ok(proto::LeadSource::Jivosite) => Some(LeadSource::Jivosite),
+        Ok(proto::LeadSource::Other) => Some(LeadSource::Other),
+        Ok(proto::LeadSource::Unspecified) | Err(_) => None,
+    }
+}
+
+fn time(time: Option<prost_types::Timestamp>) -> Option<time::OffsetDateTime> {
+    time.as_ref().and_then(from_timestamp)
+}
+
+pub(super) fn lead(lead: proto::Lead) -> Lead {
+    Lead {
+        source: source_from_proto(lead.source).unwrap_or(LeadSource::Other),
+        integration: lead.integration,
+        lead_id: lead.lead_id,
+        visit: lead.visit,
+        title: lead.title,
+        text: lead.text,
+        name: lead.name,
+        phone: lead.phone,
+        email: lead.email,
+        page: lead.page,
+        fields: lead.fields.into_iter().collect(),
+        data_json: lead.data_json,
+        create_time: time(lead.create_time),
+        manager_id: lead.manager_id,
+        extra: lead.extra.into_iter().collect(),
+    }
+}
+
+/// A domain lead as the API shows it.
+pub fn lead_proto(lead: &Lead, sequence: u64, receive_time: time::OffsetDateTime) -> proto::Lead {
+    proto::Lead {
+        integration: lead.integration.clone(),
+        lead_id: lead.lead_id.clone(),
+        visit: lead.visit.clone(),
+        title: lead.title.clone(),
+        text: lead.text.clone(),
+        name: lead.name.clone(),
+        phone: lead.phone.clone(),
+        email: lead.email.clone(),
+        page: lead.page.clone(),
+        fields: lead.fields.clone().into_iter().collect(),
+        data_json: lead.data_json.clone(),
+        create_time: lead.create_time.map(timestamp),
+        source: source(lead.source) as i32,
+        manager_id: lead.manager_id.clone(),
+        extra: lead.extra.clone().into_iter().collect(),
+        receive_time: Some(timestamp(receive_time)),
+        sequence,
+    }
+}
+
+pub(super) fn message(message: proto::DealMessage) -> DealMessage {
+    DealMessage {
+        integration: message.integration,
+        lead_id: message.lead_id,
+        title: message.title,
+        text: message.text,
+        extra: message.extra.into_iter().collect(),
+        resolved_lead_id: message.resolved_lead_id,
+    }
+}
+
+pub(super) fn task(task: proto::Task) -> Task {
+    Task {
+        integration: task.integration,
+        element_id: task.element_id,
+        deadline: time(task.deadline),
+        text: task.text,
+        extra: task.extra.into_iter().collect(),
+    }
+}
+
+pub(super) fn call(call: proto::Call) -> Call {
+    Call {
+        integration: call.integration,
+        call_id: call.call_id,
+        callee: call.callee,
+        caller: call.caller,
+        date: time(call.date),
+        visit: call.visit,
+        marker: call.marker,
+        status: call.status,
+        order_id: call.order_id,
+        duration: Some(call.duration).filter(|seconds| *seconds > 0),
+        file_url: call.file_url,
+        extra: call.extra.into_iter().collect(),
+    }
+}

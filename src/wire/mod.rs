@@ -1,0 +1,206 @@
+//! Events in the form they are sent: the protobuf encoding of a `Lead`,
+//! `DealMessage`, `Task` or `Call` of `roistat.leads.v1`, without the fields only
+//! known at commit (a lead's `sequence` and `receive_time`). This is also how they
+//! are stored, so a stream writes stored bytes as they are, and the stored form is
+//! pinned by the proto itself (which only grows).
+
+mod convert;
+
+use bytes::Bytes;
+use prost::Message;
+use prost::encoding;
+use time::OffsetDateTime;
+
+use crate::domain::{Call, DealMessage, EncodedEvent, Event, EventBody, EventKind, Lead, Task};
+use crate::proto::{self, EventFrame};
+
+pub use convert::{lead_proto, source, source_from_proto};
+
+/// Why stored bytes are not an event of their kind.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("a stored {kind} cannot be read: {reason}")]
+pub struct DecodeError {
+    kind: &'static str,
+    reason: String,
+}
+
+/// Writes protobuf fields into a buffer, skipping the defaults (empty strings and
+/// maps, zeros, absent times) as proto3 does.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn str(&mut self, tag: u32, value: &String) -> &mut Self {
+        if !value.is_empty() {
+            encoding::string::encode(tag, value, &mut self.0);
+        }
+        self
+    }
+
+    fn map(&mut self, tag: u32, values: &std::collections::BTreeMap<String, String>) -> &mut Self {
+        encoding::btree_map::encode(
+            encoding::string::encode,
+            encoding::string::encoded_len,
+            encoding::string::encode,
+            encoding::string::encoded_len,
+            tag,
+            values,
+            &mut self.0,
+        );
+        self
+    }
+
+    fn time(&mut self, tag: u32, value: Option<OffsetDateTime>) -> &mut Self {
+        if let Some(time) = value {
+            encoding::message::encode(tag, &proto::timestamp(time), &mut self.0);
+        }
+        self
+    }
+
+    fn uint(&mut self, tag: u32, value: u64) -> &mut Self {
+        if value != 0 {
+            encoding::uint64::encode(tag, &value, &mut self.0);
+        }
+        self
+    }
+
+    fn enumeration(&mut self, tag: u32, value: i32) -> &mut Self {
+        if value != 0 {
+            encoding::int32::encode(tag, &value, &mut self.0);
+        }
+        self
+    }
+}
+
+/// A lead as stored and sent (fields 1 to 15 of `Lead`).
+pub fn encode_lead(lead: &Lead) -> Vec<u8> {
+    let mut out = Writer(Vec::with_capacity(
+        256 + lead.text.len() + lead.data_json.len(),
+    ));
+    out.str(1, &lead.integration)
+        .str(2, &lead.lead_id)
+        .str(3, &lead.visit)
+        .str(4, &lead.title)
+        .str(5, &lead.text)
+        .str(6, &lead.name)
+        .str(7, &lead.phone)
+        .str(8, &lead.email)
+        .str(9, &lead.page)
+        .map(10, &lead.fields)
+        .str(11, &lead.data_json)
+        .time(12, lead.create_time)
+        .enumeration(13, source(lead.source) as i32)
+        .str(14, &lead.manager_id)
+        .map(15, &lead.extra);
+    out.0
+}
+
+fn encode_message(message: &DealMessage) -> Vec<u8> {
+    let mut out = Writer(Vec::with_capacity(64 + message.text.len()));
+    out.str(1, &message.integration)
+        .str(2, &message.lead_id)
+        .str(3, &message.title)
+        .str(4, &message.text)
+        .map(5, &message.extra)
+        .str(6, &message.resolved_lead_id);
+    out.0
+}
+
+fn encode_task(task: &Task) -> Vec<u8> {
+    let mut out = Writer(Vec::with_capacity(64 + task.text.len()));
+    out.str(1, &task.integration)
+        .str(2, &task.element_id)
+        .time(3, task.deadline)
+        .str(4, &task.text)
+        .map(5, &task.extra);
+    out.0
+}
+
+fn encode_call(call: &Call) -> Vec<u8> {
+    let mut out = Writer(Vec::with_capacity(128));
+    out.str(1, &call.integration)
+        .str(2, &call.call_id)
+        .str(3, &call.callee)
+        .str(4, &call.caller)
+        .time(5, call.date)
+        .str(6, &call.visit)
+        .str(7, &call.marker)
+        .str(8, &call.status)
+        .str(9, &call.order_id)
+        .uint(10, call.duration.unwrap_or(0))
+        .str(11, &call.file_url)
+        .map(12, &call.extra);
+    out.0
+}
+
+/// An event's body as stored and sent.
+pub fn encode_body(body: &EventBody) -> Vec<u8> {
+    match body {
+        EventBody::Lead(lead) => encode_lead(lead),
+        EventBody::Message(message) => encode_message(message),
+        EventBody::Task(task) => encode_task(task),
+        EventBody::Call(call) => encode_call(call),
+    }
+}
+
+/// A stored message's body with the lead it was filed under (`resolved_lead_id`,
+/// field 6, which the request did not know: it is absent from the body).
+pub fn with_resolved_lead(body: &[u8], lead_id: &str) -> Bytes {
+    let mut out = Vec::with_capacity(body.len() + lead_id.len() + 4);
+    out.extend_from_slice(body);
+    if !lead_id.is_empty() {
+        encoding::string::encode(6, &lead_id.to_owned(), &mut out);
+    }
+    Bytes::from(out)
+}
+
+fn decode<M: Message + Default>(kind: EventKind, bytes: &[u8]) -> Result<M, DecodeError> {
+    M::decode(bytes).map_err(|error| DecodeError {
+        kind: kind.as_str(),
+        reason: error.to_string(),
+    })
+}
+
+/// An event's body from the bytes it was stored as.
+pub fn decode_body(kind: EventKind, bytes: &[u8]) -> Result<EventBody, DecodeError> {
+    Ok(match kind {
+        EventKind::Lead => EventBody::Lead(convert::lead(decode(kind, bytes)?)),
+        EventKind::Message => EventBody::Message(convert::message(decode(kind, bytes)?)),
+        EventKind::Task => EventBody::Task(convert::task(decode(kind, bytes)?)),
+        EventKind::Call => EventBody::Call(convert::call(decode(kind, bytes)?)),
+    })
+}
+
+/// A stored event, decoded.
+pub fn decode_event(event: &EncodedEvent) -> Result<Event, DecodeError> {
+    Ok(Event {
+        sequence: event.sequence,
+        receive_time: event.receive_time,
+        record: decode_body(event.kind, &event.body)?,
+    })
+}
+
+/// A stored lead as the API shows it, with its sequence and receive time.
+pub fn decode_lead(event: &EncodedEvent) -> Result<proto::Lead, DecodeError> {
+    let mut lead: proto::Lead = decode(EventKind::Lead, &event.body)?;
+    lead.sequence = event.sequence;
+    lead.receive_time = Some(proto::timestamp(event.receive_time));
+    Ok(lead)
+}
+
+/// The `LeadEvent` a stream sends for a stored event: its bytes, framed.
+pub fn frame(event: &EncodedEvent) -> EventFrame {
+    EventFrame {
+        sequence: event.sequence,
+        receive_time: Some(proto::timestamp(event.receive_time)),
+        field: match event.kind {
+            EventKind::Lead => proto::LEAD,
+            EventKind::Message => proto::MESSAGE,
+            EventKind::Task => proto::TASK,
+            EventKind::Call => proto::CALL,
+        },
+        body: event.body.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
