@@ -11,6 +11,11 @@ use roistat_leads::roistat::answer::OrderAnswer;
 use roistat_leads::roistat::{Credentials, Params, decode_form, parse_lead};
 use secrecy::SecretString;
 
+/// The allocator of the service's build (the ceiling uses the same): requests
+/// allocate on one thread and free on another, which glibc's arenas make slow.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::args()

@@ -116,7 +116,7 @@ impl Application {
         let rate_limit = settings
             .rate_limit
             .map(|limit| Arc::new(http::rate_limiter(limit)));
-        let http_state = HttpState {
+        let http_state = Arc::new(HttpState {
             relay: relay.clone(),
             integrations: Arc::new(settings.integrations),
             limits: settings.limits,
@@ -124,7 +124,7 @@ impl Application {
             access: Arc::new(settings.access),
             rate_limit: rate_limit.clone(),
             serve_metrics: settings.metrics_addr.is_none(),
-        };
+        });
         Ok(Self {
             http_listener,
             grpc_listener,

@@ -6,6 +6,11 @@ use roistat_leads::cli::{self, Cli, Command, causes};
 use roistat_leads::config;
 use roistat_leads::signal::shutdown_signal;
 
+/// The allocator of the service's build (the ceiling uses the same): requests
+/// allocate on one thread and free on another, which glibc's arenas make slow.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let matches = Cli::command().get_matches();

@@ -29,7 +29,9 @@ WHERE leads.integration = fixed.integration AND leads.lead_id = fixed.lead_id;
 UPDATE version_counter SET last_version = last_version
     + (SELECT COUNT(*) FROM leads WHERE order_version IS NOT NULL);
 
-CREATE INDEX leads_by_order_id ON leads (integration, order_id);
+-- A lead is found by its order id when that differs from its Roistat lead id (the
+-- CRM's deal id); otherwise by its key.
+CREATE INDEX leads_by_order_id ON leads (integration, order_id) WHERE order_id <> lead_id;
 
 -- When the first stored copy of a message or task arrived: an identical one is the
 -- same event only within the deduplication window from it.
@@ -58,7 +60,7 @@ WHERE named.sequence = events.sequence;
 UPDATE events SET payload = jsonb_set(
     payload::jsonb, '{body,resolved_lead_id}', to_jsonb(COALESCE(lead_ref, '')))::text
 WHERE kind = 'message';
-CREATE INDEX events_by_lead ON events (integration, lead_ref, sequence);
+CREATE INDEX events_by_lead ON events (integration, lead_ref, sequence) WHERE kind <> 'lead';
 
 -- Requests to a configured integration that passed the token check and were then
 -- refused, as they came (the token masked); the newest per integration are kept.

@@ -5,6 +5,8 @@
 -- starts (one replica at a time), then `payload` stays empty.
 ALTER TABLE events ADD COLUMN body BYTEA;
 ALTER TABLE events ADD COLUMN source TEXT;
+-- Leads are listed by a scan of the log in sequence order (most events are leads).
+DROP INDEX events_by_kind;
 
 -- What a lead is searched by: its name and e-mail folded (lowercase, single
 -- spaces), its phone as its last ten digits. Filled for earlier leads by the same

@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -11,17 +10,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use super::HttpState;
 use super::error::HttpError;
-use crate::net::{AccessPolicy, Limits, rate_key};
+use super::{HttpState, Shared};
+use crate::net::{Limits, rate_key};
 use crate::relay::{bounded, refused};
 use crate::telemetry;
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// Runs each request in a span with a request id: the caller's `x-request-id` when
-/// it sends a sane one, else a new one; the answer carries it back.
-pub async fn with_request_id(request: Request, next: Next) -> Response {
+/// What runs before every handler, in one layer: the request's id (the caller's
+/// `x-request-id` when it sends a sane one, else a new one; the answer carries it
+/// back) and span, the limits on the request head (414, 431), and the client's
+/// address as the source policy finds it.
+pub async fn front(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(REQUEST_ID)
@@ -32,29 +33,37 @@ pub async fn with_request_id(request: Request, next: Next) -> Response {
     // A path is the caller's to choose: only its start goes to the logs.
     let path = bounded(request.uri().path(), 64);
     let span = tracing::info_span!("http", request_id = %request_id, path = %path);
-    let mut response = next.run(request).instrument(span).await;
+    let mut response = match head_refusal(&state.limits, &request) {
+        Some(refusal) => refusal.into_response(),
+        None => {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| *peer);
+            if let Some(peer) = peer {
+                let client = state.access.client_ip(peer, request.headers());
+                request.extensions_mut().insert(Client(client));
+            }
+            next.run(request).instrument(span).await
+        }
+    };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
 }
 
-/// Refuses an oversized URI (414) or header block (431) before any handler runs.
-pub async fn enforce_head_limits(
-    State(limits): State<Limits>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// An oversized URI (414) or header block (431), refused before any handler runs.
+fn head_refusal(limits: &Limits, request: &Request) -> Option<HttpError> {
     let uri_bytes = request
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if uri_bytes > limits.max_uri_bytes {
-        return HttpError::new(
+        return Some(HttpError::new(
             StatusCode::URI_TOO_LONG,
             format!("request URI over {} bytes", limits.max_uri_bytes),
-        )
-        .into_response();
+        ));
     }
     let headers = request.headers();
     let header_bytes: usize = headers
@@ -62,16 +71,15 @@ pub async fn enforce_head_limits(
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if header_bytes > limits.max_header_bytes || headers.len() > limits.max_headers {
-        return HttpError::new(
+        return Some(HttpError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!(
                 "request headers over {} bytes or {} fields",
                 limits.max_header_bytes, limits.max_headers
             ),
-        )
-        .into_response();
+        ));
     }
-    next.run(request).await
+    None
 }
 
 /// A per-client-address limit on webhook requests.
@@ -87,29 +95,10 @@ pub fn rate_limiter(per_second: NonZeroU32) -> RateLimiter {
 #[derive(Debug, Clone, Copy)]
 pub struct Client(pub IpAddr);
 
-/// Finds every request's client, for the handlers and the layers after it.
-pub async fn identify_client(
-    State(access): State<Arc<AccessPolicy>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| *peer);
-    if let Some(peer) = peer {
-        let client = access.client_ip(peer, request.headers());
-        request.extensions_mut().insert(Client(client));
-    }
-    next.run(request).await
-}
-
-/// Refuses webhook requests from sources outside the allowlist (403) and beyond
-/// the per-address rate limit (429), and remembers them.
-pub async fn admit(State(state): State<HttpState>, request: Request, next: Next) -> Response {
-    let Some(Client(client)) = request.extensions().get::<Client>().copied() else {
-        return next.run(request).await;
-    };
+/// Refuses a webhook request from a source outside the allowlist (403) or beyond
+/// the per-address rate limit (429), and remembers it; `None` admits it.
+pub fn admit(state: &HttpState, request: &Request) -> Option<Response> {
+    let Client(client) = request.extensions().get::<Client>().copied()?;
     let refusal = if !state.access.allows(client) {
         Some((
             HttpError::new(StatusCode::FORBIDDEN, "source address not allowed"),
@@ -126,11 +115,9 @@ pub async fn admit(State(state): State<HttpState>, request: Request, next: Next)
     } else {
         None
     };
-    let Some((error, label)) = refusal else {
-        return next.run(request).await;
-    };
+    let (error, label) = refusal?;
     let path = request.uri().path();
-    let integration = super::webhook::configured_integration(&state, path);
+    let integration = super::webhook::configured_integration(state, path);
     let status = error.status().as_u16();
     let record = refused(
         integration,
@@ -140,5 +127,5 @@ pub async fn admit(State(state): State<HttpState>, request: Request, next: Next)
         status,
     );
     state.relay.record_refused(record, label);
-    error.into_response()
+    Some(error.into_response())
 }

@@ -24,8 +24,10 @@ use crate::net::{AccessPolicy, Limits};
 use crate::relay::{LeadRelay, refused};
 use crate::roistat::Credentials;
 
+/// What the HTTP handlers share, behind one pointer (cloned per request).
+type Shared = Arc<HttpState>;
+
 /// What the HTTP handlers share.
-#[derive(Clone)]
 pub struct HttpState {
     pub relay: LeadRelay,
     /// Credentials by integration; "default" is served at plain /webhook.
@@ -57,25 +59,20 @@ pub fn metric_labels() -> (Vec<&'static str>, Vec<(&'static str, &'static str)>)
 }
 
 /// The HTTP routes.
-pub fn router(state: HttpState) -> Router {
-    let default: MethodRouter<HttpState> = get(webhook::receive_default)
+pub fn router(state: Arc<HttpState>) -> Router {
+    let default: MethodRouter<Shared> = get(webhook::receive_default)
         .post(webhook::receive_default)
-        .fallback(method_not_allowed);
-    let named: MethodRouter<HttpState> = get(webhook::receive_named)
+        .fallback(webhook::method_not_allowed);
+    let named: MethodRouter<Shared> = get(webhook::receive_named)
         .post(webhook::receive_named)
-        .fallback(method_not_allowed);
+        .fallback(webhook::method_not_allowed);
     // A trailing slash, as people paste URLs into Roistat's settings, is the same
     // URL.
     let webhooks = Router::new()
         .route("/webhook", default.clone())
         .route("/webhook/", default)
         .route("/webhook/{integration}", named.clone())
-        .route("/webhook/{integration}/", named)
-        .layer(middleware::from_fn_with_state(state.clone(), layers::admit))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            webhook::count,
-        ));
+        .route("/webhook/{integration}/", named);
     let mut router = Router::new().merge(webhooks);
     if state.serve_metrics {
         router = router.route("/metrics", get(probes::metrics));
@@ -84,20 +81,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.access.clone(),
-            layers::identify_client,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.limits,
-            layers::enforce_head_limits,
-        ))
-        .layer(middleware::from_fn(layers::with_request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), layers::front))
         .with_state(state)
 }
 
 /// Only `GET /metrics`, for a separate metrics address.
-pub fn metrics_router(state: HttpState) -> Router {
+pub fn metrics_router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/metrics", get(probes::metrics))
         .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no such path") })
@@ -105,18 +94,13 @@ pub fn metrics_router(state: HttpState) -> Router {
 }
 
 /// A path that is not served: answered, and remembered as a refused request.
-async fn not_found(State(state): State<HttpState>, request: Request) -> Response {
+async fn not_found(State(state): State<Shared>, request: Request) -> Response {
     refuse(
         &state,
         &request,
         HttpError::new(StatusCode::NOT_FOUND, "no such path"),
         "unknown_path",
     )
-}
-
-async fn method_not_allowed(State(state): State<HttpState>, request: Request) -> Response {
-    let error = HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
-    refuse(&state, &request, error, "method_not_allowed")
 }
 
 fn refuse(state: &HttpState, request: &Request, error: HttpError, label: &'static str) -> Response {

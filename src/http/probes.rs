@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::HttpState;
+use super::Shared;
 use super::error::{HttpError, json};
 use crate::roistat::answer::OkAnswer;
 use crate::telemetry;
@@ -16,7 +16,7 @@ pub async fn healthz() -> Response {
 
 /// `GET /readyz`: the store could commit an empty write, as a lead, within the last
 /// few seconds (checked in the background: a flood of probes costs nothing).
-pub async fn readyz(State(state): State<HttpState>) -> Response {
+pub async fn readyz(State(state): State<Shared>) -> Response {
     if state.relay.ready() {
         json(StatusCode::OK, &OkAnswer::OK)
     } else {

@@ -7,60 +7,67 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 
-use super::HttpState;
 use super::actions::dispatch;
 use super::error::HttpError;
-use super::layers::Client;
+use super::layers::{self, Client};
+use super::{HttpState, Shared};
 use crate::domain::{DEFAULT_INTEGRATION, RejectedRequest};
 use crate::net::Limits;
 use crate::relay::{bounded, refused};
 use crate::roistat::{Action, AuthError, BodyKind, RawRequest};
 use crate::telemetry;
 
-/// The action a webhook answer was for, for the metrics layer.
-#[derive(Debug, Clone, Copy)]
-struct Answered(&'static str);
-
 /// `GET|POST /webhook` (and `/webhook/`): the default integration.
-pub async fn receive_default(State(state): State<HttpState>, request: Request) -> Response {
+pub async fn receive_default(State(state): State<Shared>, request: Request) -> Response {
     receive(&state, DEFAULT_INTEGRATION, request).await
 }
 
 /// `GET|POST /webhook/{integration}` (and with a trailing slash): one of the
 /// configured Roistat projects.
 pub async fn receive_named(
-    State(state): State<HttpState>,
+    State(state): State<Shared>,
     Path(integration): Path<String>,
     request: Request,
 ) -> Response {
     receive(&state, &integration, request).await
 }
 
+/// Admits, handles and counts a webhook request.
 async fn receive(state: &HttpState, integration: &str, request: Request) -> Response {
+    let started = Instant::now();
+    let counted = configured_integration(state, request.uri().path()).to_owned();
     let mut action = None;
-    let mut response = handle(state, integration, request, &mut action).await;
-    let label = action.map_or("unknown", Action::as_str);
-    response.extensions_mut().insert(Answered(label));
-    response
+    let response = match layers::admit(state, &request) {
+        Some(refusal) => refusal,
+        None => handle(state, integration, request, &mut action).await,
+    };
+    count(&counted, action, response, started)
 }
 
-/// Counts every webhook answer by integration, action and outcome, with its
-/// latency; what the layers before the handler refused counts as action "unknown",
-/// and a path that names no configured integration as integration "".
-pub async fn count(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+/// A webhook path asked with a method other than GET or POST.
+pub async fn method_not_allowed(State(state): State<Shared>, request: Request) -> Response {
     let started = Instant::now();
-    let integration = configured_integration(&state, request.uri().path()).to_owned();
-    let response = next.run(request).await;
-    let action = response
-        .extensions()
-        .get::<Answered>()
-        .map_or("unknown", |answered| answered.0);
+    let counted = configured_integration(&state, request.uri().path()).to_owned();
+    let error = HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
+    let response = super::refuse(&state, &request, error, "method_not_allowed");
+    count(&counted, None, response, started)
+}
+
+/// Counts a webhook answer by integration, action and outcome, with its latency;
+/// what was refused before the action was known counts as action "unknown", and a
+/// path that names no configured integration as integration "".
+fn count(
+    integration: &str,
+    action: Option<Action>,
+    response: Response,
+    started: Instant,
+) -> Response {
+    let action = action.map_or("unknown", Action::as_str);
     let outcome = outcome(response.status());
-    telemetry::webhook_answered(&integration, action, outcome, started.elapsed());
+    telemetry::webhook_answered(integration, action, outcome, started.elapsed());
     response
 }
 

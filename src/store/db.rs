@@ -97,6 +97,12 @@ pub trait Row {
 
 /// A connection.
 pub trait Conn: Send {
+    /// How a multi-row insert is spelled whose rows were checked not to conflict
+    /// (the caller checks that every row went in). On SQLite `INSERT OR IGNORE`:
+    /// a plain multi-row insert could fail halfway, so SQLite keeps a journal of
+    /// every page it changes, just in case.
+    const INSERT_CHECKED: &'static str = "INSERT";
+
     /// Runs a statement; returns how many rows it changed.
     fn execute(
         &mut self,
@@ -156,6 +162,7 @@ pub async fn scalar<C: Conn>(conn: &mut C, sql: &str, args: &[Arg<'_>]) -> Resul
 /// `rows` groups of `columns` numbered placeholders for a multi-row `VALUES`:
 /// `($1, $2), ($3, $4)`.
 pub fn values_placeholders(rows: usize, columns: usize) -> String {
+    use std::fmt::Write;
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -166,8 +173,7 @@ pub fn values_placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
+            let _ = write!(sql, "${}", row * columns + column + 1);
         }
         sql.push(')');
     }

@@ -227,6 +227,10 @@ impl SqliteConn {
         // Every commit reaches the disk before it is acknowledged.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sqlite_error)?;
+        // A statement's own journal (kept while it may still be undone) stays in
+        // memory rather than in a temporary file.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(sqlite_error)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self {
             conn,
@@ -254,6 +258,8 @@ impl SqliteConn {
 }
 
 impl Conn for SqliteConn {
+    const INSERT_CHECKED: &'static str = "INSERT OR IGNORE";
+
     fn execute(
         &mut self,
         sql: &str,
@@ -308,14 +314,16 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 /// without looking names up.
 fn numbered_placeholders(sql: &str, out: &mut String) {
     out.clear();
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+    let bytes = sql.as_bytes();
+    let mut copied = 0;
+    for (at, _) in sql.match_indices('$') {
+        if bytes.get(at + 1).is_some_and(u8::is_ascii_digit) {
+            out.push_str(&sql[copied..at]);
             out.push('?');
-        } else {
-            out.push(c);
+            copied = at + 1;
         }
     }
+    out.push_str(&sql[copied..]);
 }
 
 struct SqlArg<'a>(Arg<'a>);

@@ -76,8 +76,11 @@ async fn resolve_lead<C: Conn>(
     if id.is_empty() {
         return Ok(None);
     }
+    // Only order ids other than the lead's own id are indexed (`leads_by_order_id`):
+    // the others are found by the key.
     let sql = "SELECT COALESCE( \
-           (SELECT lead_id FROM leads WHERE integration = $1 AND order_id = $2 LIMIT 1), \
+           (SELECT lead_id FROM leads \
+            WHERE integration = $1 AND order_id = $2 AND order_id <> lead_id LIMIT 1), \
            (SELECT lead_id FROM leads WHERE integration = $1 AND lead_id = $2))";
     let found = query_opt(conn, sql, &[integration.into(), id.into()], |row| {
         Ok(row.opt_text(0)?.map(str::to_owned))

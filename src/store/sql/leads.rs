@@ -228,16 +228,25 @@ pub(super) async fn insert_leads<C: Conn>(
                 (Some(&key.lead_id), Some(lead.source.as_str())),
             ));
         }
+        let rows = appended.len() as u64;
         let sql = format!(
-            "INSERT INTO leads ({LEAD_COLUMNS}) VALUES {}",
+            "{} INTO leads ({LEAD_COLUMNS}) VALUES {}",
+            C::INSERT_CHECKED,
             values_placeholders(appended.len(), LEAD_COLUMN_COUNT)
         );
-        conn.execute(&sql, &lead_rows).await?;
+        let leads = conn.execute(&sql, &lead_rows).await?;
         let sql = format!(
-            "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
+            "{} INTO events ({EVENT_COLUMNS}) VALUES {}",
+            C::INSERT_CHECKED,
             values_placeholders(appended.len(), EVENT_COLUMN_COUNT)
         );
-        conn.execute(&sql, &event_rows).await?;
+        let events = conn.execute(&sql, &event_rows).await?;
+        if (leads, events) != (rows, rows) {
+            // Checked free above, in this transaction: the store is not what it seems.
+            return Err(DbError::invalid(format!(
+                "{rows} new leads were checked free, but {leads} leads and {events} events went in"
+            )));
+        }
     }
     // In the run's order: new leads from what was appended (in sequence order), the
     // others answered as retries now that the new ones are in.
