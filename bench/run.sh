@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # One command for the whole benchmark: bash bench/run.sh
 # Measures, on this machine, in one run:
-#   1. the ceiling: a no-op axum handler parsing the same query string (examples/noop_ceiling.rs)
-#   2. durable ingest through /webhook (SQLite, fsync'd commits), 32 connections
-#   3. webhook -> gRPC subscriber latency at a fixed 1,000 leads/s
-#   4. fan-out to 1,000 StreamLeads subscribers, and memory per idle subscriber
-#   5. replay of a 1,000,000-event store to one client
-#   6. start-up time and idle memory
+#   1-2. the ceiling (a no-op axum handler parsing the same query string,
+#      examples/noop_ceiling.rs) and durable ingest through /webhook (SQLite, fsync'd
+#      commits), 32 connections each, three pairs side by side, and the median ratio
+#   3. webhook -> gRPC subscriber latency at a fixed 1,000 leads/s, three runs, and a
+#      fourth during a flood of 10,000 /readyz requests
+#   4. fan-out to 10,000 StreamLeads subscribers: memory per idle subscriber, and the
+#      time from each event's commit to its last subscriber
+#   5. replay of a 1,000,000-event store to one client that decodes every event,
+#      and the disk a stored lead takes
+#   6. PostgreSQL: ingest with one replica and with two on the same server, and the
+#      disk a stored lead takes (skipped when PostgreSQL cannot be reached)
+#   7. start-up time and idle memory
 # Needs wrk (installed with apt-get when missing). Results: target/bench/results.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-15s}
+DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 REPLAY_EVENTS=${REPLAY_EVENTS:-1000000}
+SUBSCRIBERS=${SUBSCRIBERS:-10000}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export TOKEN=$(printf 'benchbench' | md5sum | cut -d' ' -f1)   # md5("bench" + "bench")
 
 if ! command -v wrk >/dev/null; then
@@ -35,16 +43,19 @@ wait_ready() { # url
   echo "not ready: $1" >&2; return 1
 }
 
-start_service() { # database-url
+start_service() { # database-url [http-port grpc-port]; sets SERVICE
+  local http=${2:-18181} grpc=${3:-18182}
+  # More subscribers than the default cap: the fan-out measures 10,000 besides the others.
   ROISTAT_USER=bench ROISTAT_PASSWORD=bench RUST_LOG=warn "$BIN" serve \
-    --http-addr 127.0.0.1:18181 --grpc-addr 127.0.0.1:18182 --database-url "$1" \
-    >"$OUT/service.log" 2>&1 &
+    --http-addr 127.0.0.1:$http --grpc-addr 127.0.0.1:$grpc --database-url "$1" \
+    --grpc-max-subscribers $((SUBSCRIBERS + 100)) \
+    >"$OUT/service-$http.log" 2>&1 &
   SERVICE=$!
   PIDS+=("$SERVICE")
-  wait_ready http://127.0.0.1:18181/readyz
+  wait_ready "http://127.0.0.1:$http/readyz"
 }
 
-stop_service() { kill -TERM "$SERVICE"; wait "$SERVICE" || true; }
+stop_service() { kill -TERM "${1:-$SERVICE}"; wait "${1:-$SERVICE}" || true; }
 
 record() { echo "$*" | tee -a "$RESULTS"; }
 
@@ -60,36 +71,79 @@ wrk_summary() { # name file
 echo "== machine" | tee -a "$RESULTS"
 record "cpus=$(nproc) model=\"$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)\" mem=$(free -g | awk '/Mem/ {print $2}')GiB kernel=$(uname -r)"
 
-echo "== 1. ceiling: no-op handler, same parsing" | tee -a "$RESULTS"
-target/release/examples/noop_ceiling 127.0.0.1:18180 >/dev/null &
-NOOP=$!; PIDS+=("$NOOP")
-sleep 0.5
-RUN_ID=ceiling wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18180 >"$OUT/ceiling.txt"
-kill "$NOOP"; wait "$NOOP" 2>/dev/null || true
-wrk_summary ceiling "$OUT/ceiling.txt"
+echo "== 1-2. the ceiling (a no-op handler, same parsing) and durable ingest (SQLite, synchronous=FULL), three pairs side by side" | tee -a "$RESULTS"
+for pair in 1 2 3; do
+  target/release/examples/noop_ceiling 127.0.0.1:18180 >/dev/null &
+  NOOP=$!; PIDS+=("$NOOP")
+  sleep 0.5
+  RUN_ID=ceiling$pair wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18180 >"$OUT/ceiling-$pair.txt"
+  kill "$NOOP"; wait "$NOOP" 2>/dev/null || true
+  wrk_summary "ceiling pair=$pair" "$OUT/ceiling-$pair.txt"
 
-echo "== 2. durable ingest (SQLite, synchronous=FULL)" | tee -a "$RESULTS"
-start_service "sqlite://$OUT/ingest.db"
-RUN_ID=ingest wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18181 >"$OUT/ingest.txt"
-wrk_summary ingest "$OUT/ingest.txt"
-record "ingest stored_leads=$(curl -s http://127.0.0.1:18181/metrics | awk '/^roistat_leads_leads_total/ {s+=$2} END {print s}') $(curl -s http://127.0.0.1:18181/metrics | awk '/^roistat_leads_store_batch_size_(sum|count)/ {print $1"="$2}' | tr '\n' ' ')"
-stop_service
+  rm -f "$OUT"/ingest.db*
+  start_service "sqlite://$OUT/ingest.db"
+  RUN_ID=ingest$pair wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18181 >"$OUT/ingest-$pair.txt"
+  wrk_summary "ingest pair=$pair" "$OUT/ingest-$pair.txt"
+  record "ingest pair=$pair $(curl -s http://127.0.0.1:18181/metrics | awk '/^roistat_leads_store_batch_size_(sum|count)/ {print $1"="$2}' | tr '\n' ' ')"
+  stop_service
+  record "ingest_to_ceiling pair=$pair ratio=$(awk -v i="$(awk '/^Requests\/sec/ {print $2}' "$OUT/ingest-$pair.txt")" -v c="$(awk '/^Requests\/sec/ {print $2}' "$OUT/ceiling-$pair.txt")" 'BEGIN {printf "%.3f", i / c}')"
+done
+record "ingest_to_ceiling median_ratio=$(grep '^ingest_to_ceiling pair' "$RESULTS" | sed 's/.*ratio=//' | sort -n | sed -n 2p)"
 
-echo "== 3. end-to-end latency at 1,000 leads/s" | tee -a "$RESULTS"
+echo "== 3. end-to-end latency at 1,000 leads/s (three runs), then during a /readyz flood" | tee -a "$RESULTS"
 start_service "sqlite://$OUT/e2e.db"
-record "$("$BENCH" e2e --http http://127.0.0.1:18181 --grpc http://127.0.0.1:18182 --rate 1000 --seconds 10)"
+for run in 1 2 3; do
+  record "$("$BENCH" e2e --http http://127.0.0.1:18181 --grpc http://127.0.0.1:18182 --rate 1000 --seconds 10)"
+done
+record "e2e median_p99_ms=$(grep '^e2e rate' "$RESULTS" | tail -3 | sed 's/.*p99_ms=\([0-9.]*\).*/\1/' | sort -n | sed -n 2p)"
+"$BENCH" flood --url http://127.0.0.1:18181/readyz --requests 10000 --concurrency 16 >"$OUT/flood.txt" &
+FLOOD=$!
+record "$("$BENCH" e2e --http http://127.0.0.1:18181 --grpc http://127.0.0.1:18182 --rate 1000 --seconds 10) during_readyz_flood"
+wait "$FLOOD"
+record "$(cat "$OUT/flood.txt")"
 
-echo "== 4. fan-out to 1,000 subscribers" | tee -a "$RESULTS"
-record "$("$BENCH" fanout --http http://127.0.0.1:18181 --grpc http://127.0.0.1:18182 --pid "$SERVICE" --subscribers 1000 --events 20)"
+echo "== 4. fan-out to $SUBSCRIBERS subscribers" | tee -a "$RESULTS"
+record "$("$BENCH" fanout --http http://127.0.0.1:18181 --grpc http://127.0.0.1:18182 --pid "$SERVICE" --subscribers "$SUBSCRIBERS" --events 100)"
 stop_service
 
-echo "== 5. replay of $REPLAY_EVENTS events" | tee -a "$RESULTS"
+echo "== 5. replay of $REPLAY_EVENTS events, and disk per lead (SQLite)" | tee -a "$RESULTS"
 record "$("$BENCH" fill --database-url "sqlite://$OUT/replay.db" --events "$REPLAY_EVENTS")"
+record "$("$BENCH" disk --database-url "sqlite://$OUT/replay.db") backend=sqlite"
 start_service "sqlite://$OUT/replay.db"
-record "$("$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS")"
+# The first read warms the page cache; then three with the bulk reader (the
+# generated messages through a codec for bulk reads) and one with the stock client.
+"$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS" >/dev/null
+for run in 1 2 3; do
+  record "$("$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS" --reader bulk)"
+done
+record "replay median_events_per_s=$(grep '^replay reader=Bulk' "$RESULTS" | tail -3 | sed 's/.*events_per_s=//' | sort -n | sed -n 2p)"
+record "$("$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS" --reader stock)"
 stop_service
 
-echo "== 6. start-up and idle memory" | tee -a "$RESULTS"
+echo "== 6. PostgreSQL: ingest with one replica and with two" | tee -a "$RESULTS"
+PG_URL=${PG_ADMIN_URL%/*}/roistat_leads_bench
+if "$BENCH" createdb --admin-url "$PG_ADMIN_URL" --name roistat_leads_bench >/dev/null 2>&1; then
+  start_service "$PG_URL"
+  RUN_ID=pg1 wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18181 >"$OUT/pg-1.txt"
+  wrk_summary "postgres replicas=1" "$OUT/pg-1.txt"
+  FIRST=$SERVICE
+  start_service "$PG_URL" 18183 18184
+  SECOND=$SERVICE
+  HALF=$((CONNECTIONS / 2))
+  RUN_ID=pg2a wrk -t1 -c"$HALF" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18181 >"$OUT/pg-2a.txt" &
+  WRK=$!
+  RUN_ID=pg2b wrk -t1 -c"$HALF" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18183 >"$OUT/pg-2b.txt"
+  wait "$WRK"
+  wrk_summary "postgres replicas=2 replica=a" "$OUT/pg-2a.txt"
+  wrk_summary "postgres replicas=2 replica=b" "$OUT/pg-2b.txt"
+  record "postgres replicas=2 requests_per_s=$(awk '/^Requests\/sec/ {s+=$2} END {printf "%.0f", s}' "$OUT/pg-2a.txt" "$OUT/pg-2b.txt")"
+  stop_service "$FIRST"; stop_service "$SECOND"
+  record "$("$BENCH" disk --database-url "$PG_URL") backend=postgres"
+else
+  record "postgres skipped: $PG_ADMIN_URL cannot be reached"
+fi
+
+echo "== 7. start-up and idle memory" | tee -a "$RESULTS"
 record "$("$BENCH" startup --binary "$BIN" --database-url "sqlite://$OUT/startup.db")"
 
 echo

@@ -79,7 +79,14 @@ impl EventKind {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+        Self::from_bytes(name.as_bytes())
+    }
+
+    /// The kind a stored name (as bytes) names.
+    pub fn from_bytes(name: &[u8]) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str().as_bytes() == name)
     }
 }
 

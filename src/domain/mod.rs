@@ -104,7 +104,14 @@ impl LeadSource {
 
     /// The source of a stored name; `None` for a name this version does not know.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|source| source.as_str() == name)
+        Self::from_bytes(name.as_bytes())
+    }
+
+    /// The source a stored name (as bytes) names.
+    pub fn from_bytes(name: &[u8]) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|source| source.as_str().as_bytes() == name)
     }
 }
 

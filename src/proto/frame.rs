@@ -194,7 +194,7 @@ mod tests {
             panic!("{event:?}");
         };
         assert_eq!(
-            decoded,
+            *decoded,
             Lead {
                 receive_time: Some(time()),
                 sequence: 42,

@@ -91,6 +91,7 @@ pub trait Row {
     fn opt_int(&self, column: usize) -> Result<Option<i64>, DbError>;
     fn text(&self, column: usize) -> Result<&str, DbError>;
     fn opt_text(&self, column: usize) -> Result<Option<&str>, DbError>;
+    /// A blob's bytes, or a text's without checking them.
     fn bytes(&self, column: usize) -> Result<&[u8], DbError>;
     fn opt_bytes(&self, column: usize) -> Result<Option<&[u8]>, DbError>;
 }

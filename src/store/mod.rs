@@ -2,6 +2,7 @@
 //! Every backend implements [`LeadStore`] through the same SQL (`sql/`), over the
 //! small database surface of `db.rs`; `open` picks one from the database URL.
 
+mod checkpoint;
 mod db;
 mod postgres;
 mod sql;

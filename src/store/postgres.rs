@@ -395,12 +395,14 @@ impl Row for PgRowRef<'_> {
         self.0.try_get(column).map_err(pg_error)
     }
 
+    // Unchecked: a text column's bytes are read as they come too (in the binary
+    // protocol, BYTEA and TEXT values are both their bytes).
     fn bytes(&self, column: usize) -> Result<&[u8], DbError> {
-        self.0.try_get(column).map_err(pg_error)
+        self.0.try_get_unchecked(column).map_err(pg_error)
     }
 
     fn opt_bytes(&self, column: usize) -> Result<Option<&[u8]>, DbError> {
-        self.0.try_get(column).map_err(pg_error)
+        self.0.try_get_unchecked(column).map_err(pg_error)
     }
 }
 

@@ -17,6 +17,7 @@ use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit, broadcast, mpsc, oneshot};
 
+use super::checkpoint::Checkpointer;
 use super::db::{Arg, Conn, DbError, Row, Source};
 use super::sql::{self, Backend, SqlStore, SqlTransactor, WriteSide};
 use super::writer::{self, Committed, Write};
@@ -51,12 +52,18 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore,
     let path = options.get_filename().to_owned();
     let connect = |path: &Path| SqliteConn::open(path).map_err(OpenError::Connect);
     let mut writer_conn = connect(&path)?;
+    // The log is copied into the database file by the checkpointer, not by commits.
+    writer_conn
+        .conn
+        .pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(|error| OpenError::Connect(sqlite_error(error)))?;
     sql::convert_stored(&mut writer_conn, <SqliteWriteSide as WriteSide>::BEGIN)
         .await
         .map_err(OpenError::Convert)?;
     let readers = (0..READ_CONNECTIONS)
         .map(|_| connect(&path))
         .collect::<Result<Vec<_>, _>>()?;
+    let checkpointer = Checkpointer::start(&path).map_err(OpenError::Connect)?;
 
     let (feed, _) = broadcast::channel(feed_capacity.max(1));
     let (deal_reports, _) = broadcast::channel(DEAL_REPORTS_CAPACITY);
@@ -86,6 +93,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore,
             path,
             idle: std::sync::Mutex::new(readers),
             permits: Semaphore::new(READ_CONNECTIONS),
+            checkpointer,
         },
         commands,
         feed,
@@ -99,6 +107,7 @@ pub(super) struct SqliteBackend {
     path: PathBuf,
     idle: std::sync::Mutex<Vec<SqliteConn>>,
     permits: Semaphore,
+    checkpointer: Checkpointer,
 }
 
 /// A read connection taken from the pool, given back when dropped.
@@ -153,12 +162,12 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn close(&self) -> impl Future<Output = ()> + Send {
+    async fn close(&self) {
         self.permits.close();
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
         }
-        std::future::ready(())
+        self.checkpointer.stop().await;
     }
 }
 

@@ -214,8 +214,8 @@ fn a_stored_lead_is_framed_with_its_sequence_and_receive_time() {
     let Some(proto::lead_event::Event::Lead(sent_lead)) = decoded.event else {
         panic!("not a lead: {decoded:?}");
     };
-    assert_eq!(sent_lead, lead_proto(&lead(), 99, receive_time));
-    assert_eq!(decode_lead(&event).unwrap(), sent_lead);
+    assert_eq!(*sent_lead, lead_proto(&lead(), 99, receive_time));
+    assert_eq!(decode_lead(&event).unwrap(), *sent_lead);
 }
 
 #[test]

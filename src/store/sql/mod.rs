@@ -412,7 +412,12 @@ pub(super) fn to_micros(time: OffsetDateTime) -> i64 {
 }
 
 pub(super) fn from_micros(micros: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+    // Whole seconds, then the microseconds: no 128-bit arithmetic on a path every
+    // replayed event takes.
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000) as u32;
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .and_then(|time| time.replace_microsecond(fraction))
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 

@@ -35,26 +35,29 @@ impl EventReader {
         self.arena.split().freeze()
     }
 
-    fn integration(&mut self, name: &str) -> Arc<str> {
-        match &self.integration {
-            Some(last) if **last == *name => last.clone(),
-            _ => {
-                let name: Arc<str> = name.into();
-                self.integration = Some(name.clone());
-                name
-            }
+    /// The integration a row names: the previous row's, compared as bytes, while
+    /// it repeats.
+    fn integration(&mut self, row: &dyn Row) -> Result<Arc<str>, DbError> {
+        let name = row.bytes(3)?;
+        if let Some(last) = &self.integration
+            && last.as_bytes() == name
+        {
+            return Ok(last.clone());
         }
+        let name: Arc<str> = row.text(3)?.into();
+        self.integration = Some(name.clone());
+        Ok(name)
     }
 
     /// An event from the columns of [`EVENT`].
     fn read(&mut self, row: &dyn Row) -> Result<EncodedEvent, DbError> {
         let sequence = row.int(0)?;
-        let kind = EventKind::from_name(row.text(2)?)
+        let kind = EventKind::from_bytes(row.bytes(2)?)
             .ok_or_else(|| DbError::invalid(format!("event {sequence} is of an unknown kind")))?;
         let (body, source) = match row.opt_bytes(5)? {
             Some(body) => (
                 self.body(body),
-                row.opt_text(4)?.and_then(LeadSource::from_name),
+                row.opt_bytes(4)?.and_then(LeadSource::from_bytes),
             ),
             // Written before events were stored encoded, and not converted yet.
             None => {
@@ -68,7 +71,7 @@ impl EventReader {
             sequence: sequence as u64,
             receive_time: from_micros(row.int(1)?),
             kind,
-            integration: self.integration(row.text(3)?),
+            integration: self.integration(row)?,
             source,
             body,
         })

@@ -1,0 +1,84 @@
+//! Probes: start-up, and a flood of requests to one URL.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::task::JoinSet;
+
+use crate::{LOGIN, PASSWORD, rss_kib};
+
+pub async fn flood(url: &str, requests: usize, concurrency: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+        workers.spawn(async move {
+            let mut refused = 0;
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                match client.get(&url).send().await {
+                    Ok(response) if response.status().is_success() => {}
+                    _ => refused += 1,
+                }
+            }
+            refused
+        });
+    }
+    let mut refused = 0;
+    while let Some(done) = workers.join_next().await {
+        refused += done?;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "flood requests={requests} not_ok={refused} seconds={:.2} requests_per_s={:.0}",
+        elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+pub async fn startup(binary: &str, database_url: &str) -> anyhow::Result<()> {
+    let http = "127.0.0.1:18197";
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(binary)
+        .args([
+            "serve",
+            "--http-addr",
+            http,
+            "--grpc-addr",
+            "127.0.0.1:18198",
+            "--database-url",
+            database_url,
+        ])
+        .env("ROISTAT_USER", LOGIN)
+        .env("ROISTAT_PASSWORD", PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let client = reqwest::Client::new();
+    let ready = loop {
+        if let Ok(response) = client.get(format!("http://{http}/readyz")).send().await
+            && response.status().is_success()
+        {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("not ready after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = child.id().context("exited")?;
+    let rss = rss_kib(pid)?;
+    child.kill().await?;
+    println!(
+        "startup ready_ms={:.1} idle_rss_kib={rss}",
+        ready.as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
