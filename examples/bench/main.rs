@@ -7,7 +7,7 @@
 //! bench replay   --grpc URL --events 1000000 [--reader bulk|stock]
 //! bench disk     --database-url URL
 //! bench createdb --admin-url URL --name NAME
-//! bench flood    --url URL --requests 10000
+//! bench flood    --url URL --requests 10000 [--rate 1000]
 //! bench startup  --binary PATH --database-url URL
 //! ```
 //! Each prints one line of `key=value` results.
@@ -96,6 +96,9 @@ enum Command {
         requests: usize,
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Requests a second at most; 0: as fast as they go.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
     /// Start-up time (to a ready /readyz) and idle memory.
     Startup {
@@ -191,7 +194,8 @@ async fn main() -> anyhow::Result<()> {
             url,
             requests,
             concurrency,
-        } => probes::flood(&url, requests, concurrency).await,
+            rate,
+        } => probes::flood(&url, requests, concurrency, rate).await,
         Command::Startup {
             binary,
             database_url,

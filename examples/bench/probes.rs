@@ -10,7 +10,14 @@ use tokio::task::JoinSet;
 
 use crate::{LOGIN, PASSWORD, rss_kib};
 
-pub async fn flood(url: &str, requests: usize, concurrency: usize) -> anyhow::Result<()> {
+/// `requests` requests to `url` from `concurrency` connections, at most `rate` a
+/// second (0: as fast as they go).
+pub async fn flood(
+    url: &str,
+    requests: usize,
+    concurrency: usize,
+    rate: u64,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -19,7 +26,15 @@ pub async fn flood(url: &str, requests: usize, concurrency: usize) -> anyhow::Re
         let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
         workers.spawn(async move {
             let mut refused = 0;
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= requests {
+                    break;
+                }
+                if rate > 0 {
+                    let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 match client.get(&url).send().await {
                     Ok(response) if response.status().is_success() => {}
                     _ => refused += 1,

@@ -10,6 +10,7 @@ mod golden;
 mod grpc;
 mod helpers;
 mod lifecycle;
+mod metrics;
 mod namespace;
 mod operability;
 mod protected;

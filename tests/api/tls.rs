@@ -600,6 +600,10 @@ async fn certificate_expiry_is_a_metric_and_a_warning_when_near() {
             .text()
             .await
             .unwrap();
+        assert!(
+            text.contains("# HELP roistat_leads_tls_certificate_expiry_timestamp_seconds "),
+            "described, as every metric is: {text}"
+        );
         text.lines()
             .find_map(|line| {
                 line.strip_prefix(

@@ -19,7 +19,8 @@
 //                             client certificate and key (the service's --grpc-tls-client-ca)
 //   CONSUMER                  consumer name (default node-example)
 //   PROCESSED_LOG             file each processed lead id is appended to
-//   PROCESS_DELAY_MS          pause per lead, to make the work take time (default 0)
+//   PROCESS_DELAY_MS          pause per lead after it is logged, as more work would
+//                             take (default 0)
 'use strict';
 
 const fs = require('node:fs');
@@ -95,9 +96,9 @@ async function main() {
         } else if (event.event === 'lead') {
           busy = true;
           const lead = event.lead;
-          if (delay) await sleep(delay);
           console.log(`lead ${lead.integration}/${lead.lead_id}: ${lead.title}`);
           if (logPath) fs.appendFileSync(logPath, `${lead.integration}/${lead.lead_id}\n`);
+          if (delay) await sleep(delay); // the rest of the work
           await call(client, 'reportDeal', {
             integration: lead.integration,
             lead_id: lead.lead_id,

@@ -19,7 +19,8 @@ Environment:
                             client certificate and key (the service's --grpc-tls-client-ca)
   CONSUMER                  consumer name (default python-example)
   PROCESSED_LOG             file each processed lead id is appended to
-  PROCESS_DELAY_MS          pause per lead, to make the work take time (default 0)
+  PROCESS_DELAY_MS          pause per lead after it is logged, as more work would take
+                            (default 0)
 """
 
 import os
@@ -104,11 +105,11 @@ def main():
                 elif event.HasField("lead"):
                     busy = True
                     lead = event.lead
-                    time.sleep(delay)
                     print(f"lead {lead.integration}/{lead.lead_id}: {lead.title}", flush=True)
                     if log:
                         log.write(f"{lead.integration}/{lead.lead_id}\n")
                         log.flush()
+                    time.sleep(delay)  # the rest of the work
                     client.ReportDeal(pb.ReportDealRequest(
                         integration=lead.integration,
                         lead_id=lead.lead_id,
