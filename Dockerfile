@@ -28,7 +28,9 @@ WORKDIR /data
 ENV DATABASE_URL=sqlite:///data/roistat-leads.db \
     ROISTAT_LEADS_HTTP_ADDR=0.0.0.0:8080 \
     ROISTAT_LEADS_GRPC_ADDR=0.0.0.0:50051
-EXPOSE 8080 50051
+# The console (8081) listens on the container's loopback until
+# ROISTAT_LEADS_CONSOLE_ADDR=0.0.0.0:8081 and ROISTAT_LEADS_CONSOLE_TOKEN are set.
+EXPOSE 8080 50051 8081
 VOLUME ["/data"]
 # Over HTTPS when --http-tls-cert is set (a local probe: the certificate is not checked).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

@@ -42,7 +42,7 @@ class Service:
                    ROISTAT_LEADS_GRPC_TOKEN=GRPC_TOKEN, RUST_LOG="info")
         self.process = subprocess.Popen(
             [binary, "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
-             "--log-format", "json",
+             "--console-addr", "off", "--log-format", "json",
              "--database-url", f"sqlite://{workdir / 'leads.db'}"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60

@@ -9,7 +9,7 @@
 #   4. fan-out to 10,000 StreamLeads subscribers: memory per idle subscriber, and the
 #      time from each event's commit to its last subscriber
 #   5. replay of a 1,000,000-event store to one client that decodes every event,
-#      and the disk a stored lead takes
+#      the disk a stored lead takes, and the console's search on that store
 #   6. PostgreSQL: ingest with one replica and with two on the same server, and the
 #      disk a stored lead takes (skipped when PostgreSQL cannot be reached)
 #   7. start-up time and idle memory
@@ -48,7 +48,7 @@ start_service() { # database-url [http-port grpc-port]; sets SERVICE
   # More subscribers than the default cap: the fan-out measures 10,000 besides the others.
   ROISTAT_USER=bench ROISTAT_PASSWORD=bench RUST_LOG=warn "$BIN" serve \
     --http-addr 127.0.0.1:$http --grpc-addr 127.0.0.1:$grpc --database-url "$1" \
-    --grpc-max-subscribers $((SUBSCRIBERS + 100)) \
+    --grpc-max-subscribers $((SUBSCRIBERS + 100)) --console-addr 127.0.0.1:$((http + 4)) \
     >"$OUT/service-$http.log" 2>&1 &
   SERVICE=$!
   PIDS+=("$SERVICE")
@@ -119,6 +119,8 @@ for run in 1 2 3; do
 done
 record "replay median_events_per_s=$(grep '^replay reader=Bulk' "$RESULTS" | tail -3 | sed 's/.*events_per_s=//' | sort -n | sed -n 2p)"
 record "$("$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS" --reader stock)"
+# The console's search on that store: each field's time to its first page.
+record "$("$BENCH" search --console http://127.0.0.1:18185)"
 stop_service
 
 echo "== 6. PostgreSQL: ingest with one replica and with two" | tee -a "$RESULTS"

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::console::{self, ConsoleOptions};
 use crate::domain::{EventKind, LeadSource};
 use crate::grpc::GrpcServer;
 use crate::http::{self, HttpState, RateLimiter};
@@ -52,6 +53,8 @@ pub struct Application {
     http_listener: TcpListener,
     grpc_listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    console_listener: Option<TcpListener>,
+    console_router: Router,
     store: Arc<dyn LeadStore>,
     relay: LeadRelay,
     router: Router,
@@ -92,6 +95,10 @@ impl Application {
             Some(addr) => Some(bind("metrics", addr).await?),
             None => None,
         };
+        let console_listener = match settings.console.addr {
+            Some(addr) => Some(bind("the console", addr).await?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let relay = LeadRelay::new(store.clone(), settings.relay.clone(), shutdown.clone());
         // Ready (or not) from the first probe on.
@@ -113,6 +120,25 @@ impl Application {
                  or --grpc-tls-client-ca to serve others"
             );
         }
+        if let Some(listener) = &console_listener
+            && let Ok(addr) = listener.local_addr()
+            && settings.console.token.is_none()
+            && !addr.ip().is_loopback()
+        {
+            tracing::info!(
+                console_addr = %addr,
+                "the console answers loopback visitors only; set --console-token to let \
+                 visitors log in from elsewhere"
+            );
+        }
+        let console_router = console::router(
+            relay.clone(),
+            ConsoleOptions {
+                integrations: settings.integrations.keys().cloned().collect(),
+                token: settings.console.token.clone(),
+                tls: settings.http_tls.is_some(),
+            },
+        );
         let rate_limit = settings
             .rate_limit
             .map(|limit| Arc::new(http::rate_limiter(limit)));
@@ -129,6 +155,8 @@ impl Application {
             http_listener,
             grpc_listener,
             metrics_listener,
+            console_listener,
+            console_router,
             store,
             metrics_router: http::metrics_router(http_state.clone()),
             router: http::router(http_state),
@@ -171,6 +199,13 @@ impl Application {
             .and_then(|listener| listener.local_addr().ok())
     }
 
+    /// The console's address, unless it is off.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Cancelling it shuts the application down gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -186,12 +221,15 @@ impl Application {
             grpc_addr = %addr(self.grpc_addr()),
             grpc_tls = %self.grpc_tls_mode,
             metrics_addr = %addr(self.metrics_addr()),
+            console_addr = %addr(self.console_addr()),
             "listening"
         );
         let Self {
             http_listener,
             grpc_listener,
             metrics_listener,
+            console_listener,
+            console_router,
             store,
             relay,
             router,
@@ -229,6 +267,13 @@ impl Application {
                 net::serve(listener, metrics_router, limits, None, shutdown.clone()).await;
             }
         };
+        // With the webhook's certificate, when it has one.
+        let console_server = async {
+            if let Some(listener) = console_listener {
+                let tls = http_tls.clone();
+                net::serve(listener, console_router, limits, tls, shutdown.clone()).await;
+            }
+        };
         let reload_tls = async {
             let Some(mut hangups) = hangups else { return };
             let endpoints: Vec<_> = http_tls.iter().chain(&grpc_tls).cloned().collect();
@@ -255,10 +300,11 @@ impl Application {
                 }
             }
         };
-        let (grpc_result, (), (), (), (), ()) = tokio::join!(
+        let (grpc_result, (), (), (), (), (), ()) = tokio::join!(
             grpc_server,
             http_server,
             metrics_server,
+            console_server,
             reload_tls,
             metrics_upkeep,
             watch

@@ -25,6 +25,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["relay", "domain", "proto", "wire", "net", "telemetry"],
     ),
     (
+        "console",
+        &[
+            "relay",
+            "domain",
+            "roistat",
+            "proto",
+            "wire",
+            "net",
+            "telemetry",
+        ],
+    ),
+    (
         "config",
         &[
             "cli",
@@ -47,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "relay",
             "http",
             "grpc",
+            "console",
             "net",
             "signal",
             "telemetry",

@@ -7,6 +7,7 @@
 //! bench replay   --grpc URL --events 1000000 [--reader bulk|stock]
 //! bench disk     --database-url URL
 //! bench createdb --admin-url URL --name NAME
+//! bench search   --console URL [--repeat 20]
 //! bench flood    --url URL --requests 10000 [--rate 1000]
 //! bench startup  --binary PATH --database-url URL
 //! ```
@@ -87,6 +88,13 @@ enum Command {
         admin_url: String,
         #[arg(long)]
         name: String,
+    },
+    /// Console searches on a filled store: each field's time to the first page.
+    Search {
+        #[arg(long)]
+        console: String,
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
     },
     /// Sends requests to one URL as fast as a few connections allow.
     Flood {
@@ -190,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
         } => streams::replay(&grpc, events, reader).await,
         Command::Disk { database_url } => store::disk(&database_url).await,
         Command::Createdb { admin_url, name } => store::createdb(&admin_url, &name).await,
+        Command::Search { console, repeat } => probes::search(&console, repeat).await,
         Command::Flood {
             url,
             requests,

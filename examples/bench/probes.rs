@@ -56,6 +56,49 @@ pub async fn flood(
     Ok(())
 }
 
+/// Times the console's searches on a store `bench fill` filled: each field, a
+/// term that matches (the first page of up to 50) and one that matches nothing.
+pub async fn search(console: &str, repeat: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let searches = [
+        ("phone", "8 (999) 000-11-22"),
+        ("phone", "+1 555 000 00 00"),
+        ("email", "Robert@Example.com"),
+        ("name", "rob"),
+        ("name", "zz"),
+        ("visit", "12852"),
+        ("lead_id", "fill-7-1234"),
+        ("order_id", "fill-7-1234"),
+    ];
+    let mut line = vec![];
+    for (field, term) in searches {
+        let mut times = Vec::with_capacity(repeat);
+        let mut found = 0;
+        for _ in 0..repeat {
+            let started = Instant::now();
+            let answer: serde_json::Value = client
+                .post(format!("{console}/api/search"))
+                .json(&serde_json::json!({"field": field, "term": term}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            times.push(started.elapsed());
+            found = answer["results"].as_array().map_or(0, Vec::len);
+        }
+        times.sort();
+        line.push(format!(
+            "{field}:{}:found={found}:median_ms={:.1}:max_ms={:.1}",
+            term.replace(' ', "_"),
+            crate::percentile(&times, 0.5),
+            crate::percentile(&times, 1.0)
+        ));
+    }
+    println!("search {}", line.join(" "));
+    Ok(())
+}
+
 pub async fn startup(binary: &str, database_url: &str) -> anyhow::Result<()> {
     let http = "127.0.0.1:18197";
     let started = Instant::now();
@@ -66,6 +109,8 @@ pub async fn startup(binary: &str, database_url: &str) -> anyhow::Result<()> {
             http,
             "--grpc-addr",
             "127.0.0.1:18198",
+            "--console-addr",
+            "off",
             "--database-url",
             database_url,
         ])

@@ -9,7 +9,7 @@ mod tail;
 use clap::{Parser, Subcommand};
 
 pub use send::{SendAction, SendArgs};
-pub use serve::ServeArgs;
+pub use serve::{Listen, ServeArgs};
 pub use tail::{TailArgs, event_json};
 
 #[derive(Debug, Parser)]

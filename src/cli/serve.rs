@@ -25,9 +25,25 @@ pub struct ServeArgs {
     #[arg(long, env = "ROISTAT_LEADS_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Also serve GET /metrics on this address (it is always on the HTTP server).
+    /// Serve GET /metrics on this address instead of the HTTP server's.
     #[arg(long, env = "ROISTAT_LEADS_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// Address of the operator console (a web page: live leads, search, a lead's
+    /// story, consumers, refused requests), or `off`. Without --console-token it
+    /// answers loopback peers only.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_CONSOLE_ADDR",
+        default_value = "127.0.0.1:8081",
+        value_name = "ADDR|off"
+    )]
+    pub console_addr: Listen,
+
+    /// A token the console's visitors log in with (a form; the session is a signed
+    /// cookie valid for 12 hours); with it, the console answers every peer.
+    #[arg(long, env = "ROISTAT_LEADS_CONSOLE_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub console_token: Option<SecretString>,
 
     /// Where leads are stored: sqlite://PATH (the file is created if missing) or
     /// postgres://USER:PASSWORD@HOST:PORT/DATABASE.
@@ -265,6 +281,33 @@ pub struct ServeArgs {
         value_parser = log_formats()
     )]
     pub log_format: String,
+}
+
+/// A listening address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "off" => Ok(Listen(None)),
+            addr => addr
+                .parse()
+                .map(|addr| Listen(Some(addr)))
+                .map_err(|_| format!("{addr:?} is neither an address (HOST:PORT) nor \"off\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
 }
 
 fn secret(value: &str) -> Result<SecretString, String> {

@@ -17,6 +17,21 @@ pub fn describe(settings: &Settings) -> String {
                 |a| format!("{:?}  # /metrics only here", a.to_string())
             )
         ),
+        format!(
+            "console_addr = {:?}",
+            settings
+                .console
+                .addr
+                .map_or("off".to_owned(), |addr| addr.to_string())
+        ),
+        format!(
+            "console_token = {}",
+            if settings.console.token.is_some() {
+                "\"********\"  # visitors log in with it"
+            } else {
+                "\"\"  # none: loopback visitors only"
+            }
+        ),
         format!("database_url = {:?}", mask_url(&settings.database_url)),
         format!(
             "rate_limit = {}",

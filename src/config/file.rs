@@ -16,6 +16,10 @@ pub(super) struct FileConfig {
     pub http_addr: Option<SocketAddr>,
     pub grpc_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// An address, or "off".
+    pub console_addr: Option<String>,
+    pub console_token: Option<String>,
+    pub console_token_file: Option<PathBuf>,
     pub database_url: Option<String>,
     pub database_url_file: Option<PathBuf>,
     pub roistat_user: Option<String>,

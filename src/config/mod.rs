@@ -52,10 +52,20 @@ pub struct Settings {
     /// Webhook requests per second per client address.
     pub rate_limit: Option<NonZeroU32>,
     pub limits: Limits,
-    /// HTTPS for the webhook server, when set.
+    /// The operator console's address (`None`: off) and its login token.
+    pub console: ConsoleSettings,
+    /// HTTPS for the webhook server (and the console), when set.
     pub http_tls: Option<ServerTls>,
     /// TLS (and perhaps client certificates) for the gRPC server, when set.
     pub grpc_tls: Option<ServerTls>,
+}
+
+/// Where the operator console listens, and who may open it.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSettings {
+    pub addr: Option<SocketAddr>,
+    /// Visitors log in with it; without it, loopback peers only.
+    pub token: Option<SecretString>,
 }
 
 /// Why the configuration cannot be used.
@@ -251,6 +261,7 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
     let integrations = integrations(&args, &file, allow_empty_password)?;
     let default_statuses = default_statuses(&args, &file)?;
     let grpc_token = grpc_token(&args, &file)?;
+    let console = console(&args, &file, explicit("console_addr"))?;
     let order_id_mode = pick!(order_id)
         .parse()
         .map_err(|reason| ConfigError::Invalid {
@@ -330,8 +341,47 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
             drain,
             ..Limits::default()
         },
+        console,
         http_tls,
         grpc_tls,
+    })
+}
+
+fn console(
+    args: &ServeArgs,
+    file: &FileConfig,
+    explicit_addr: bool,
+) -> Result<ConsoleSettings, ConfigError> {
+    let addr = match (&file.console_addr, explicit_addr) {
+        (Some(addr), false) => {
+            addr.parse::<crate::cli::Listen>()
+                .map_err(|reason| ConfigError::Invalid {
+                    key: "console_addr",
+                    reason,
+                })?
+        }
+        _ => args.console_addr,
+    };
+    let token = match args.console_token.clone() {
+        Some(token) => Some(token),
+        None => one_of(
+            file.console_token.clone(),
+            file.console_token_file.as_ref(),
+            "console_token",
+        )?,
+    };
+    if token
+        .as_ref()
+        .is_some_and(|token| token.expose_secret().trim().is_empty())
+    {
+        return Err(ConfigError::Invalid {
+            key: "console_token",
+            reason: "is empty: set a token, or none for loopback visitors only".to_owned(),
+        });
+    }
+    Ok(ConsoleSettings {
+        addr: addr.0,
+        token,
     })
 }
 

@@ -20,7 +20,9 @@ pub use crm::{
 pub use event::{EncodedEvent, Event, EventBody, EventFilter, EventKind, Stored};
 pub use order::{Deal, DealReport, Order, OrderIdMode};
 pub use rejected::{RejectedFilter, RejectedRequest};
-pub use search::{SearchKeys, fold, phone_digits};
+pub use search::{
+    FoundLead, LeadSearch, SearchCursor, SearchField, SearchKeys, fold, phone_digits,
+};
 
 /// The integration every lead belongs to when none is named: plain `/webhook`.
 pub const DEFAULT_INTEGRATION: &str = "default";

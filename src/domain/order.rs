@@ -115,6 +115,8 @@ pub struct Order {
     pub lead_create_time: Option<OffsetDateTime>,
     /// When the lead arrived.
     pub lead_receive_time: OffsetDateTime,
+    /// When its order id was fixed (answered to Roistat, or reported in `crm` mode).
+    pub fixed_time: Option<OffsetDateTime>,
 }
 
 impl Order {

@@ -1,5 +1,7 @@
 //! What a lead is found by: its name and e-mail folded (lowercase, single spaces),
-//! its phone as its last ten digits, however each was written.
+//! its phone as its last ten digits, however each was written; and a search.
+
+use super::EncodedEvent;
 
 /// Text folded for a case-insensitive match: lowercase (Cyrillic included), trimmed,
 /// inner whitespace as single spaces.
@@ -37,6 +39,88 @@ impl SearchKeys {
             email: fold(email),
         }
     }
+}
+
+/// What a search matches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchField {
+    LeadId,
+    /// The order id Roistat was answered, or the CRM's deal id.
+    OrderId,
+    /// The phone's last ten digits, however it is written.
+    Phone,
+    Email,
+    /// The start of the name, whatever its case.
+    Name,
+    Visit,
+}
+
+impl SearchField {
+    pub const ALL: [SearchField; 6] = [
+        SearchField::LeadId,
+        SearchField::OrderId,
+        SearchField::Phone,
+        SearchField::Email,
+        SearchField::Name,
+        SearchField::Visit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchField::LeadId => "lead_id",
+            SearchField::OrderId => "order_id",
+            SearchField::Phone => "phone",
+            SearchField::Email => "email",
+            SearchField::Name => "name",
+            SearchField::Visit => "visit",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|field| field.as_str() == name)
+    }
+
+    /// A term as the stored search key it is compared with.
+    pub fn normalize(self, term: &str) -> String {
+        match self {
+            SearchField::Phone => phone_digits(term),
+            SearchField::Email | SearchField::Name => fold(term),
+            SearchField::LeadId | SearchField::OrderId | SearchField::Visit => {
+                term.trim().to_owned()
+            }
+        }
+    }
+}
+
+/// A search of stored leads: newest first (by name, then newest first, for a name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeadSearch {
+    /// The integrations searched (at least one).
+    pub integrations: Vec<String>,
+    pub field: SearchField,
+    /// The normalised term (see [`SearchField::normalize`]); never empty.
+    pub term: String,
+    /// Where the previous page ended.
+    pub after: Option<SearchCursor>,
+    pub limit: u32,
+}
+
+/// Where a page of search results ended: the last lead's name key (for a name
+/// search) and sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchCursor {
+    pub name: String,
+    pub sequence: u64,
+}
+
+/// A lead a search found: its event, and what Roistat was answered for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundLead {
+    pub event: EncodedEvent,
+    pub order_id: Option<String>,
+    pub deal_id: Option<String>,
+    /// Its name as searched (folded), for the cursor of a name search.
+    pub name_key: String,
 }
 
 #[cfg(test)]

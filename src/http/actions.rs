@@ -10,7 +10,7 @@ use crate::domain::EventBody;
 use crate::relay::{ExportPage, OrdersExport};
 use crate::roistat::answer::{
     ClientsAnswer, ExportAnswer, ExportClient, ExportOrder, IdAnswer, OkAnswer, OrderAnswer,
-    Pagination, money_json,
+    Pagination,
 };
 use crate::roistat::{
     Action, Params, parse_call, parse_export, parse_lead, parse_message, parse_task,
@@ -91,21 +91,7 @@ fn export_answer(export: &OrdersExport) -> ExportAnswer<'_> {
         .page
         .records
         .iter()
-        .map(|order| {
-            let details = &order.deal.details;
-            ExportOrder {
-                id: &order.order_id,
-                name: order.name(),
-                date_create: order.date_create().unix_timestamp().to_string(),
-                status: order.status(&export.default_status),
-                price: money_json(details.price),
-                cost: money_json(details.cost),
-                roistat: &order.visit,
-                client_id: details.client_id.as_deref().unwrap_or_default(),
-                manager_id: details.manager_id.as_deref().unwrap_or_default(),
-                fields: &details.fields,
-            }
-        })
+        .map(|order| ExportOrder::of(order, &export.default_status))
         .collect();
     ExportAnswer {
         statuses: &export.scheme.statuses,

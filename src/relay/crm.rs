@@ -126,7 +126,7 @@ impl LeadRelay {
 
     /// The status of an order whose deal reported none: the configured default,
     /// else the first status of the scheme, else none.
-    fn default_status(&self, integration: &str, scheme: &Scheme) -> String {
+    pub(super) fn default_status(&self, integration: &str, scheme: &Scheme) -> String {
         match self.options.default_statuses.get(integration) {
             Some(default) => default.clone(),
             None => scheme

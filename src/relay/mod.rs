@@ -6,6 +6,7 @@
 mod consumers;
 mod crm;
 mod error;
+mod inspect;
 mod readiness;
 mod rejected;
 mod stream;
@@ -25,6 +26,7 @@ use crate::{telemetry, wire};
 
 pub use crm::{ExportPage, OrdersExport};
 pub use error::Error;
+pub use inspect::{ConsumerView, LeadView, Overview};
 pub use rejected::{REFUSED_KEPT, RejectedCursor, RejectedPage, bounded, refused};
 pub use stream::{StreamItem, StreamRequest, StreamStart};
 
@@ -37,6 +39,8 @@ pub struct LeadRelay {
     readiness: Arc<readiness::Readiness>,
     /// Open StreamLeads subscribers.
     subscribers: Arc<AtomicUsize>,
+    /// Streams of named consumers open here.
+    connected: Arc<inspect::Connected>,
     shutdown: CancellationToken,
 }
 
@@ -97,6 +101,7 @@ impl LeadRelay {
             refused: Arc::default(),
             readiness: Arc::default(),
             subscribers: Arc::default(),
+            connected: Arc::default(),
             shutdown,
         }
     }

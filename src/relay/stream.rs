@@ -109,8 +109,13 @@ impl LeadRelay {
         );
         let (sender, receiver) = mpsc::channel(buffer.max(1));
         let relay = self.clone();
+        let connected = request
+            .consumer
+            .as_deref()
+            .map(|name| super::inspect::ConnectedStream::open(&self.connected, name));
         tokio::spawn(async move {
             let _seat = seat;
+            let _connected = connected;
             let metrics = telemetry::SubscriberMetrics::new();
             relay
                 .feed_subscriber(cursor, live, &request.filter, &sender, &metrics)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::domain::{Client, Manager, Money, SchemeEntry};
+use crate::domain::{Client, Manager, Money, Order, SchemeEntry};
 
 /// `{"status":"ok","order_id":"..."}`: the answer that stops Roistat's retries of a lead.
 #[derive(Debug, Serialize)]
@@ -77,6 +77,26 @@ pub struct ExportOrder<'a> {
     pub client_id: &'a str,
     pub manager_id: &'a str,
     pub fields: &'a BTreeMap<String, String>,
+}
+
+impl<'a> ExportOrder<'a> {
+    /// An order as the export lists it; `default_status` for one whose deal reported
+    /// no status.
+    pub fn of(order: &'a Order, default_status: &'a str) -> Self {
+        let details = &order.deal.details;
+        Self {
+            id: &order.order_id,
+            name: order.name(),
+            date_create: order.date_create().unix_timestamp().to_string(),
+            status: order.status(default_status),
+            price: money_json(details.price),
+            cost: money_json(details.cost),
+            roistat: &order.visit,
+            client_id: details.client_id.as_deref().unwrap_or_default(),
+            manager_id: details.manager_id.as_deref().unwrap_or_default(),
+            fields: &details.fields,
+        }
+    }
 }
 
 /// `{"statuses":[...],"fields":[...],"managers":[...],"orders":[...],

@@ -104,6 +104,9 @@ pub trait Conn: Send {
     /// every page it changes, just in case.
     const INSERT_CHECKED: &'static str = "INSERT";
 
+    /// A query of the bytes the database takes on disk.
+    const SIZE_QUERY: &'static str;
+
     /// Runs a statement; returns how many rows it changed.
     fn execute(
         &mut self,

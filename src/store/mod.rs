@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
-use bytes::Bytes;
-
 use crate::domain::{
-    Client, ClientRecord, Consumer, Deal, DealReport, EncodedEvent, EventKind, LeadKey, LeadSource,
-    Order, OrderIdMode, RejectedFilter, RejectedRequest, Scheme, SearchKeys,
+    Client, ClientRecord, Consumer, Deal, DealReport, EncodedEvent, EventKind, FoundLead, LeadKey,
+    LeadSearch, LeadSource, Order, OrderIdMode, RejectedFilter, RejectedRequest, Scheme,
+    SearchKeys,
 };
 
 pub use db::DbError;
@@ -290,6 +290,31 @@ pub trait LeadStore: Send + Sync + 'static {
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<RejectedRequest>, StoreError>;
+
+    /// Leads a search finds, a page of them (see [`LeadSearch`]).
+    async fn search_leads(&self, search: &LeadSearch) -> Result<Vec<FoundLead>, StoreError>;
+
+    /// The messages, tasks and calls filed under a lead, newest first, at most `limit`.
+    async fn events_about(
+        &self,
+        key: &LeadKey,
+        limit: u32,
+    ) -> Result<Vec<EncodedEvent>, StoreError>;
+
+    /// A lead's order as Roistat's export lists it now; `None` while its id is not
+    /// fixed.
+    async fn export_order(&self, key: &LeadKey) -> Result<Option<Order>, StoreError>;
+
+    /// Leads per minute (Unix minutes) and source received since `since`, in
+    /// `integration` (every one when `None`).
+    async fn lead_minutes(
+        &self,
+        since: OffsetDateTime,
+        integration: Option<&str>,
+    ) -> Result<Vec<(i64, Option<LeadSource>, u64)>, StoreError>;
+
+    /// The bytes the store takes on disk.
+    async fn store_bytes(&self) -> Result<u64, StoreError>;
 
     /// Succeeds when the store can commit a write: an empty one goes through the
     /// writer, as a lead would.

@@ -350,6 +350,8 @@ impl<C> Conn for PgConn<C>
 where
     C: std::ops::DerefMut<Target = PgConnection> + Send,
 {
+    const SIZE_QUERY: &'static str = "SELECT pg_database_size(current_database())";
+
     async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
         let query = args
             .iter()

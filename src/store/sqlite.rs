@@ -268,6 +268,8 @@ impl SqliteConn {
 
 impl Conn for SqliteConn {
     const INSERT_CHECKED: &'static str = "INSERT OR IGNORE";
+    const SIZE_QUERY: &'static str =
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()";
 
     fn execute(
         &mut self,

@@ -273,6 +273,8 @@ pub struct TestApp {
     child: Child,
     pub http_base: String,
     pub grpc_addr: String,
+    /// The operator console's URL, unless it is off.
+    pub console_base: Option<String>,
     pub http: reqwest::Client,
     pub options: Options,
     logs: Arc<Mutex<Vec<String>>>,
@@ -299,6 +301,7 @@ impl TestApp {
         for (flag, value) in [
             ("--http-addr", "127.0.0.1:0"),
             ("--grpc-addr", "127.0.0.1:0"),
+            ("--console-addr", "127.0.0.1:0"),
             ("--database-url", database.as_str()),
         ] {
             if !options.args.iter().any(|arg| arg == flag) {
@@ -337,7 +340,11 @@ impl TestApp {
                         .map(|addr| format!("{}://{addr}", scheme("http_tls=", "false")));
                     let grpc = field(&line, "grpc_addr=")
                         .map(|addr| format!("{}://{addr}", scheme("grpc_tls=", "off")));
-                    let _ = addresses.send(http.zip(grpc));
+                    let console = field(&line, "console_addr=")
+                        .filter(|addr| addr != "none")
+                        .map(|addr| format!("{}://{addr}", scheme("http_tls=", "false")));
+                    let _ =
+                        addresses.send(http.zip(grpc).map(|(http, grpc)| (http, grpc, console)));
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -349,11 +356,12 @@ impl TestApp {
                 logs.lock().unwrap().join("\n")
             );
         };
-        let (http, grpc) = addresses.clone().expect("addresses");
+        let (http, grpc, console) = addresses.clone().expect("addresses");
         Self {
             child,
             http_base: http,
             grpc_addr: grpc,
+            console_base: console,
             http: reqwest::Client::new(),
             options,
             logs,

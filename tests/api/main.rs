@@ -1,6 +1,8 @@
 //! Integration tests: the real binary on random ports, over real HTTP and gRPC.
 
 mod bounds;
+mod console;
+mod console_browser;
 mod consumers;
 mod crm;
 mod deals;
@@ -17,4 +19,5 @@ mod protected;
 mod replicas;
 mod stream;
 mod tls;
+mod webdriver;
 mod webhook;

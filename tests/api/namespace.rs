@@ -92,6 +92,18 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    /// A TCP connection to `addr`, made from inside the namespace.
+    pub async fn connect(&self, addr: SocketAddr) -> tokio::net::TcpStream {
+        within(
+            "a TCP connection in the namespace",
+            connect_in(self.name.clone(), addr),
+        )
+        .await
+        .expect("connect in the namespace")
+    }
+}
+
 /// A TCP connection made from inside the namespace `name`.
 async fn connect_in(name: String, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     let path = format!("/var/run/netns/{name}");

@@ -411,6 +411,7 @@ async fn bad_tls_settings_stop_the_start_with_a_clear_error() {
     let served = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"))
         .args(["serve", "--roistat-token", &token()])
         .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .args(["--console-addr", "127.0.0.1:0"])
         .args([
             "--database-url",
             &format!("sqlite://{}", path(&pki.dir.path().join("db"))),
@@ -626,4 +627,43 @@ async fn certificate_expiry_is_a_metric_and_a_warning_when_near() {
     assert_eq!(at_start, Some(soon.unix_timestamp() as f64));
     assert!(warned, "{:?}", app.logs());
     assert_eq!(after_renewal, Some(later.unix_timestamp() as f64));
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_the_webhooks_certificate_and_a_secure_cookie() {
+    let pki = Pki::new("ca");
+    let server = pki.server();
+    let app = TestApp::spawn_with(
+        Options::default()
+            .args(["--http-tls-cert", &path(&server.cert)])
+            .args(["--http-tls-key", &path(&server.key)])
+            .args(["--console-token", "console-token"]),
+    )
+    .await;
+    let console = app.console_base.clone().expect("the console listens");
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{console}/login"))
+        .form(&[("token", "console-token")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let plain = reqwest::Client::new()
+        .get(console.replacen("https://", "http://", 1))
+        .send()
+        .await;
+
+    assert!(console.starts_with("https://"), "{console}");
+    assert_eq!(login.status(), 303);
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        plain.map_or(true, |answer| !answer.status().is_success()),
+        "no plain HTTP"
+    );
 }

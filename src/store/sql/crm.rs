@@ -289,7 +289,7 @@ const ORDERS_WALK: &str = "WITH latest AS ( \
        WHERE integration = $1 AND version <= $2 GROUP BY lead_id) \
      SELECT l.lead_id, l.deal_id, l.order_id, \
        COALESCE(v.update_time, l.order_time) AS update_time, v.payload, \
-       l.receive_time, l.visit, l.title, l.create_time \
+       l.receive_time, l.visit, l.title, l.create_time, l.order_time \
      FROM leads l \
      LEFT JOIN latest ON latest.lead_id = l.lead_id \
      LEFT JOIN deal_versions v ON v.integration = $1 AND v.lead_id = l.lead_id \
@@ -304,19 +304,31 @@ pub(super) async fn export_orders<C: Conn>(
 ) -> Result<(u64, Vec<Order>), DbError> {
     let order = "update_time, l.lead_id";
     export_walk(conn, ORDERS_WALK, order, integration, window, |row| {
-        let key = LeadKey::new(integration, row.text(0)?);
-        let deal = deal_from_row(&key, row, 1)?;
-        let order_id = deal.answered_order_id.as_ref().or(deal.deal_id.as_ref());
-        Ok(Order {
-            order_id: order_id.unwrap_or(&key.lead_id).clone(),
-            deal,
-            lead_receive_time: from_micros(row.int(5)?),
-            visit: row.text(6)?.to_owned(),
-            title: row.text(7)?.to_owned(),
-            lead_create_time: row.opt_int(8)?.map(from_micros),
-        })
+        order_from_row(integration, row)
     })
     .await
+}
+
+/// The columns of an order: lead id, deal id, order id, update time, deal details,
+/// receive time, visit, title, create time, when its id was fixed.
+pub(super) const ORDER_COLUMNS: &str = "l.lead_id, l.deal_id, l.order_id, \
+       COALESCE(v.update_time, l.order_time) AS update_time, v.payload, \
+       l.receive_time, l.visit, l.title, l.create_time, l.order_time";
+
+/// An order from the columns of [`ORDER_COLUMNS`].
+pub(super) fn order_from_row(integration: &str, row: &dyn Row) -> Result<Order, DbError> {
+    let key = LeadKey::new(integration, row.text(0)?);
+    let deal = deal_from_row(&key, row, 1)?;
+    let order_id = deal.answered_order_id.as_ref().or(deal.deal_id.as_ref());
+    Ok(Order {
+        order_id: order_id.unwrap_or(&key.lead_id).clone(),
+        deal,
+        lead_receive_time: from_micros(row.int(5)?),
+        visit: row.text(6)?.to_owned(),
+        title: row.text(7)?.to_owned(),
+        lead_create_time: row.opt_int(8)?.map(from_micros),
+        fixed_time: row.opt_int(9)?.map(from_micros),
+    })
 }
 
 const CLIENTS_WALK: &str = "WITH latest AS ( \

@@ -15,6 +15,7 @@ mod consumers;
 mod convert;
 mod crm;
 mod events;
+mod inspect;
 mod leads;
 mod reads;
 mod rejected;
@@ -35,8 +36,8 @@ use super::{
     EventReceipt, ExportKind, ExportWindow, LeadReceipt, LeadStore, NewEvent, NewLead, StoreError,
 };
 use crate::domain::{
-    Client, ClientRecord, Consumer, Deal, DealReport, EncodedEvent, LeadKey, Order, OrderIdMode,
-    RejectedFilter, RejectedRequest, Scheme,
+    Client, ClientRecord, Consumer, Deal, DealReport, EncodedEvent, FoundLead, LeadKey, LeadSearch,
+    LeadSource, Order, OrderIdMode, RejectedFilter, RejectedRequest, Scheme,
 };
 
 pub(super) use convert::convert_stored;
@@ -374,6 +375,34 @@ impl<B: Backend> LeadStore for SqlStore<B> {
     ) -> Result<Vec<RejectedRequest>, StoreError> {
         let mut conn = self.reader().await?;
         Ok(rejected::list(&mut *conn, filter, before, limit).await?)
+    }
+
+    async fn search_leads(&self, search: &LeadSearch) -> Result<Vec<FoundLead>, StoreError> {
+        Ok(inspect::search_leads(&mut *self.reader().await?, search).await?)
+    }
+
+    async fn events_about(
+        &self,
+        key: &LeadKey,
+        limit: u32,
+    ) -> Result<Vec<EncodedEvent>, StoreError> {
+        Ok(inspect::events_about(&mut *self.reader().await?, key, limit).await?)
+    }
+
+    async fn export_order(&self, key: &LeadKey) -> Result<Option<Order>, StoreError> {
+        Ok(inspect::export_order(&mut *self.reader().await?, key).await?)
+    }
+
+    async fn lead_minutes(
+        &self,
+        since: OffsetDateTime,
+        integration: Option<&str>,
+    ) -> Result<Vec<(i64, Option<LeadSource>, u64)>, StoreError> {
+        Ok(inspect::lead_minutes(&mut *self.reader().await?, since, integration).await?)
+    }
+
+    async fn store_bytes(&self) -> Result<u64, StoreError> {
+        Ok(inspect::store_bytes(&mut *self.reader().await?).await?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -12,13 +12,13 @@ use crate::store::db::{Conn, DbError, Row, query_opt, scalar};
 use crate::wire;
 
 /// The columns an event is read from.
-const EVENT: &str =
+pub(super) const EVENT: &str =
     "e.sequence, e.receive_time, e.kind, e.integration, e.source, e.body, e.payload";
 
 /// Reads rows into events, their bodies cut from large shared buffers rather than
 /// allocated one by one, and the integration's name shared while it repeats.
 #[derive(Default)]
-struct EventReader {
+pub(super) struct EventReader {
     arena: BytesMut,
     integration: Option<Arc<str>>,
 }
@@ -50,7 +50,7 @@ impl EventReader {
     }
 
     /// An event from the columns of [`EVENT`].
-    fn read(&mut self, row: &dyn Row) -> Result<EncodedEvent, DbError> {
+    pub(super) fn read(&mut self, row: &dyn Row) -> Result<EncodedEvent, DbError> {
         let sequence = row.int(0)?;
         let kind = EventKind::from_bytes(row.bytes(2)?)
             .ok_or_else(|| DbError::invalid(format!("event {sequence} is of an unknown kind")))?;

@@ -1,0 +1,180 @@
+//! What the console's script receives: events, leads, deals, consumers and refused
+//! requests as JSON. Values are data; the script renders every one as text.
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::domain::{Consumer, Deal, EncodedEvent, EventBody, FoundLead, RejectedRequest, Scheme};
+use crate::relay::LeadView;
+use crate::roistat::answer::ExportOrder;
+use crate::wire;
+
+pub fn time(time: OffsetDateTime) -> Value {
+    time.format(&Rfc3339).map_or(Value::Null, Value::String)
+}
+
+fn optional_time(value: Option<OffsetDateTime>) -> Value {
+    value.map_or(Value::Null, time)
+}
+
+/// An event as a line of the live view or of a lead's story; `order_id`: what
+/// Roistat was answered for a lead.
+pub fn event(event: &EncodedEvent, order_id: Option<&str>) -> Value {
+    let mut line = json!({
+        "sequence": event.sequence,
+        "kind": event.kind.as_str(),
+        "integration": &*event.integration,
+        "time": time(event.receive_time),
+    });
+    let decoded = match wire::decode_body(event.kind, &event.body) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            tracing::error!(%error, sequence = event.sequence, "a stored event cannot be read");
+            line["unreadable"] = Value::Bool(true);
+            return line;
+        }
+    };
+    let fields = match &decoded {
+        EventBody::Lead(lead) => json!({
+            "lead_id": lead.lead_id,
+            "source": lead.source.as_str(),
+            "name": lead.name,
+            "phone": lead.phone,
+            "email": lead.email,
+            "title": lead.title,
+            "visit": lead.visit,
+            "order_id": order_id,
+        }),
+        EventBody::Message(message) => json!({
+            "lead_id": message.lead_id,
+            "resolved_lead_id": message.resolved_lead_id,
+            "title": message.title,
+            "text": message.text,
+        }),
+        EventBody::Task(task) => json!({
+            "lead_id": task.element_id,
+            "title": "Task",
+            "text": task.text,
+            "deadline": optional_time(task.deadline),
+        }),
+        EventBody::Call(call) => json!({
+            "lead_id": call.order_id,
+            "call_id": call.call_id,
+            "title": format!("Call {}", call.status),
+            "phone": call.caller,
+            "callee": call.callee,
+            "visit": call.visit,
+            "duration": call.duration,
+            "file_url": call.file_url,
+        }),
+    };
+    if let (Value::Object(line), Value::Object(fields)) = (&mut line, fields) {
+        line.extend(fields);
+    }
+    line
+}
+
+/// A search result.
+pub fn found(lead: &FoundLead) -> Value {
+    let order_id = lead.order_id.as_deref().or(lead.deal_id.as_deref());
+    let mut line = event(&lead.event, order_id);
+    line["deal_id"] = json!(lead.deal_id);
+    line
+}
+
+fn deal(deal: &Deal, scheme: Option<&Scheme>) -> Value {
+    let details = &deal.details;
+    let status_name = details.status.as_ref().and_then(|status| {
+        scheme?
+            .statuses
+            .iter()
+            .find(|entry| &entry.id == status)
+            .map(|entry| entry.name.clone())
+    });
+    json!({
+        "deal_id": deal.deal_id,
+        "answered_order_id": deal.answered_order_id,
+        "update_time": time(deal.update_time),
+        "name": details.name,
+        "status": details.status,
+        "status_name": status_name,
+        "price": details.price.map(|money| money.to_string()),
+        "cost": details.cost.map(|money| money.to_string()),
+        "manager_id": details.manager_id,
+        "client_id": details.client_id,
+        "fields": details.fields,
+        "create_time": optional_time(details.create_time),
+    })
+}
+
+/// Everything known about a lead.
+pub fn lead(view: &LeadView) -> Value {
+    let stored = match wire::decode_lead(&view.lead) {
+        Ok(lead) => lead,
+        Err(error) => {
+            tracing::error!(%error, sequence = view.lead.sequence, "a stored lead cannot be read");
+            return json!({ "unreadable": true, "sequence": view.lead.sequence });
+        }
+    };
+    let source = wire::source_from_proto(stored.source).map(|source| source.as_str());
+    let create_time = stored
+        .create_time
+        .as_ref()
+        .and_then(crate::proto::from_timestamp);
+    let order = view.order.as_ref().map(|(order, default_status)| {
+        json!({
+            "fixed_time": optional_time(order.fixed_time),
+            "export": ExportOrder::of(order, default_status),
+        })
+    });
+    json!({
+        "integration": stored.integration,
+        "lead_id": stored.lead_id,
+        "sequence": view.lead.sequence,
+        "receive_time": time(view.lead.receive_time),
+        "source": source,
+        "visit": stored.visit,
+        "title": stored.title,
+        "text": stored.text,
+        "name": stored.name,
+        "phone": stored.phone,
+        "email": stored.email,
+        "page": stored.page,
+        "fields": stored.fields,
+        "data_json": stored.data_json,
+        "create_time": optional_time(create_time),
+        "manager_id": stored.manager_id,
+        "extra": stored.extra,
+        "deal": deal(&view.deal, view.scheme.as_ref()),
+        "order": order,
+        "events": view.events.iter().map(|event| self::event(event, None)).collect::<Vec<_>>(),
+    })
+}
+
+pub fn consumer(consumer: &Consumer, connected: usize) -> Value {
+    json!({
+        "name": consumer.name,
+        "acked_sequence": consumer.acked_sequence,
+        "pending": consumer.pending,
+        "ack_time": optional_time(consumer.ack_time),
+        "create_time": time(consumer.create_time),
+        "connected": connected,
+    })
+}
+
+pub fn rejected(request: &RejectedRequest) -> Value {
+    json!({
+        "id": request.id,
+        "time": time(request.time),
+        "integration": request.integration,
+        "source": request.source,
+        "authenticated": request.authenticated,
+        "path": request.path,
+        "action": request.action,
+        "reason": request.reason,
+        "status": request.status,
+        "query": String::from_utf8_lossy(&request.query),
+        "body": String::from_utf8_lossy(&request.body),
+    })
+}
