@@ -4,8 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roistat_leads::domain::{Params, parse_call, parse_export, parse_lead, parse_message, parse_task};
-use roistat_leads::roistat::{decode_form, decode_json};
+use roistat_leads::roistat::{
+    Params, decode_form, decode_json, parse_call, parse_export, parse_lead, parse_message,
+    parse_task,
+};
 
 fuzz_target!(|data: &[u8]| {
     for decode in [decode_form, decode_json] {

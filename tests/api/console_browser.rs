@@ -348,8 +348,20 @@ async fn the_token_login_opens_the_console_and_every_view_loads_cleanly() {
             assert!(errors.is_empty(), "{view} at {width}px: {errors:?}");
         }
     }
+    browser.goto(&format!("{base}/#/live")).await;
+    browser.wait_for_text("#view table", "Robert").await;
+    browser.screenshot("live-390px").await;
+    browser.resize(1280, 900).await;
     browser.goto(&format!("{base}/#/overview")).await;
     browser.wait_for_text("#view", "Leads per minute").await;
-    browser.resize(1280, 900).await;
-    finish(browser, "overview").await;
+    browser.screenshot("overview").await;
+
+    // Logging out ends the session: the console asks for the token again.
+    browser
+        .click(&browser.wait_for("#logout button").await)
+        .await;
+    browser.wait_for("#token").await;
+    browser.goto(&format!("{base}/#/live")).await;
+    browser.wait_for("#token").await;
+    finish(browser, "logged-out").await;
 }
