@@ -83,7 +83,7 @@ function eventRow(event, fresh) {
   return el('tr', { class: fresh ? 'new' : null, 'data-sequence': event.sequence },
     el('td', {}, when(event.time)),
     el('td', {}, el('span', { class: 'kind', text: event.kind })),
-    el('td', { class: 'hide-narrow', text: event.source || '' }),
+    el('td', { text: event.source || '' }),
     el('td', { text: event.name || '' }),
     el('td', { text: event.phone || '' }),
     el('td', { text: event.title || '' }),
