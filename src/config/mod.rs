@@ -362,18 +362,9 @@ fn console(
         }
         _ => args.console_addr,
     };
-    let token = match args.console_token.clone() {
-        Some(token) => Some(token),
-        None => one_of(
-            file.console_token.clone(),
-            file.console_token_file.as_ref(),
-            "console_token",
-        )?,
-    };
-    if token
-        .as_ref()
-        .is_some_and(|token| token.expose_secret().trim().is_empty())
-    {
+    let given = (&file.console_token, &file.console_token_file);
+    let token = secret_token(&args.console_token, given, "console_token")?;
+    if token.as_ref().is_some_and(is_blank) {
         return Err(ConfigError::Invalid {
             key: "console_token",
             reason: "is empty: set a token, or none for loopback visitors only".to_owned(),
@@ -386,21 +377,29 @@ fn console(
 }
 
 fn grpc_token(args: &ServeArgs, file: &FileConfig) -> Result<Option<SecretString>, ConfigError> {
-    let token = match args.grpc_token.clone() {
-        Some(token) => Some(token),
-        None => one_of(
-            file.grpc_token.clone(),
-            file.grpc_token_file.as_ref(),
-            "grpc_token",
-        )?,
-    };
-    if token
-        .as_ref()
-        .is_some_and(|token| token.expose_secret().trim().is_empty())
-    {
+    let given = (&file.grpc_token, &file.grpc_token_file);
+    let token = secret_token(&args.grpc_token, given, "grpc_token")?;
+    if token.as_ref().is_some_and(is_blank) {
         return Err(ConfigError::EmptyGrpcToken);
     }
     Ok(token)
+}
+
+/// A token from its flag (or environment variable), else from the file: the value
+/// itself, or a file holding it.
+fn secret_token(
+    flag: &Option<SecretString>,
+    (value, path): (&Option<String>, &Option<PathBuf>),
+    key: &str,
+) -> Result<Option<SecretString>, ConfigError> {
+    match flag {
+        Some(token) => Ok(Some(token.clone())),
+        None => one_of(value.clone(), path.as_ref(), key),
+    }
+}
+
+fn is_blank(token: &SecretString) -> bool {
+    token.expose_secret().trim().is_empty()
 }
 
 /// One server's TLS settings: the certificate and key from flags or environment,

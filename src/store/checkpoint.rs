@@ -1,11 +1,11 @@
 //! SQLite's log copied into the database file in the background: the writer's own
-//! connection never checkpoints (`wal_autocheckpoint = 0`), so no commit waits for
-//! one; a thread of its own runs a passive checkpoint (which never blocks the
-//! writer nor readers) a few times a second on a connection of its own. Under
-//! steady writes a passive checkpoint rarely finds the log fully copied at the
-//! moment the next write begins, which is when SQLite starts the log over: once the
-//! log is long, a restarting checkpoint holds the next write back for the moment it
-//! takes to copy what the passive one left, so that the log starts over.
+//! connection never checkpoints after a commit (`wal_autocheckpoint = 0`), so no
+//! commit waits for one; a thread of its own runs a passive checkpoint (which never
+//! blocks the writer nor readers) a few times a second on a connection of its own.
+//! SQLite starts the log over only when a write begins with the log fully copied,
+//! which a checkpoint racing the writer rarely achieves: so the writer itself runs a
+//! passive checkpoint now and then when no write is waiting (or every few seconds
+//! when writes never pause), copying the little the background one left.
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -19,11 +19,10 @@ use super::db::DbError;
 
 /// How often the log is copied into the database file.
 const INTERVAL: Duration = Duration::from_millis(100);
-/// Log pages (4 KiB each) past which the log is made to start over.
-const RESTART_PAGES: i64 = 4096;
-/// How long the restarting checkpoint waits for the writer and readers; it tries
-/// again at the next interval.
-const RESTART_WAIT: Duration = Duration::from_millis(50);
+/// How often, at most, the writer checkpoints when it has nothing to do.
+pub(super) const WRITER_INTERVAL: Duration = Duration::from_millis(250);
+/// How long the writer goes without a checkpoint when writes never pause.
+pub(super) const WRITER_OVERDUE: Duration = Duration::from_secs(2);
 
 /// The background checkpoints of one database.
 pub(super) struct Checkpointer {
@@ -39,16 +38,15 @@ impl Checkpointer {
         // A checkpoint leaves the database file on disk before the log is reused.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(unavailable)?;
-        conn.busy_timeout(RESTART_WAIT).map_err(unavailable)?;
         let (stop, stop_requested) = mpsc::channel::<()>();
         let (stopped, on_stop) = oneshot::channel();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stop_requested.recv_timeout(INTERVAL) {
-                    checkpoint(&conn);
+                    passive(&conn);
                 }
-                checkpoint(&conn);
+                passive(&conn);
                 drop(conn);
                 let _ = stopped.send(());
             })
@@ -70,16 +68,12 @@ impl Checkpointer {
     }
 }
 
-fn checkpoint(conn: &Connection) {
-    let run = |mode: &str| {
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
-        })
-    };
-    let result = match run("PASSIVE") {
-        Ok((_, logged)) if logged > RESTART_PAGES => run("RESTART"),
-        other => other,
-    };
+/// Copies what it can of the log into the database file, without waiting for the
+/// writer or readers.
+pub(super) fn passive(conn: &Connection) {
+    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        row.get::<_, i64>(0)
+    });
     if let Err(error) = result {
         tracing::warn!(%error, "cannot copy the log into the database file");
     }

@@ -17,7 +17,7 @@ use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit, broadcast, mpsc, oneshot};
 
-use super::checkpoint::Checkpointer;
+use super::checkpoint::{self, Checkpointer};
 use super::db::{Arg, Conn, DbError, Row, Source};
 use super::sql::{self, Backend, SqlStore, SqlTransactor, WriteSide};
 use super::writer::{self, Committed, Write};
@@ -71,6 +71,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore,
     let (done, writer_done) = oneshot::channel();
     let side = SqliteWriteSide {
         conn: writer_conn,
+        last_checkpoint: std::time::Instant::now(),
         feed: feed.clone(),
         deal_reports: deal_reports.clone(),
     };
@@ -174,6 +175,8 @@ impl Backend for SqliteBackend {
 /// The writer's side: its connection, and the in-process feeds it announces to.
 struct SqliteWriteSide {
     conn: SqliteConn,
+    /// When the writer last checkpointed between writes.
+    last_checkpoint: std::time::Instant,
     feed: broadcast::Sender<Arc<EncodedEvent>>,
     deal_reports: broadcast::Sender<LeadKey>,
 }
@@ -205,6 +208,18 @@ impl WriteSide for SqliteWriteSide {
         _committed: &Committed,
     ) -> impl Future<Output = Result<(), DbError>> + Send {
         std::future::ready(Ok(()))
+    }
+
+    /// Lets the log start over: the checkpointer copies it into the database file
+    /// in the background, but only a checkpoint between two writes can find it
+    /// fully copied, which SQLite needs to reuse it from the start. Done when no
+    /// write waits, or, under writes that never pause, when overdue.
+    fn upkeep(&mut self, idle: bool) {
+        let since = self.last_checkpoint.elapsed();
+        if (idle && since >= checkpoint::WRITER_INTERVAL) || since >= checkpoint::WRITER_OVERDUE {
+            self.last_checkpoint = std::time::Instant::now();
+            checkpoint::passive(&self.conn.conn);
+        }
     }
 
     fn announce(&mut self, committed: Committed) {

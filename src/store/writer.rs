@@ -139,6 +139,9 @@ pub(super) trait Transactor: Send + 'static {
 
     /// Announces what committed (after the commit, before the callers are answered).
     fn announce(&mut self, committed: Committed);
+
+    /// After each batch: the backend's upkeep, told whether a write is waiting.
+    fn upkeep(&mut self, _idle: bool) {}
 }
 
 /// Queues a write and waits for its outcome.
@@ -174,6 +177,7 @@ pub(super) async fn run<T: Transactor>(mut transactor: T, mut queue: mpsc::Recei
         if stop {
             break;
         }
+        transactor.upkeep(queue.is_empty());
     }
     transactor
 }

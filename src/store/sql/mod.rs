@@ -85,6 +85,10 @@ pub(super) trait WriteSide: Send + 'static {
 
     /// Tells this process (and, through `before_commit`, the others) what committed.
     fn announce(&mut self, committed: Committed);
+
+    /// After each batch: upkeep, which should wait for `idle` (no write waiting)
+    /// unless it is overdue.
+    fn upkeep(&mut self, _idle: bool) {}
 }
 
 /// The writer's transactor for any backend.
@@ -100,6 +104,10 @@ impl<W: WriteSide> Transactor for SqlTransactor<W> {
 
     fn announce(&mut self, committed: Committed) {
         self.0.announce(committed);
+    }
+
+    fn upkeep(&mut self, idle: bool) {
+        self.0.upkeep(idle);
     }
 }
 
