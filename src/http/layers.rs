@@ -1,8 +1,10 @@
 //! What runs around the handlers: a request id and span for every request, limits
-//! on the request head, and, around the webhook, who may call it and how often.
+//! on the request head, and, around the webhook, who may call it and how often, and
+//! the count of its answers.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -11,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::error::HttpError;
-use super::{HttpState, Shared};
+use super::{HttpState, Shared, webhook};
 use crate::net::{Limits, rate_key};
 use crate::relay::{bounded, refused};
 use crate::telemetry;
@@ -95,9 +97,22 @@ pub fn rate_limiter(per_second: NonZeroU32) -> RateLimiter {
 #[derive(Debug, Clone, Copy)]
 pub struct Client(pub IpAddr);
 
+/// Around the webhook's routes: who may call them and how often, then the count of
+/// every answer by integration, action and outcome, with its latency.
+pub async fn webhook_gate(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let counted = webhook::configured_integration(&state, request.uri().path()).to_owned();
+    let response = match admit(&state, &request) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    };
+    webhook::count(&counted, &response, started);
+    response
+}
+
 /// Refuses a webhook request from a source outside the allowlist (403) or beyond
 /// the per-address rate limit (429), and remembers it; `None` admits it.
-pub fn admit(state: &HttpState, request: &Request) -> Option<Response> {
+fn admit(state: &HttpState, request: &Request) -> Option<Response> {
     let Client(client) = request.extensions().get::<Client>().copied()?;
     let refusal = if !state.access.allows(client) {
         Some((
@@ -117,7 +132,7 @@ pub fn admit(state: &HttpState, request: &Request) -> Option<Response> {
     };
     let (error, label) = refusal?;
     let path = request.uri().path();
-    let integration = super::webhook::configured_integration(state, path);
+    let integration = webhook::configured_integration(state, path);
     let status = error.status().as_u16();
     let record = refused(
         integration,

@@ -72,7 +72,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/webhook", default.clone())
         .route("/webhook/", default)
         .route("/webhook/{integration}", named.clone())
-        .route("/webhook/{integration}/", named);
+        .route("/webhook/{integration}/", named)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            layers::webhook_gate,
+        ));
     let mut router = Router::new().merge(webhooks);
     if state.serve_metrics {
         router = router.route("/metrics", get(probes::metrics));

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::actions::dispatch;
 use super::error::HttpError;
-use super::layers::{self, Client};
+use super::layers::Client;
 use super::{HttpState, Shared};
 use crate::domain::{DEFAULT_INTEGRATION, RejectedRequest};
 use crate::net::Limits;
@@ -35,40 +35,33 @@ pub async fn receive_named(
     receive(&state, &integration, request).await
 }
 
-/// Admits, handles and counts a webhook request.
+/// Handles a webhook request; the answer carries the action it was for (as an
+/// extension), which the counting layer reads.
 async fn receive(state: &HttpState, integration: &str, request: Request) -> Response {
-    let started = Instant::now();
-    let counted = configured_integration(state, request.uri().path()).to_owned();
     let mut action = None;
-    let response = match layers::admit(state, &request) {
-        Some(refusal) => refusal,
-        None => handle(state, integration, request, &mut action).await,
-    };
-    count(&counted, action, response, started)
+    let mut response = handle(state, integration, request, &mut action).await;
+    if let Some(action) = action {
+        response.extensions_mut().insert(action);
+    }
+    response
 }
 
 /// A webhook path asked with a method other than GET or POST.
 pub async fn method_not_allowed(State(state): State<Shared>, request: Request) -> Response {
-    let started = Instant::now();
-    let counted = configured_integration(&state, request.uri().path()).to_owned();
     let error = HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
-    let response = super::refuse(&state, &request, error, "method_not_allowed");
-    count(&counted, None, response, started)
+    super::refuse(&state, &request, error, "method_not_allowed")
 }
 
 /// Counts a webhook answer by integration, action and outcome, with its latency;
 /// what was refused before the action was known counts as action "unknown", and a
 /// path that names no configured integration as integration "".
-fn count(
-    integration: &str,
-    action: Option<Action>,
-    response: Response,
-    started: Instant,
-) -> Response {
-    let action = action.map_or("unknown", Action::as_str);
+pub fn count(integration: &str, response: &Response, started: Instant) {
+    let action = response
+        .extensions()
+        .get::<Action>()
+        .map_or("unknown", |action| action.as_str());
     let outcome = outcome(response.status());
     telemetry::webhook_answered(integration, action, outcome, started.elapsed());
-    response
 }
 
 /// The configured integration a webhook path names; "" for none.

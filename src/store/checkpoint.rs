@@ -3,11 +3,13 @@
 //! commit waits for one; a thread of its own runs a passive checkpoint (which never
 //! blocks the writer nor readers) a few times a second on a connection of its own.
 //! SQLite starts the log over only when a write begins with the log fully copied,
-//! which a checkpoint racing the writer rarely achieves: so the writer itself runs a
-//! passive checkpoint now and then when no write is waiting (or every few seconds
-//! when writes never pause), copying the little the background one left.
+//! which a checkpoint racing a busy writer rarely achieves: so when the log grows
+//! long, the writer itself runs a passive checkpoint once no write is waiting (or
+//! after a few seconds when writes never pause), copying the little the background
+//! one left.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,14 +20,18 @@ use tokio::sync::oneshot;
 use super::db::DbError;
 
 /// How often the log is copied into the database file.
-const INTERVAL: Duration = Duration::from_millis(100);
-/// How often, at most, the writer checkpoints when it has nothing to do.
-pub(super) const WRITER_INTERVAL: Duration = Duration::from_millis(250);
-/// How long the writer goes without a checkpoint when writes never pause.
+const INTERVAL: Duration = Duration::from_secs(1);
+/// Log pages (4 KiB each) past which the log is long: the background checkpoints
+/// have not let it start over, so the writer lends a hand.
+const LONG_LOG_PAGES: i64 = 4096;
+/// How long the writer puts off its checkpoint of a long log while writes keep
+/// coming.
 pub(super) const WRITER_OVERDUE: Duration = Duration::from_secs(2);
 
 /// The background checkpoints of one database.
 pub(super) struct Checkpointer {
+    /// Set when a checkpoint finds the log long; cleared by the writer's checkpoint.
+    pub long_log: Arc<AtomicBool>,
     stop: Mutex<Option<mpsc::Sender<()>>>,
     stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -40,18 +46,26 @@ impl Checkpointer {
             .map_err(unavailable)?;
         let (stop, stop_requested) = mpsc::channel::<()>();
         let (stopped, on_stop) = oneshot::channel();
+        let long_log = Arc::new(AtomicBool::new(false));
+        let found_long = long_log.clone();
+        let run = move |conn: &Connection| {
+            if passive(conn).is_some_and(|pages| pages > LONG_LOG_PAGES) {
+                found_long.store(true, Ordering::Relaxed);
+            }
+        };
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stop_requested.recv_timeout(INTERVAL) {
-                    passive(&conn);
+                    run(&conn);
                 }
-                passive(&conn);
+                run(&conn);
                 drop(conn);
                 let _ = stopped.send(());
             })
             .map_err(|error| DbError::Unavailable(Arc::new(error)))?;
         Ok(Self {
+            long_log,
             stop: Mutex::new(Some(stop)),
             stopped: tokio::sync::Mutex::new(Some(on_stop)),
         })
@@ -69,12 +83,12 @@ impl Checkpointer {
 }
 
 /// Copies what it can of the log into the database file, without waiting for the
-/// writer or readers.
-pub(super) fn passive(conn: &Connection) {
+/// writer or readers; returns the log's length in pages.
+pub(super) fn passive(conn: &Connection) -> Option<i64> {
     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        row.get::<_, i64>(0)
+        row.get::<_, i64>(1)
     });
-    if let Err(error) = result {
-        tracing::warn!(%error, "cannot copy the log into the database file");
-    }
+    result
+        .inspect_err(|error| tracing::warn!(%error, "cannot copy the log into the database file"))
+        .ok()
 }

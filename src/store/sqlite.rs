@@ -9,6 +9,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -71,6 +72,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore,
     let (done, writer_done) = oneshot::channel();
     let side = SqliteWriteSide {
         conn: writer_conn,
+        long_log: checkpointer.long_log.clone(),
         last_checkpoint: std::time::Instant::now(),
         feed: feed.clone(),
         deal_reports: deal_reports.clone(),
@@ -175,6 +177,8 @@ impl Backend for SqliteBackend {
 /// The writer's side: its connection, and the in-process feeds it announces to.
 struct SqliteWriteSide {
     conn: SqliteConn,
+    /// Set by the checkpointer when the log has grown long.
+    long_log: Arc<AtomicBool>,
     /// When the writer last checkpointed between writes.
     last_checkpoint: std::time::Instant,
     feed: broadcast::Sender<Arc<EncodedEvent>>,
@@ -210,13 +214,16 @@ impl WriteSide for SqliteWriteSide {
         std::future::ready(Ok(()))
     }
 
-    /// Lets the log start over: the checkpointer copies it into the database file
-    /// in the background, but only a checkpoint between two writes can find it
+    /// Lets a long log start over: the checkpointer copies it into the database
+    /// file in the background, but only a checkpoint between two writes can find it
     /// fully copied, which SQLite needs to reuse it from the start. Done when no
     /// write waits, or, under writes that never pause, when overdue.
     fn upkeep(&mut self, idle: bool) {
-        let since = self.last_checkpoint.elapsed();
-        if (idle && since >= checkpoint::WRITER_INTERVAL) || since >= checkpoint::WRITER_OVERDUE {
+        if !self.long_log.load(Ordering::Relaxed) {
+            return;
+        }
+        if idle || self.last_checkpoint.elapsed() >= checkpoint::WRITER_OVERDUE {
+            self.long_log.store(false, Ordering::Relaxed);
             self.last_checkpoint = std::time::Instant::now();
             checkpoint::passive(&self.conn.conn);
         }
