@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::db::DbError;
 
 /// How often the log is copied into the database file.
-const INTERVAL: Duration = Duration::from_secs(1);
+const INTERVAL: Duration = Duration::from_millis(100);
 /// Log pages (4 KiB each) past which the log is long: the background checkpoints
 /// have not let it start over, so the writer lends a hand.
 const LONG_LOG_PAGES: i64 = 4096;
