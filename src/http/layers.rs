@@ -101,12 +101,12 @@ pub struct Client(pub IpAddr);
 /// every answer by integration, action and outcome, with its latency.
 pub async fn webhook_gate(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let counted = webhook::configured_integration(&state, request.uri().path()).to_owned();
+    let counted = webhook::configured_integration(&state, request.uri().path());
     let response = match admit(&state, &request) {
         Some(refusal) => refusal,
         None => next.run(request).await,
     };
-    webhook::count(&counted, &response, started);
+    webhook::count(counted, &response, started);
     response
 }
 

@@ -65,17 +65,16 @@ pub fn count(integration: &str, response: &Response, started: Instant) {
 }
 
 /// The configured integration a webhook path names; "" for none.
-pub fn configured_integration<'a>(state: &HttpState, path: &'a str) -> &'a str {
+pub fn configured_integration<'a>(state: &'a HttpState, path: &str) -> &'a str {
     let named = match path.trim_end_matches('/').strip_prefix("/webhook") {
         Some("") => DEFAULT_INTEGRATION,
         Some(named) => named.trim_start_matches('/'),
         None => "",
     };
-    if state.integrations.contains_key(named) {
-        named
-    } else {
-        ""
-    }
+    state
+        .integrations
+        .get_key_value(named)
+        .map_or("", |(name, _)| name.as_str())
 }
 
 /// The outcomes of webhook answers, as metric labels.

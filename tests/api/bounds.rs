@@ -81,15 +81,7 @@ async fn named_consumers_are_bounded_and_never_start_past_the_last_event(options
     // A deleted consumer leaves the metrics (refreshed in the background).
     let gone = within("the deleted consumer's series to go", async {
         loop {
-            let metrics = app
-                .http
-                .get(format!("{}/metrics", app.http_base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = app.scrape().await;
             if metrics.contains(r#"consumer="three""#) {
                 return metrics;
             }
@@ -233,19 +225,10 @@ async fn a_stream_that_stops_reading_does_not_hold_the_stop_past_the_drain() {
 
 #[tokio::test]
 async fn an_empty_password_is_refused_at_start_unless_it_is_wanted() {
-    let check = |env: &[(&str, &str)], args: &[&str]| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
-        command
-            .arg("check-config")
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied());
-        async move { within("check-config", command.output()).await.unwrap() }
-    };
     let empty = [("ROISTAT_USER", "demo"), ("ROISTAT_PASSWORD", "")];
 
-    let refused = check(&empty, &[]).await;
-    let wanted = check(&empty, &["--allow-empty-password"]).await;
+    let refused = check_config(&[], &empty).await;
+    let wanted = check_config(&["--allow-empty-password"], &empty).await;
 
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     let message = String::from_utf8_lossy(&refused.stderr);

@@ -198,15 +198,7 @@ async fn every_answer_keeps_the_browser_strict() {
         assert_eq!(headers["x-frame-options"], "DENY", "{path}");
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
     }
-    let page = app
-        .http
-        .get(&base)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.page(&base).await;
     assert!(!page.contains("<script>"), "no inline script");
 }
 
@@ -514,22 +506,13 @@ async fn the_console_is_configured_from_flags_environment_or_file() {
         ),
     )
     .unwrap();
-    let check = |args: &[&str], env: &[(&str, &str)]| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
-        command
-            .arg("check-config")
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied());
-        async move { within("check-config", command.output()).await.unwrap() }
-    };
-    let from_file = check(&["--config", config.to_str().unwrap()], &[]).await;
-    let from_env = check(
+    let from_file = check_config(&["--config", config.to_str().unwrap()], &[]).await;
+    let from_env = check_config(
         &["--config", config.to_str().unwrap()],
         &[("ROISTAT_LEADS_CONSOLE_ADDR", "0.0.0.0:9081")],
     )
     .await;
-    let bad = check(
+    let bad = check_config(
         &[
             "--roistat-user",
             "u",
@@ -541,7 +524,7 @@ async fn the_console_is_configured_from_flags_environment_or_file() {
         &[],
     )
     .await;
-    let empty = check(
+    let empty = check_config(
         &[
             "--roistat-user",
             "u",

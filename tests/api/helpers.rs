@@ -493,6 +493,17 @@ impl TestApp {
         send(self.http.get(format!("{}{path_and_query}", self.http_base))).await
     }
 
+    /// The text of a GET of `url` (a page, a scrape), whatever its status.
+    pub async fn page(&self, url: &str) -> String {
+        let response = within(url, self.http.get(url).send()).await.unwrap();
+        within(url, response.text()).await.unwrap()
+    }
+
+    /// The text of this service's `/metrics` on its HTTP port.
+    pub async fn scrape(&self) -> String {
+        self.page(&format!("{}/metrics", self.http_base)).await
+    }
+
     /// Opens StreamLeads.
     pub async fn stream(&self, request: StreamLeadsRequest) -> tonic::Streaming<LeadEvent> {
         within("StreamLeads", self.grpc().await.stream_leads(request))
@@ -535,6 +546,17 @@ impl Drop for TestApp {
 }
 
 /// Waits until `/readyz` answers `status`: readiness is checked in the background.
+/// Runs `roistat-leads check-config` with these arguments and only this environment.
+pub async fn check_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
+    command
+        .arg("check-config")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied());
+    within("check-config", command.output()).await.unwrap()
+}
+
 pub async fn wait_for_readiness(app: &TestApp, status: u16) {
     within(&format!("/readyz to answer {status}"), async {
         while app.get_raw("/readyz").await.0 != status {

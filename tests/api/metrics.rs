@@ -109,15 +109,7 @@ async fn every_metric_is_described_and_present_from_start_up() {
         "the metric names were not found in the source: {defined:?}"
     );
     let app = TestApp::spawn_with(Options::default()).await;
-    let scrape = app
-        .http
-        .get(format!("{}/metrics", app.http_base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = app.scrape().await;
     let scraped = describe(&scrape);
 
     let mut wrong = vec![];

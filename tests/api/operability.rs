@@ -406,17 +406,8 @@ roistat_password = "file-secret"
 database_url = "postgres://app:db-secret@db.internal:5432/leads"
 "#,
     );
-    let check = |args: &[&str], env: &[(&str, &str)]| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
-        command
-            .arg("check-config")
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied());
-        async move { within("check-config", command.output()).await.unwrap() }
-    };
 
-    let output = check(
+    let output = check_config(
         &["--config", &config, "--export-page-size", "555"],
         &[
             ("ROISTAT_LEADS_HEARTBEAT_MS", "444"),
@@ -425,10 +416,11 @@ database_url = "postgres://app:db-secret@db.internal:5432/leads"
     )
     .await;
     let broken = write_config(dir.path(), "broken.toml", "deal_wait = 5\n");
-    let refused = check(&["--config", &broken], &[]).await;
+    let refused = check_config(&["--config", &broken], &[]).await;
     let beyond = write_config(dir.path(), "beyond.toml", "stream_buffer = 0\n");
-    let out_of_range = check(&["--config", &beyond], &[]).await;
-    let flag_out_of_range = check(&["--heartbeat-ms", "1"], &[("ROISTAT_PASSWORD", "x")]).await;
+    let out_of_range = check_config(&["--config", &beyond], &[]).await;
+    let flag_out_of_range =
+        check_config(&["--heartbeat-ms", "1"], &[("ROISTAT_PASSWORD", "x")]).await;
 
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8(output.stdout).unwrap();

@@ -592,15 +592,7 @@ async fn certificate_expiry_is_a_metric_and_a_warning_when_near() {
     .await;
     app.http = https_client(&pki);
     let expiry = async |app: &TestApp| {
-        let text = app
-            .http
-            .get(format!("{}/metrics", app.http_base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.scrape().await;
         assert!(
             text.contains("# HELP roistat_leads_tls_certificate_expiry_timestamp_seconds "),
             "described, as every metric is: {text}"
