@@ -102,7 +102,7 @@ pub struct Client(pub IpAddr);
 pub async fn webhook_gate(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let counted = webhook::configured_integration(&state, request.uri().path());
-    let response = match admit(&state, &request) {
+    let response = match admit(&state, &request, counted) {
         Some(refusal) => refusal,
         None => next.run(request).await,
     };
@@ -111,8 +111,9 @@ pub async fn webhook_gate(State(state): State<Shared>, request: Request, next: N
 }
 
 /// Refuses a webhook request from a source outside the allowlist (403) or beyond
-/// the per-address rate limit (429), and remembers it; `None` admits it.
-fn admit(state: &HttpState, request: &Request) -> Option<Response> {
+/// the per-address rate limit (429), and remembers it under `integration` (the
+/// configured one its path names); `None` admits it.
+fn admit(state: &HttpState, request: &Request, integration: &str) -> Option<Response> {
     let Client(client) = request.extensions().get::<Client>().copied()?;
     let refusal = if !state.access.allows(client) {
         Some((
@@ -132,7 +133,6 @@ fn admit(state: &HttpState, request: &Request) -> Option<Response> {
     };
     let (error, label) = refusal?;
     let path = request.uri().path();
-    let integration = webhook::configured_integration(state, path);
     let status = error.status().as_u16();
     let record = refused(
         integration,
