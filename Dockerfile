@@ -9,6 +9,8 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that source changes rebuild only the project.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo .cargo
+COPY crates crates
 COPY proto proto
 COPY migrations migrations
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \

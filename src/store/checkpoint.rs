@@ -39,11 +39,10 @@ pub(super) struct Checkpointer {
 impl Checkpointer {
     pub fn start(path: &Path) -> Result<Self, DbError> {
         let unavailable = |error: rusqlite::Error| DbError::Unavailable(Arc::new(error));
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(unavailable)?;
-        // A checkpoint leaves the database file on disk before the log is reused.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(unavailable)?;
+        // A checkpoint leaves the database file on disk before the log is reused:
+        // the connection syncs at `synchronous=FULL`.
+        let conn =
+            wal_coalesce::open(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(unavailable)?;
         let (stop, stop_requested) = mpsc::channel::<()>();
         let (stopped, on_stop) = oneshot::channel();
         let long_log = Arc::new(AtomicBool::new(false));

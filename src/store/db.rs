@@ -3,8 +3,9 @@
 //! once against it (`sql/`), in SQL both databases accept (`$N` placeholders,
 //! `RETURNING`, `ON CONFLICT`).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The cause of a database failure.
 pub type Source = Arc<dyn std::error::Error + Send + Sync>;
@@ -107,6 +108,11 @@ pub trait Conn: Send {
     /// A query of the bytes the database takes on disk.
     const SIZE_QUERY: &'static str;
 
+    /// How the statements built by [`built_once`] number their placeholders:
+    /// `$N`, which both databases take, or `?N`, which SQLite binds without
+    /// rewriting the text first.
+    const PLACEHOLDER: char = '$';
+
     /// Runs a statement; returns how many rows it changed.
     fn execute(
         &mut self,
@@ -166,6 +172,11 @@ pub async fn scalar<C: Conn>(conn: &mut C, sql: &str, args: &[Arg<'_>]) -> Resul
 /// `rows` groups of `columns` numbered placeholders for a multi-row `VALUES`:
 /// `($1, $2), ($3, $4)`.
 pub fn values_placeholders(rows: usize, columns: usize) -> String {
+    values_placeholders_with('$', rows, columns)
+}
+
+/// As [`values_placeholders`], with the placeholders spelled `?N` when `mark` is `?`.
+pub fn values_placeholders_with(mark: char, rows: usize, columns: usize) -> String {
     use std::fmt::Write;
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
@@ -177,16 +188,50 @@ pub fn values_placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            let _ = write!(sql, "${}", row * columns + column + 1);
+            let _ = write!(sql, "{mark}{}", row * columns + column + 1);
         }
         sql.push(')');
     }
     sql
 }
 
+/// A statement whose text depends only on its shape (what it is, how many rows it
+/// carries, how the connection numbers placeholders), built the first time and
+/// kept: a multi-row insert is not formatted anew for every batch.
+pub fn built_once(
+    statement: &'static str,
+    mark: char,
+    rows: usize,
+    build: impl FnOnce() -> String,
+) -> &'static str {
+    type Built = HashMap<(&'static str, char, usize), &'static str>;
+    static BUILT: OnceLock<Mutex<Built>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // A few statements times the batch sizes a writer takes: bounded, kept for
+    // the process.
+    built
+        .entry((statement, mark, rows))
+        .or_insert_with(|| Box::leak(build().into_boxed_str()))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::values_placeholders;
+    use super::{built_once, values_placeholders, values_placeholders_with};
+
+    #[test]
+    fn a_statement_is_built_once_per_shape() {
+        let first = built_once("test", '?', 2, || values_placeholders_with('?', 2, 1));
+        let again = built_once("test", '?', 2, || unreachable!("built already"));
+        assert_eq!(first, "(?1), (?2)");
+        assert!(std::ptr::eq(first, again));
+        assert_eq!(
+            built_once("test", '$', 2, || values_placeholders(2, 1)),
+            "($1), ($2)"
+        );
+    }
 
     #[test]
     fn placeholders_are_numbered_row_by_row() {

@@ -253,11 +253,11 @@ impl SqliteConn {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
+        // Every commit reaches the disk before it is acknowledged
+        // (`synchronous=FULL`, which the VFS that gathers a commit's log writes
+        // into one write also needs: `wal_coalesce::open` sets it).
+        let conn = wal_coalesce::open(path, flags).map_err(sqlite_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
-        // Every commit reaches the disk before it is acknowledged.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite_error)?;
         // A statement's own journal (kept while it may still be undone) stays in
         // memory rather than in a temporary file.
         conn.pragma_update(None, "temp_store", "MEMORY")
@@ -275,8 +275,14 @@ impl SqliteConn {
         args: &[Arg<'_>],
         work: impl FnOnce(&mut rusqlite::Statement<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, DbError> {
-        numbered_placeholders(sql, &mut self.sql);
-        let (conn, sql) = (&self.conn, &self.sql);
+        // Statements built with `?N` already go as they are.
+        let sql = if sql.contains('$') {
+            numbered_placeholders(sql, &mut self.sql);
+            self.sql.as_str()
+        } else {
+            sql
+        };
+        let conn = &self.conn;
         blocking(|| {
             let mut statement = conn.prepare_cached(sql)?;
             for (index, arg) in args.iter().enumerate() {
@@ -290,6 +296,7 @@ impl SqliteConn {
 
 impl Conn for SqliteConn {
     const INSERT_CHECKED: &'static str = "INSERT OR IGNORE";
+    const PLACEHOLDER: char = '?';
     const SIZE_QUERY: &'static str =
         "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()";
 

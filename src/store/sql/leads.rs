@@ -9,7 +9,9 @@ use super::events::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, append_event, event_args}
 use super::writes::Tx;
 use super::{column_text, from_micros, now_micros, to_micros};
 use crate::domain::{Deal, EncodedEvent, EventKind, LeadKey, OrderIdMode};
-use crate::store::db::{Arg, Conn, DbError, query_opt, values_placeholders};
+use crate::store::db::{
+    Arg, Conn, DbError, built_once, query_opt, values_placeholders, values_placeholders_with,
+};
 use crate::store::writer::{Applied, Outcome, Write};
 use crate::store::{LeadReceipt, NewLead, StoreError};
 
@@ -170,16 +172,18 @@ pub(super) async fn insert_leads<C: Conn>(
     tx: &mut Tx<'_>,
 ) -> Result<Vec<Applied>, DbError> {
     let keys: Vec<&LeadKey> = run.iter().map(|(lead, _)| &lead.key).collect();
-    let sql = format!(
-        "SELECT integration, lead_id FROM leads WHERE (integration, lead_id) IN (VALUES {})",
-        values_placeholders(keys.len(), 2)
-    );
+    let sql = built_once("leads stored", C::PLACEHOLDER, keys.len(), || {
+        format!(
+            "SELECT integration, lead_id FROM leads WHERE (integration, lead_id) IN (VALUES {})",
+            values_placeholders_with(C::PLACEHOLDER, keys.len(), 2)
+        )
+    });
     let args: Vec<Arg> = keys
         .iter()
         .flat_map(|key| [Arg::from(&key.integration), Arg::from(&key.lead_id)])
         .collect();
     let stored = conn
-        .query(&sql, &args, |row| {
+        .query(sql, &args, |row| {
             Ok(LeadKey::new(row.text(0)?, row.text(1)?))
         })
         .await?;
@@ -228,19 +232,24 @@ pub(super) async fn insert_leads<C: Conn>(
                 (Some(&key.lead_id), Some(lead.source.as_str())),
             ));
         }
-        let rows = appended.len() as u64;
-        let sql = format!(
-            "{} INTO leads ({LEAD_COLUMNS}) VALUES {}",
-            C::INSERT_CHECKED,
-            values_placeholders(appended.len(), LEAD_COLUMN_COUNT)
-        );
-        let leads = conn.execute(&sql, &lead_rows).await?;
-        let sql = format!(
-            "{} INTO events ({EVENT_COLUMNS}) VALUES {}",
-            C::INSERT_CHECKED,
-            values_placeholders(appended.len(), EVENT_COLUMN_COUNT)
-        );
-        let events = conn.execute(&sql, &event_rows).await?;
+        let (count, mark) = (appended.len(), C::PLACEHOLDER);
+        let rows = count as u64;
+        let sql = built_once("leads", mark, count, || {
+            format!(
+                "{} INTO leads ({LEAD_COLUMNS}) VALUES {}",
+                C::INSERT_CHECKED,
+                values_placeholders_with(mark, count, LEAD_COLUMN_COUNT)
+            )
+        });
+        let leads = conn.execute(sql, &lead_rows).await?;
+        let sql = built_once("lead events", mark, count, || {
+            format!(
+                "{} INTO events ({EVENT_COLUMNS}) VALUES {}",
+                C::INSERT_CHECKED,
+                values_placeholders_with(mark, count, EVENT_COLUMN_COUNT)
+            )
+        });
+        let events = conn.execute(sql, &event_rows).await?;
         if (leads, events) != (rows, rows) {
             // Checked free above, in this transaction: the store is not what it seems.
             return Err(DbError::invalid(format!(
