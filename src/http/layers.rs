@@ -2,15 +2,21 @@
 //! on the request head, and, around the webhook, who may call it and how often, and
 //! the count of its answers.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use super::error::HttpError;
 use super::{HttpState, Shared, webhook};
@@ -20,39 +26,119 @@ use crate::telemetry;
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// What runs before every handler, in one layer: the request's id (the caller's
-/// `x-request-id` when it sends a sane one, else a new one; the answer carries it
-/// back) and span, the limits on the request head (414, 431), and the client's
-/// address as the source policy finds it.
-pub async fn front(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned);
-    let request_id = given.unwrap_or_else(telemetry::request_id);
-    // A path is the caller's to choose: only its start goes to the logs.
-    let path = bounded(request.uri().path(), 64);
-    let span = tracing::info_span!("http", request_id = %request_id, path = %path);
-    let mut response = match head_refusal(&state.limits, &request) {
-        Some(refusal) => refusal.into_response(),
-        None => {
-            let peer = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(peer)| *peer);
-            if let Some(peer) = peer {
-                let client = state.access.client_ip(peer, request.headers());
-                request.extensions_mut().insert(Client(client));
-            }
-            next.run(request).instrument(span).await
+/// What runs before every handler: the request's id (the caller's `x-request-id`
+/// when it sends a sane one, else a new one; the answer carries it back) and span,
+/// the limits on the request head (414, 431), and the client's address as the
+/// source policy finds it. A service of its own rather than a `from_fn` closure:
+/// it adds no allocation or copy of the request's future.
+#[derive(Clone)]
+pub struct FrontLayer(pub Shared);
+
+impl<S> Layer<S> for FrontLayer {
+    type Service = Front<S>;
+
+    fn layer(&self, inner: S) -> Front<S> {
+        Front {
+            inner,
+            state: self.0.clone(),
         }
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
     }
-    response
+}
+
+#[derive(Clone)]
+pub struct Front<S> {
+    inner: S,
+    state: Shared,
+}
+
+impl<S> Service<Request> for Front<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = FrontFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let given = request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+            .and_then(|id| HeaderValue::from_str(id).ok());
+        let request_id = given.unwrap_or_else(|| {
+            HeaderValue::try_from(telemetry::request_id())
+                .unwrap_or_else(|_| HeaderValue::from_static("-"))
+        });
+        if let Some(refusal) = head_refusal(&self.state.limits, &request) {
+            return FrontFuture::Refused {
+                response: Some(refusal.into_response()),
+                request_id,
+            };
+        }
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| *peer);
+        if let Some(peer) = peer {
+            let client = self.state.access.client_ip(peer, request.headers());
+            request.extensions_mut().insert(Client(client));
+        }
+        // A path is the caller's to choose: only its start goes to the logs.
+        let span = tracing::info_span!(
+            "http",
+            request_id = request_id.to_str().unwrap_or_default(),
+            path = %bounded(request.uri().path(), 64),
+        );
+        FrontFuture::Inner {
+            inner: self.inner.call(request).instrument(span),
+            request_id: Some(request_id),
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of [`Front`]: the handler's, or a refusal, with the request id.
+    #[project = FrontProjection]
+    pub enum FrontFuture<F> {
+        Inner {
+            #[pin]
+            inner: Instrumented<F>,
+            request_id: Option<HeaderValue>,
+        },
+        Refused {
+            response: Option<Response>,
+            request_id: HeaderValue,
+        },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for FrontFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (mut response, request_id) = match self.project() {
+            FrontProjection::Inner { inner, request_id } => {
+                let Ok(response) = ready!(inner.poll(cx));
+                (response, request_id.take())
+            }
+            FrontProjection::Refused {
+                response,
+                request_id,
+            } => match response.take() {
+                Some(response) => (response, Some(request_id.clone())),
+                None => return Poll::Pending,
+            },
+        };
+        if let Some(request_id) = request_id {
+            response.headers_mut().insert(REQUEST_ID, request_id);
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// An oversized URI (414) or header block (431), refused before any handler runs.
@@ -99,15 +185,115 @@ pub struct Client(pub IpAddr);
 
 /// Around the webhook's routes: who may call them and how often, then the count of
 /// every answer by integration, action and outcome, with its latency.
-pub async fn webhook_gate(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let counted = webhook::configured_integration(&state, request.uri().path());
-    let response = match admit(&state, &request, counted) {
-        Some(refusal) => refusal,
-        None => next.run(request).await,
-    };
-    webhook::count(counted, &response, started);
-    response
+#[derive(Clone)]
+pub struct GateLayer(pub Shared);
+
+impl<S> Layer<S> for GateLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            state: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+    state: Shared,
+}
+
+impl<S> Service<Request> for Gate<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = GateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let counted = webhook::configured_integration(&self.state, request.uri().path());
+        let metrics = telemetry::integration_metrics(counted);
+        let counter = Counter {
+            metrics,
+            integration: match metrics {
+                Some(_) => String::new(),
+                None => counted.to_owned(),
+            },
+            started,
+        };
+        match admit(&self.state, &request, counted) {
+            Some(refusal) => GateFuture::Refused {
+                response: Some(refusal),
+                counter,
+            },
+            None => GateFuture::Inner {
+                inner: self.inner.call(request),
+                counter,
+            },
+        }
+    }
+}
+
+/// Counts an answer under its integration.
+pub struct Counter {
+    metrics: Option<&'static telemetry::IntegrationMetrics>,
+    /// Kept for an integration the metrics were not installed with.
+    integration: String,
+    started: Instant,
+}
+
+impl Counter {
+    fn count(&self, response: &Response) {
+        let (action, outcome) = webhook::labels(response);
+        let elapsed = self.started.elapsed();
+        match self.metrics {
+            Some(metrics) => metrics.webhook_answered(action, outcome, elapsed),
+            None => telemetry::webhook_answered(&self.integration, action, outcome, elapsed),
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of [`Gate`], counted.
+    #[project = GateProjection]
+    pub enum GateFuture<F> {
+        Inner {
+            #[pin]
+            inner: F,
+            counter: Counter,
+        },
+        Refused {
+            response: Option<Response>,
+            counter: Counter,
+        },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for GateFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (response, counter) = match self.project() {
+            GateProjection::Inner { inner, counter } => {
+                let Ok(response) = ready!(inner.poll(cx));
+                (response, counter)
+            }
+            GateProjection::Refused { response, counter } => match response.take() {
+                Some(response) => (response, counter),
+                None => return Poll::Pending,
+            },
+        };
+        counter.count(&response);
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// Refuses a webhook request from a source outside the allowlist (403) or beyond

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 
@@ -73,10 +72,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/webhook/", default)
         .route("/webhook/{integration}", named.clone())
         .route("/webhook/{integration}/", named)
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            layers::webhook_gate,
-        ));
+        .route_layer(layers::GateLayer(state.clone()));
     let mut router = Router::new().merge(webhooks);
     if state.serve_metrics {
         router = router.route("/metrics", get(probes::metrics));
@@ -85,7 +81,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), layers::front))
+        .layer(layers::FrontLayer(state.clone()))
         .with_state(state)
 }
 

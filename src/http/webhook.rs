@@ -2,8 +2,6 @@
 //! dispatch its action. A request refused after the token check is kept with what
 //! it carried; one refused before it is counted and remembered without it.
 
-use std::time::Instant;
-
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -52,16 +50,15 @@ pub async fn method_not_allowed(State(state): State<Shared>, request: Request) -
     super::refuse(&state, &request, error, "method_not_allowed")
 }
 
-/// Counts a webhook answer by integration, action and outcome, with its latency;
-/// what was refused before the action was known counts as action "unknown", and a
-/// path that names no configured integration as integration "".
-pub fn count(integration: &str, response: &Response, started: Instant) {
+/// A webhook answer's labels: its action and outcome. What was refused before the
+/// action was known counts as action "unknown" (and a path that names no
+/// configured integration counts under integration "").
+pub fn labels(response: &Response) -> (&'static str, &'static str) {
     let action = response
         .extensions()
         .get::<Action>()
         .map_or("unknown", |action| action.as_str());
-    let outcome = outcome(response.status());
-    telemetry::webhook_answered(integration, action, outcome, started.elapsed());
+    (action, outcome(response.status()))
 }
 
 /// The configured integration a webhook path names; "" for none.
@@ -132,20 +129,15 @@ async fn handle(
     request: Request,
     answered: &mut Option<Action>,
 ) -> Response {
-    let client = request
-        .extensions()
-        .get::<Client>()
-        .map_or_else(String::new, |Client(ip)| ip.to_string());
-    let path = request.uri().path().to_owned();
+    // Written out only when a refusal is recorded.
+    let client_ip = request.extensions().get::<Client>().map(|Client(ip)| *ip);
+    let client = || client_ip.map_or_else(String::new, |ip| ip.to_string());
+    // The URI shares the request's bytes: no copy of the path.
+    let uri = request.uri().clone();
+    let path = uri.path();
     let refuse = |error: HttpError, label: &'static str, integration: &str| {
         let status = error.status().as_u16();
-        let record = refused(
-            integration,
-            client.clone(),
-            &path,
-            error.message().into(),
-            status,
-        );
+        let record = refused(integration, client(), path, error.message().into(), status);
         state.relay.record_refused(record, label);
         error.into_response()
     };
@@ -167,9 +159,10 @@ async fn handle(
             (raw, Some(error))
         }
     };
+    let named = raw.action();
     *answered = Action::ALL
         .into_iter()
-        .find(|action| action.as_str() == raw.action());
+        .find(|action| action.as_str() == named);
     let (user, token) = raw.credentials();
     if let Err(error) = credentials.verify(user.as_deref(), token.as_deref()) {
         telemetry::auth_failed();
@@ -189,7 +182,7 @@ async fn handle(
         Ok(response) => response,
         Err(error) => {
             if error.status().is_client_error() {
-                let record = rejected(integration, client, &path, &raw, &error);
+                let record = rejected(integration, client(), path, &raw, &error);
                 let label = outcome(error.status());
                 state.relay.record_rejected(record, label).await;
             }

@@ -125,14 +125,37 @@ fn decode_component(raw: &[u8]) -> Result<String, DecodeError> {
 pub fn form_credentials(input: &[u8]) -> (Option<String>, Option<String>) {
     let (mut user, mut token) = (None, None);
     for (name, value) in form_pairs(input) {
-        let slot = match decode_bytes(name).as_slice() {
-            b"user" => &mut user,
-            b"token" => &mut token,
-            _ => continue,
+        let slot = match name_is(name) {
+            Some(Credential::User) => &mut user,
+            Some(Credential::Token) => &mut token,
+            None => continue,
         };
         *slot = Some(String::from_utf8_lossy(&decode_bytes(value)).into_owned());
     }
     (user, token)
+}
+
+enum Credential {
+    User,
+    Token,
+}
+
+/// Whether a raw (still encoded) parameter name is `user` or `token`; a name
+/// without escapes is compared as it is, without decoding it.
+fn name_is(raw: &[u8]) -> Option<Credential> {
+    let plain = !raw.iter().any(|&byte| byte == b'%' || byte == b'+');
+    let decoded;
+    let name = if plain {
+        raw
+    } else {
+        decoded = decode_bytes(raw);
+        &decoded
+    };
+    match name {
+        b"user" => Some(Credential::User),
+        b"token" => Some(Credential::Token),
+        _ => None,
+    }
 }
 
 /// Decodes a JSON object body into `params`. Strings are taken as they are; numbers

@@ -3,7 +3,8 @@
 //! series whose labels are known in advance is present from start-up at zero, so
 //! that `rate()` and absence alerts work from the first scrape.
 
-use std::sync::{Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -151,21 +152,43 @@ pub fn install_metrics(known: &KnownLabels) {
     let _ = metrics::histogram!(BATCH_SIZE);
     let _ = metrics::histogram!(LAG);
     let integrations = known.integrations.iter().map(String::as_str).chain([""]);
-    for integration in integrations.clone() {
-        for &action in &known.actions {
-            for &outcome in &known.outcomes {
-                counter_at_zero(webhook_counter(integration, action, outcome));
-            }
+    let latency: Vec<_> = known
+        .actions
+        .iter()
+        .map(|&action| metrics::histogram!(INGEST_SECONDS, "action" => action))
+        .collect();
+    let mut handles = handles().write().unwrap_or_else(|p| p.into_inner());
+    for integration in integrations {
+        let counters = known
+            .actions
+            .iter()
+            .flat_map(|&action| {
+                known
+                    .outcomes
+                    .iter()
+                    .map(move |&outcome| webhook_counter(integration, action, outcome))
+            })
+            .collect();
+        let leads = known
+            .sources
+            .iter()
+            .map(|&source| lead_counter(integration, source))
+            .collect();
+        let metrics = IntegrationMetrics {
+            actions: known.actions.clone(),
+            outcomes: known.outcomes.clone(),
+            sources: known.sources.clone(),
+            counters,
+            latency: latency.clone(),
+            leads,
+        };
+        for counter in metrics.counters.iter().chain(&metrics.leads) {
+            counter_at_zero(counter.clone());
         }
+        // Kept for the rest of the process, as the registry keeps the series.
+        handles.insert(integration.to_owned(), Box::leak(Box::new(metrics)));
     }
-    for &action in &known.actions {
-        let _ = metrics::histogram!(INGEST_SECONDS, "action" => action);
-    }
-    for integration in &known.integrations {
-        for &source in &known.sources {
-            counter_at_zero(lead_counter(integration, source));
-        }
-    }
+    drop(handles);
     for &kind in &known.kinds {
         metrics::counter!(RETRIES, "kind" => kind).absolute(0);
     }
@@ -190,6 +213,40 @@ fn lead_counter(integration: &str, source: &'static str) -> metrics::Counter {
     metrics::counter!(LEADS, "integration" => integration.to_owned(), "source" => source)
 }
 
+/// An integration's per-request series, looked up once when the metrics are
+/// installed rather than in the registry for every request.
+#[derive(Debug)]
+pub struct IntegrationMetrics {
+    actions: Vec<&'static str>,
+    outcomes: Vec<&'static str>,
+    sources: Vec<&'static str>,
+    /// By action, then outcome.
+    counters: Vec<metrics::Counter>,
+    /// By action.
+    latency: Vec<metrics::Histogram>,
+    /// By source.
+    leads: Vec<metrics::Counter>,
+}
+
+impl IntegrationMetrics {
+    fn action(&self, action: &str) -> Option<usize> {
+        self.actions.iter().position(|known| *known == action)
+    }
+}
+
+fn handles() -> &'static RwLock<HashMap<String, &'static IntegrationMetrics>> {
+    static HANDLES: OnceLock<RwLock<HashMap<String, &'static IntegrationMetrics>>> =
+        OnceLock::new();
+    HANDLES.get_or_init(RwLock::default)
+}
+
+/// The series of an integration known when the metrics were installed ("": a
+/// path naming none).
+pub fn integration_metrics(integration: &str) -> Option<&'static IntegrationMetrics> {
+    let handles = handles().read().unwrap_or_else(|p| p.into_inner());
+    handles.get(integration).copied()
+}
+
 /// A webhook answered: by integration, action and outcome, with its latency.
 pub fn webhook_answered(
     integration: &str,
@@ -197,8 +254,36 @@ pub fn webhook_answered(
     outcome: &'static str,
     elapsed: Duration,
 ) {
-    webhook_counter(integration, action, outcome).increment(1);
-    metrics::histogram!(INGEST_SECONDS, "action" => action).record(elapsed.as_secs_f64());
+    match integration_metrics(integration) {
+        Some(known) => known.webhook_answered(action, outcome, elapsed),
+        None => {
+            webhook_counter(integration, action, outcome).increment(1);
+            metrics::histogram!(INGEST_SECONDS, "action" => action).record(elapsed.as_secs_f64());
+        }
+    }
+}
+
+impl IntegrationMetrics {
+    /// A webhook of this integration answered.
+    pub fn webhook_answered(&self, action: &'static str, outcome: &'static str, elapsed: Duration) {
+        let known = self.action(action).and_then(|a| {
+            let o = self.outcomes.iter().position(|known| *known == outcome)?;
+            Some((a, self.counters.get(a * self.outcomes.len() + o)?))
+        });
+        match known {
+            Some((a, counter)) => {
+                counter.increment(1);
+                if let Some(latency) = self.latency.get(a) {
+                    latency.record(elapsed.as_secs_f64());
+                }
+            }
+            None => {
+                metrics::counter!(WEBHOOKS, "action" => action, "outcome" => outcome).increment(1);
+                metrics::histogram!(INGEST_SECONDS, "action" => action)
+                    .record(elapsed.as_secs_f64());
+            }
+        }
+    }
 }
 
 /// A webhook request refused, before or after the token check, and why.
@@ -213,7 +298,14 @@ pub fn auth_failed() {
 
 /// A new lead stored, by its integration and source.
 pub fn lead_stored(integration: &str, source: &'static str) {
-    lead_counter(integration, source).increment(1);
+    let known = integration_metrics(integration).and_then(|known| {
+        let at = known.sources.iter().position(|known| *known == source)?;
+        known.leads.get(at)
+    });
+    match known {
+        Some(counter) => counter.increment(1),
+        None => lead_counter(integration, source).increment(1),
+    }
 }
 
 /// A retry recognised: no new event.
@@ -223,8 +315,16 @@ pub fn retry_deduplicated(kind: &'static str) {
 
 /// A store transaction committed.
 pub fn store_committed(elapsed: Duration, writes: usize) {
-    metrics::histogram!(COMMIT_SECONDS).record(elapsed.as_secs_f64());
-    metrics::histogram!(BATCH_SIZE).record(writes as f64);
+    static HANDLES: OnceLock<(metrics::Histogram, metrics::Histogram)> = OnceLock::new();
+    let (commit, batch) = HANDLES.get_or_init(|| {
+        metrics();
+        (
+            metrics::histogram!(COMMIT_SECONDS),
+            metrics::histogram!(BATCH_SIZE),
+        )
+    });
+    commit.record(elapsed.as_secs_f64());
+    batch.record(writes as f64);
 }
 
 /// The latest readiness check.
