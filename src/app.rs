@@ -57,7 +57,7 @@ pub struct Application {
     console_router: Router,
     store: Arc<dyn LeadStore>,
     relay: LeadRelay,
-    router: Router,
+    router: http::HttpService,
     metrics_router: Router,
     rate_limit: Option<Arc<RateLimiter>>,
     grpc: GrpcServer,

@@ -1,5 +1,5 @@
 //! What runs around the handlers: a request id and span for every request, limits
-//! on the request head, and, around the webhook, who may call it and how often, and
+//! on the request head, and, for the webhook, who may call it and how often, and
 //! the count of its answers.
 
 use std::convert::Infallible;
@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
-use tower::{Layer, Service};
+use tower::Service;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
@@ -29,26 +29,18 @@ const REQUEST_ID: &str = "x-request-id";
 /// What runs before every handler: the request's id (the caller's `x-request-id`
 /// when it sends a sane one, else a new one; the answer carries it back) and span,
 /// the limits on the request head (414, 431), and the client's address as the
-/// source policy finds it. A service of its own rather than a `from_fn` closure:
-/// it adds no allocation or copy of the request's future.
-#[derive(Clone)]
-pub struct FrontLayer(pub Shared);
-
-impl<S> Layer<S> for FrontLayer {
-    type Service = Front<S>;
-
-    fn layer(&self, inner: S) -> Front<S> {
-        Front {
-            inner,
-            state: self.0.clone(),
-        }
-    }
-}
-
+/// source policy finds it. It wraps the whole router once, as a service of its
+/// own: no boxed future, no copy of the request's future, no clone of a route.
 #[derive(Clone)]
 pub struct Front<S> {
     inner: S,
     state: Shared,
+}
+
+impl<S> Front<S> {
+    pub fn new(inner: S, state: Shared) -> Self {
+        Self { inner, state }
+    }
 }
 
 impl<S> Service<Request> for Front<S>
@@ -183,123 +175,17 @@ pub fn rate_limiter(per_second: NonZeroU32) -> RateLimiter {
 #[derive(Debug, Clone, Copy)]
 pub struct Client(pub IpAddr);
 
-/// Around the webhook's routes: who may call them and how often, then the count of
-/// every answer by integration, action and outcome, with its latency.
-#[derive(Clone)]
-pub struct GateLayer(pub Shared);
-
-impl<S> Layer<S> for GateLayer {
-    type Service = Gate<S>;
-
-    fn layer(&self, inner: S) -> Gate<S> {
-        Gate {
-            inner,
-            state: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Gate<S> {
-    inner: S,
-    state: Shared,
-}
-
-impl<S> Service<Request> for Gate<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = GateFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let started = Instant::now();
-        let counted = webhook::configured_integration(&self.state, request.uri().path());
-        let metrics = telemetry::integration_metrics(counted);
-        let counter = Counter {
-            metrics,
-            integration: match metrics {
-                Some(_) => String::new(),
-                None => counted.to_owned(),
-            },
-            started,
-        };
-        match admit(&self.state, &request, counted) {
-            Some(refusal) => GateFuture::Refused {
-                response: Some(refusal),
-                counter,
-            },
-            None => GateFuture::Inner {
-                inner: self.inner.call(request),
-                counter,
-            },
-        }
-    }
-}
-
-/// Counts an answer under its integration.
-pub struct Counter {
-    metrics: Option<&'static telemetry::IntegrationMetrics>,
-    /// Kept for an integration the metrics were not installed with.
-    integration: String,
-    started: Instant,
-}
-
-impl Counter {
-    fn count(&self, response: &Response) {
-        let (action, outcome) = webhook::labels(response);
-        let elapsed = self.started.elapsed();
-        match self.metrics {
-            Some(metrics) => metrics.webhook_answered(action, outcome, elapsed),
-            None => telemetry::webhook_answered(&self.integration, action, outcome, elapsed),
-        }
-    }
-}
-
-pin_project! {
-    /// The answer of [`Gate`], counted.
-    #[project = GateProjection]
-    pub enum GateFuture<F> {
-        Inner {
-            #[pin]
-            inner: F,
-            counter: Counter,
-        },
-        Refused {
-            response: Option<Response>,
-            counter: Counter,
-        },
-    }
-}
-
-impl<F: Future<Output = Result<Response, Infallible>>> Future for GateFuture<F> {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (response, counter) = match self.project() {
-            GateProjection::Inner { inner, counter } => {
-                let Ok(response) = ready!(inner.poll(cx));
-                (response, counter)
-            }
-            GateProjection::Refused { response, counter } => match response.take() {
-                Some(response) => (response, counter),
-                None => return Poll::Pending,
-            },
-        };
-        counter.count(&response);
-        Poll::Ready(Ok(response))
-    }
+/// Counts a webhook answer under the configured integration its path names, with
+/// its latency from `started`.
+pub fn count(integration: &str, response: &Response, started: Instant) {
+    let (action, outcome) = webhook::labels(response);
+    telemetry::webhook_answered(integration, action, outcome, started.elapsed());
 }
 
 /// Refuses a webhook request from a source outside the allowlist (403) or beyond
 /// the per-address rate limit (429), and remembers it under `integration` (the
 /// configured one its path names); `None` admits it.
-fn admit(state: &HttpState, request: &Request, integration: &str) -> Option<Response> {
+pub fn admit(state: &HttpState, request: &Request, integration: &str) -> Option<Response> {
     let Client(client) = request.extensions().get::<Client>().copied()?;
     let refusal = if !state.access.allows(client) {
         Some((

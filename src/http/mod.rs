@@ -57,8 +57,11 @@ pub fn metric_labels() -> (Vec<&'static str>, Vec<(&'static str, &'static str)>)
     )
 }
 
-/// The HTTP routes.
-pub fn router(state: Arc<HttpState>) -> Router {
+/// The HTTP face: its routes, behind the front that every request passes.
+pub type HttpService = layers::Front<Router>;
+
+/// The HTTP routes, behind the front.
+pub fn router(state: Arc<HttpState>) -> HttpService {
     let default: MethodRouter<Shared> = get(webhook::receive_default)
         .post(webhook::receive_default)
         .fallback(webhook::method_not_allowed);
@@ -71,18 +74,17 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/webhook", default.clone())
         .route("/webhook/", default)
         .route("/webhook/{integration}", named.clone())
-        .route("/webhook/{integration}/", named)
-        .route_layer(layers::GateLayer(state.clone()));
+        .route("/webhook/{integration}/", named);
     let mut router = Router::new().merge(webhooks);
     if state.serve_metrics {
         router = router.route("/metrics", get(probes::metrics));
     }
-    router
+    let router = router
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .fallback(not_found)
-        .layer(layers::FrontLayer(state.clone()))
-        .with_state(state)
+        .with_state(state.clone());
+    layers::Front::new(router, state)
 }
 
 /// Only `GET /metrics`, for a separate metrics address.

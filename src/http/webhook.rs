@@ -8,9 +8,11 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 
+use std::time::Instant;
+
 use super::actions::dispatch;
 use super::error::HttpError;
-use super::layers::Client;
+use super::layers::{self, Client};
 use super::{HttpState, Shared};
 use crate::domain::{DEFAULT_INTEGRATION, RejectedRequest};
 use crate::net::Limits;
@@ -33,21 +35,37 @@ pub async fn receive_named(
     receive(&state, &integration, request).await
 }
 
-/// Handles a webhook request; the answer carries the action it was for (as an
-/// extension), which the counting layer reads.
+/// Handles a webhook request: who may call and how often first, then the request
+/// itself; every answer is counted, under the action it was for.
 async fn receive(state: &HttpState, integration: &str, request: Request) -> Response {
-    let mut action = None;
-    let mut response = handle(state, integration, request, &mut action).await;
-    if let Some(action) = action {
-        response.extensions_mut().insert(action);
-    }
+    let started = Instant::now();
+    let counted = configured_integration(state, request.uri().path());
+    let response = match layers::admit(state, &request, counted) {
+        Some(refusal) => refusal,
+        None => {
+            let mut action = None;
+            let mut response = handle(state, integration, request, &mut action).await;
+            if let Some(action) = action {
+                response.extensions_mut().insert(action);
+            }
+            response
+        }
+    };
+    layers::count(counted, &response, started);
     response
 }
 
-/// A webhook path asked with a method other than GET or POST.
+/// A webhook path asked with a method other than GET or POST: a source that may
+/// not call the webhook is told so first (403 before 405).
 pub async fn method_not_allowed(State(state): State<Shared>, request: Request) -> Response {
-    let error = HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
-    super::refuse(&state, &request, error, "method_not_allowed")
+    let started = Instant::now();
+    let counted = configured_integration(&state, request.uri().path());
+    let response = layers::admit(&state, &request, counted).unwrap_or_else(|| {
+        let error = HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
+        super::refuse(&state, &request, error, "method_not_allowed")
+    });
+    layers::count(counted, &response, started);
+    response
 }
 
 /// A webhook answer's labels: its action and outcome. What was refused before the

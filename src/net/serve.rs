@@ -2,10 +2,10 @@
 //! head-read timeout, optionally TLS, and a graceful shutdown that lets in-flight
 //! requests finish.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use super::tls::{HANDSHAKE_TIMEOUT, TlsEndpoint};
 
@@ -49,15 +49,23 @@ impl Default for Limits {
     }
 }
 
-/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` is
-/// cancelled, then stops accepting and waits for in-flight requests to finish.
-pub async fn serve(
+/// Serves `router` (an axum router, or a service around one) on `listener` (over
+/// TLS when `tls` is given) until `shutdown` is cancelled, then stops accepting and
+/// waits for in-flight requests to finish.
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    router: S,
     limits: Limits,
     tls: Option<Arc<TlsEndpoint>>,
     shutdown: CancellationToken,
-) {
+) where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
