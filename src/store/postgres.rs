@@ -28,7 +28,7 @@ use tokio::sync::{Mutex, Notify, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::db::{Arg, Conn, DbError, Row, Source};
+use super::db::{Arg, Conn, DbError, Row, Source, query_one};
 use super::sql::{self, Backend, SqlStore, SqlTransactor, WriteSide};
 use super::writer::{self, Committed, Write};
 use super::{DEAL_REPORTS_CAPACITY, OpenError};
@@ -199,14 +199,14 @@ impl WriteSide for PgWriteSide {
     /// commit: writes on all replicas then run one transaction at a time, in
     /// sequence order, so the existence check of a lead sees every committed copy
     /// (the same lead retried on two replicas is one lead), and no other lock is
-    /// ever taken before it.
+    /// ever taken before it. The counters it locks are read by the same statement.
     async fn begin_writes(
         conn: &mut PgConn<Box<PgConnection>>,
         _batch: &[Write],
-    ) -> Result<(), DbError> {
-        let sql = "SELECT last_sequence FROM event_counter FOR UPDATE";
-        conn.execute(sql, &[]).await?;
-        Ok(())
+    ) -> Result<Option<(i64, i64)>, DbError> {
+        let sql = "SELECT last_sequence, last_version FROM event_counter FOR UPDATE";
+        let counters = query_one(conn, sql, &[], |row| Ok((row.int(0)?, row.int(1)?))).await?;
+        Ok(Some(counters))
     }
 
     /// Notifications are sent only if the transaction commits.

@@ -202,8 +202,8 @@ impl WriteSide for SqliteWriteSide {
     fn begin_writes(
         _conn: &mut SqliteConn,
         _batch: &[Write],
-    ) -> impl Future<Output = Result<(), DbError>> + Send {
-        std::future::ready(Ok(()))
+    ) -> impl Future<Output = Result<Option<(i64, i64)>, DbError>> + Send {
+        std::future::ready(Ok(None))
     }
 
     /// Subscribers in this process learn of commits from `announce`.

@@ -120,6 +120,15 @@ async fn a_store_written_by_release_0003_reads_back_as_written(options: Options)
          WHERE lead_id = '6' AND integration = 'default' \
          AND phone_digits = '1230001122' AND name_folded = 'роберт'";
     assert_eq!(db.query_int(searchable).await, 1);
+    // Sequences and versions now come from one row, which carries both on: what is
+    // numbered next comes after everything numbered before.
+    let counters = "SELECT COUNT(*) FROM event_counter \
+         WHERE last_sequence >= (SELECT MAX(sequence) FROM events) AND last_version >= \
+         (SELECT MAX(v) FROM (SELECT MAX(version) AS v FROM deal_versions \
+          UNION ALL SELECT MAX(version) FROM client_versions \
+          UNION ALL SELECT MAX(order_version) FROM leads) AS versions) \
+         AND last_version > 0";
+    assert_eq!(db.query_int(counters).await, 1);
     let mut jivosite = app
         .stream(StreamLeadsRequest {
             sources: vec![LeadSource::Jivosite as i32],

@@ -3,9 +3,9 @@
 //! export walks) and `consumers`. A backend provides connections ([`Backend`] for
 //! reads, [`WriteSide`] for the writer) and its few differences as hooks.
 //!
-//! Sequences come from a one-row counter table: a write transaction that appends
-//! events reads it once, numbers its events in memory, and writes it back before it
-//! commits. On PostgreSQL every write transaction locks the counter's row first and
+//! Sequences and versions come from a one-row counter table: a write transaction
+//! that numbers anything reads the row once, numbers in memory, and writes it back
+//! before it commits. On PostgreSQL every write transaction locks the counter's row first and
 //! holds the lock until commit, so sequences are allocated in commit order and
 //! never have gaps (a reader that saw sequence N will never later find a committed
 //! event below N), and locks are always taken in the same order. On SQLite there is
@@ -71,11 +71,12 @@ pub(super) trait WriteSide: Send + 'static {
     /// The connection failed in a way that may have broken it: forget it.
     fn discard(&mut self);
 
-    /// Runs first in every write transaction.
+    /// Runs first in every write transaction; returns the counters (last sequence,
+    /// last version) when it read them already.
     fn begin_writes(
         conn: &mut Self::Conn,
         batch: &[Write],
-    ) -> impl Future<Output = Result<(), DbError>> + Send;
+    ) -> impl Future<Output = Result<Option<(i64, i64)>, DbError>> + Send;
 
     /// Runs last in every write transaction, before it commits.
     fn before_commit(

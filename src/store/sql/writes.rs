@@ -3,7 +3,7 @@
 
 use super::{WriteSide, consumers, crm, events, leads, rejected};
 use crate::store::StoreError;
-use crate::store::db::{Conn, DbError, scalar};
+use crate::store::db::{Conn, DbError, query_one};
 use crate::store::writer::{Applied, Committed, Outcome, Write};
 
 /// Numbers a write transaction hands out from a one-row counter table: read once
@@ -50,10 +50,10 @@ impl Counter {
 /// The counters of one write transaction.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    /// Event sequences (`event_counter`).
+    /// Event sequences (`event_counter.last_sequence`).
     pub sequences: Counter,
-    /// Versions of deals, clients and fixed order ids (`version_counter`): an
-    /// export walk reads what was committed up to a version.
+    /// Versions of deals, clients and fixed order ids (`event_counter.last_version`):
+    /// an export walk reads what was committed up to a version.
     pub versions: Counter,
 }
 
@@ -97,15 +97,19 @@ async fn writes<W: WriteSide>(
     conn: &mut W::Conn,
     batch: &[Write],
 ) -> Result<(Vec<Applied>, Committed), DbError> {
-    W::begin_writes(conn, batch).await?;
+    let locked = W::begin_writes(conn, batch).await?;
     let mut counters = Counters::default();
-    if batch.iter().any(Write::appends_events) {
-        let last = scalar(conn, "SELECT last_sequence FROM event_counter", &[]).await?;
-        counters.sequences = Counter::starting_after(last);
-    }
-    if batch.iter().any(Write::uses_versions) {
-        let last = scalar(conn, "SELECT last_version FROM version_counter", &[]).await?;
-        counters.versions = Counter::starting_after(last);
+    let numbered = batch
+        .iter()
+        .any(|write| write.appends_events() || write.uses_versions());
+    let last = match locked {
+        Some(last) => Some(last),
+        None if numbered => Some(read_counters(conn).await?),
+        None => None,
+    };
+    if let Some((last_sequence, last_version)) = last {
+        counters.sequences = Counter::starting_after(last_sequence);
+        counters.versions = Counter::starting_after(last_version);
     }
     let mut committed = Committed::default();
     let mut tx = Tx {
@@ -125,16 +129,24 @@ async fn writes<W: WriteSide>(
             rest = &rest[1..];
         }
     }
-    if let Some(last) = counters.sequences.written_back() {
-        let sql = "UPDATE event_counter SET last_sequence = $1";
-        conn.execute(sql, &[last.into()]).await?;
-    }
-    if let Some(last) = counters.versions.written_back() {
-        let sql = "UPDATE version_counter SET last_version = $1";
-        conn.execute(sql, &[last.into()]).await?;
+    let allocated =
+        counters.sequences.written_back().is_some() || counters.versions.written_back().is_some();
+    if allocated {
+        let sql = "UPDATE event_counter SET last_sequence = $1, last_version = $2";
+        let args = [
+            counters.sequences.last().into(),
+            counters.versions.last().into(),
+        ];
+        conn.execute(sql, &args).await?;
     }
     W::before_commit(conn, &committed).await?;
     Ok((outcomes, committed))
+}
+
+/// The last event sequence and the last version handed out, from their row.
+async fn read_counters<C: Conn>(conn: &mut C) -> Result<(i64, i64), DbError> {
+    let sql = "SELECT last_sequence, last_version FROM event_counter";
+    query_one(conn, sql, &[], |row| Ok((row.int(0)?, row.int(1)?))).await
 }
 
 /// Applies one write inside the batch's transaction.
