@@ -2,13 +2,13 @@
 //! dispatch its action. A request refused after the token check is kept with what
 //! it carried; one refused before it is counted and remembered without it.
 
+use std::time::Instant;
+
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
-
-use std::time::Instant;
 
 use super::actions::dispatch;
 use super::error::HttpError;
@@ -38,32 +38,41 @@ pub async fn receive_named(
 /// Handles a webhook request: who may call and how often first, then the request
 /// itself; every answer is counted, under the action it was for.
 async fn receive(state: &HttpState, integration: &str, request: Request) -> Response {
-    let started = Instant::now();
-    let counted = configured_integration(state, request.uri().path());
-    let response = match layers::admit(state, &request, counted) {
-        Some(refusal) => refusal,
-        None => {
-            let mut action = None;
-            let mut response = handle(state, integration, request, &mut action).await;
-            if let Some(action) = action {
-                response.extensions_mut().insert(action);
-            }
-            response
+    gated(state, request, |request| async move {
+        let mut action = None;
+        let mut response = handle(state, integration, request, &mut action).await;
+        if let Some(action) = action {
+            response.extensions_mut().insert(action);
         }
-    };
-    layers::count(counted, &response, started);
-    response
+        response
+    })
+    .await
 }
 
 /// A webhook path asked with a method other than GET or POST: a source that may
 /// not call the webhook is told so first (403 before 405).
 pub async fn method_not_allowed(State(state): State<Shared>, request: Request) -> Response {
-    let started = Instant::now();
-    let counted = configured_integration(&state, request.uri().path());
-    let response = layers::admit(&state, &request, counted).unwrap_or_else(|| {
+    gated(&state, request, |request| {
         let error = HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
-        super::refuse(&state, &request, error, "method_not_allowed")
-    });
+        std::future::ready(super::refuse(&state, &request, error, "method_not_allowed"))
+    })
+    .await
+}
+
+/// Admits a webhook request (the source allowlist and rate limit) before `answer`
+/// sees it, and counts whatever is answered under the configured integration its
+/// path names, with its latency.
+async fn gated<F: Future<Output = Response>>(
+    state: &HttpState,
+    request: Request,
+    answer: impl FnOnce(Request) -> F,
+) -> Response {
+    let started = Instant::now();
+    let counted = configured_integration(state, request.uri().path());
+    let response = match layers::admit(state, &request, counted) {
+        Some(refusal) => refusal,
+        None => answer(request).await,
+    };
     layers::count(counted, &response, started);
     response
 }

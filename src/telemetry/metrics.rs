@@ -216,7 +216,7 @@ fn lead_counter(integration: &str, source: &'static str) -> metrics::Counter {
 /// An integration's per-request series, looked up once when the metrics are
 /// installed rather than in the registry for every request.
 #[derive(Debug)]
-pub struct IntegrationMetrics {
+struct IntegrationMetrics {
     actions: Vec<&'static str>,
     outcomes: Vec<&'static str>,
     sources: Vec<&'static str>,
@@ -229,8 +229,22 @@ pub struct IntegrationMetrics {
 }
 
 impl IntegrationMetrics {
-    fn action(&self, action: &str) -> Option<usize> {
-        self.actions.iter().position(|known| *known == action)
+    /// The answer counter and latency histogram of an action and outcome.
+    fn webhook(
+        &self,
+        action: &str,
+        outcome: &str,
+    ) -> Option<(&metrics::Counter, &metrics::Histogram)> {
+        let a = self.actions.iter().position(|known| *known == action)?;
+        let o = self.outcomes.iter().position(|known| *known == outcome)?;
+        let counter = self.counters.get(a * self.outcomes.len() + o)?;
+        Some((counter, self.latency.get(a)?))
+    }
+
+    /// The stored-lead counter of a source.
+    fn lead(&self, source: &str) -> Option<&metrics::Counter> {
+        let at = self.sources.iter().position(|known| *known == source)?;
+        self.leads.get(at)
     }
 }
 
@@ -242,7 +256,7 @@ fn handles() -> &'static RwLock<HashMap<String, &'static IntegrationMetrics>> {
 
 /// The series of an integration known when the metrics were installed ("": a
 /// path naming none).
-pub fn integration_metrics(integration: &str) -> Option<&'static IntegrationMetrics> {
+fn integration_metrics(integration: &str) -> Option<&'static IntegrationMetrics> {
     let handles = handles().read().unwrap_or_else(|p| p.into_inner());
     handles.get(integration).copied()
 }
@@ -254,34 +268,15 @@ pub fn webhook_answered(
     outcome: &'static str,
     elapsed: Duration,
 ) {
-    match integration_metrics(integration) {
-        Some(known) => known.webhook_answered(action, outcome, elapsed),
+    let seconds = elapsed.as_secs_f64();
+    match integration_metrics(integration).and_then(|known| known.webhook(action, outcome)) {
+        Some((counter, latency)) => {
+            counter.increment(1);
+            latency.record(seconds);
+        }
         None => {
             webhook_counter(integration, action, outcome).increment(1);
-            metrics::histogram!(INGEST_SECONDS, "action" => action).record(elapsed.as_secs_f64());
-        }
-    }
-}
-
-impl IntegrationMetrics {
-    /// A webhook of this integration answered.
-    pub fn webhook_answered(&self, action: &'static str, outcome: &'static str, elapsed: Duration) {
-        let known = self.action(action).and_then(|a| {
-            let o = self.outcomes.iter().position(|known| *known == outcome)?;
-            Some((a, self.counters.get(a * self.outcomes.len() + o)?))
-        });
-        match known {
-            Some((a, counter)) => {
-                counter.increment(1);
-                if let Some(latency) = self.latency.get(a) {
-                    latency.record(elapsed.as_secs_f64());
-                }
-            }
-            None => {
-                metrics::counter!(WEBHOOKS, "action" => action, "outcome" => outcome).increment(1);
-                metrics::histogram!(INGEST_SECONDS, "action" => action)
-                    .record(elapsed.as_secs_f64());
-            }
+            metrics::histogram!(INGEST_SECONDS, "action" => action).record(seconds);
         }
     }
 }
@@ -298,11 +293,7 @@ pub fn auth_failed() {
 
 /// A new lead stored, by its integration and source.
 pub fn lead_stored(integration: &str, source: &'static str) {
-    let known = integration_metrics(integration).and_then(|known| {
-        let at = known.sources.iter().position(|known| *known == source)?;
-        known.leads.get(at)
-    });
-    match known {
+    match integration_metrics(integration).and_then(|known| known.lead(source)) {
         Some(counter) => counter.increment(1),
         None => lead_counter(integration, source).increment(1),
     }
