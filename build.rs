@@ -2,11 +2,16 @@
 //! comes from the protoc-bin-vendored crate, so no system install is needed.
 //!
 //! Two passes over the same proto: the messages and the client, as every client
-//! sees them; and the server alone, whose `StreamLeads` yields `EventFrame`s (events
-//! already encoded, written to the stream as they are) through a codec that keeps
-//! an idle stream's buffer small.
+//! sees them; and the server alone, without `StreamLeads`, which the service
+//! serves beside it (`src/grpc/stream.rs`) writing stored events to the stream as
+//! they are.
 
 use std::path::PathBuf;
+
+use prost::Message;
+
+const SERVICE: &str = "LeadService";
+const SERVED_BESIDE: &str = "StreamLeads";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/roistat/leads/v1/leads.proto";
@@ -14,32 +19,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let well_known = protoc_bin_vendored::include_path()?;
     let includes = [PathBuf::from("proto"), well_known];
-    let config = || -> Result<prost_build::Config, Box<dyn std::error::Error>> {
-        let mut config = prost_build::Config::new();
-        config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-        Ok(config)
-    };
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
 
     // Maps are BTreeMaps (few entries each: cheaper than hashing, and in order), and
     // a LeadEvent's lead is boxed, so that moving an event moves a pointer: both
     // make decoding a stream cheaper for Rust clients.
+    let descriptors = out_dir.join("leads_descriptor.bin");
     tonic_prost_build::configure()
         .btree_map(".")
         .boxed(".roistat.leads.v1.LeadEvent.event.lead")
         .build_server(false)
-        .file_descriptor_set_path(out_dir.join("leads_descriptor.bin"))
-        .compile_with_config(config()?, &[PathBuf::from(proto)], &includes)?;
+        .file_descriptor_set_path(&descriptors)
+        .compile_with_config(config, &[PathBuf::from(proto)], &includes)?;
 
+    // The server from the same descriptors, less the method served beside it and
+    // the files the proto imports (their types are the messages generated above).
+    let mut set = prost_types::FileDescriptorSet::decode(std::fs::read(&descriptors)?.as_slice())?;
+    set.file
+        .retain(|file| file.name() == "roistat/leads/v1/leads.proto");
+    let service = set
+        .file
+        .iter_mut()
+        .flat_map(|file| file.service.iter_mut())
+        .find(|service| service.name() == SERVICE)
+        .ok_or("the proto has no LeadService")?;
+    let methods = service.method.len();
+    service
+        .method
+        .retain(|method| method.name() != SERVED_BESIDE);
+    if service.method.len() + 1 != methods {
+        return Err("LeadService has no StreamLeads method".into());
+    }
     let server_dir = out_dir.join("server");
     std::fs::create_dir_all(&server_dir)?;
     tonic_prost_build::configure()
-        .btree_map(".")
-        .boxed(".roistat.leads.v1.LeadEvent.event.lead")
         .build_client(false)
         .out_dir(&server_dir)
         .extern_path(".roistat.leads.v1", "crate::proto")
-        .extern_path(".roistat.leads.v1.LeadEvent", "crate::proto::EventFrame")
-        .codec_path("crate::proto::LeanCodec")
-        .compile_with_config(config()?, &[PathBuf::from(proto)], &includes)?;
+        .compile_fds_with_config(set, prost_build::Config::new())?;
     Ok(())
 }

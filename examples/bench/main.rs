@@ -171,9 +171,22 @@ async fn connect(grpc: &str) -> anyhow::Result<Channel> {
     Ok(Channel::from_shared(grpc.to_owned())?.connect().await?)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    // The replaying client is one thread, as a consumer reading one stream in order
+    // would be: its connection and its decoding take turns on it, with no hand-off
+    // between threads for every frame.
+    let runtime = match command {
+        Command::Replay { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()?;
+    runtime.block_on(run(command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::E2e {
             http,
             grpc,

@@ -234,10 +234,12 @@ impl Codec for BulkCodec {
 
 pub async fn replay(grpc: &str, events: u64, reader: Reader) -> anyhow::Result<()> {
     // A client that reads a whole store opens HTTP/2's flow-control windows wide, so
-    // the server is not held up waiting for window updates.
+    // the server is not held up waiting for window updates, and takes frames of up
+    // to 1 MiB rather than 16 KiB, so that it handles a sixty-fourth as many.
     let channel = Channel::from_shared(grpc.to_owned())?
         .initial_stream_window_size(8 * 1024 * 1024)
         .initial_connection_window_size(16 * 1024 * 1024)
+        .max_frame_size(1024 * 1024)
         .connect()
         .await?;
     let started = Instant::now();

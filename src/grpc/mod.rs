@@ -4,21 +4,16 @@
 
 mod convert;
 mod server;
+mod stream;
 
 pub use server::{BuildError, GrpcOptions, GrpcServer};
 
-use std::pin::Pin;
-
-use std::task::{Context, Poll};
-
-use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{EncodedEvent, LeadKey, RejectedFilter, integration_or_default, validate_id};
+use crate::proto;
 use crate::proto::lead_service_server::LeadService;
-use crate::proto::{self, EventFrame};
-use crate::relay::{Error, LeadRelay, RejectedCursor, StreamItem};
+use crate::relay::{Error, LeadRelay, RejectedCursor};
 use crate::wire;
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -65,56 +60,8 @@ impl LeadApi {
     }
 }
 
-/// A subscriber's events as frames: stored bytes written as they are.
-struct Frames {
-    items: mpsc::Receiver<StreamItem>,
-    replayed: std::vec::IntoIter<EncodedEvent>,
-}
-
-impl Stream for Frames {
-    type Item = Result<EventFrame, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(event) = self.replayed.next() {
-                return Poll::Ready(Some(Ok(wire::frame(&event))));
-            }
-            let frame = match std::task::ready!(self.items.poll_recv(cx)) {
-                None => return Poll::Ready(None),
-                Some(StreamItem::Replayed(events)) => {
-                    self.replayed = events.into_iter();
-                    continue;
-                }
-                Some(StreamItem::Live(event)) => wire::frame(&event),
-                Some(StreamItem::Heartbeat {
-                    sequence,
-                    latest_sequence,
-                }) => EventFrame::heartbeat(sequence, latest_sequence),
-            };
-            return Poll::Ready(Some(Ok(frame)));
-        }
-    }
-}
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<EventFrame, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl LeadService for LeadApi {
-    type StreamLeadsStream = EventStream;
-
-    async fn stream_leads(
-        &self,
-        request: Request<proto::StreamLeadsRequest>,
-    ) -> Result<Response<Self::StreamLeadsStream>, Status> {
-        let request = convert::stream_request(request.into_inner())?;
-        let items = self.relay.stream(request, self.stream_buffer).await?;
-        let frames = Frames {
-            items,
-            replayed: Vec::new().into_iter(),
-        };
-        Ok(Response::new(Box::pin(frames)))
-    }
-
     async fn get_lead(
         &self,
         request: Request<proto::GetLeadRequest>,

@@ -14,6 +14,7 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::server::HealthReporter;
 
 use super::LeadApi;
+use super::stream::LeadRoutes;
 use crate::net::{TlsEndpoint, is_loopback};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::lead_service_server::LeadServiceServer;
@@ -108,10 +109,16 @@ impl GrpcServer {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let api = LeadApi::new(relay, STREAM_BUFFER, options.max_page_bytes);
-        let lead_service = LeadServiceServer::new(api)
+        let api = Arc::new(LeadApi::new(relay, STREAM_BUFFER, options.max_page_bytes));
+        let generated = LeadServiceServer::from_arc(api.clone())
             .max_decoding_message_size(options.max_decoding_message_bytes)
             .max_encoding_message_size(options.max_encoding_message_bytes);
+        let lead_service = LeadRoutes::new(
+            generated,
+            api,
+            options.max_decoding_message_bytes,
+            options.max_encoding_message_bytes,
+        );
         let lead_service =
             tonic::service::interceptor::InterceptedService::new(lead_service, Gate::new(options));
         let router = tonic::transport::Server::builder()

@@ -1,14 +1,11 @@
-//! Events as the server sends them: a `LeadEvent` whose body (a `Lead`, a
-//! `DealMessage`, …) is already encoded, as it was stored, written to the stream
-//! with the fields only known at commit around it. Nothing is decoded and encoded
-//! again; every subscriber of a live event shares its bytes.
+//! Events as the server sends them: each one a gRPC message (its five-byte
+//! prefix, then a `LeadEvent`) whose body (a `Lead`, a `DealMessage`, …) is
+//! written as it was stored, with the fields only known at commit around it.
+//! Nothing is decoded and encoded again, and a whole batch of events is written
+//! into one buffer.
 
-use std::marker::PhantomData;
-
-use bytes::{Buf, BufMut, Bytes};
-use prost::encoding::{self, DecodeContext, WireType};
-use tonic::codec::{BufferSettings, Codec};
-use tonic_prost::{ProstDecoder, ProstEncoder};
+use bytes::BufMut;
+use prost::encoding::{self, WireType};
 
 /// `LeadEvent.sequence`, `LeadEvent.receive_time`.
 const SEQUENCE: u32 = 1;
@@ -23,34 +20,51 @@ pub const CALL: u32 = 14;
 const LEAD_RECEIVE_TIME: u32 = 16;
 const LEAD_SEQUENCE: u32 = 17;
 
-/// A `LeadEvent` ready to send: the encoded body of its oneof field `event`, and
+/// A gRPC message's prefix: a compression flag and the length that follows.
+pub const MESSAGE_PREFIX: usize = 5;
+
+/// A `LeadEvent` ready to write: the encoded body of its oneof field `event`, and
 /// the sequence and receive time to write around it. For a lead, they are also
 /// written at the end of the `Lead` itself, where a field may come in any order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventFrame {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventFrame<'a> {
     pub sequence: u64,
     pub receive_time: Option<prost_types::Timestamp>,
     /// The field of the oneof the body is (`LEAD`, `MESSAGE`, …).
     pub field: u32,
-    pub body: Bytes,
+    pub body: &'a [u8],
 }
 
-impl EventFrame {
-    /// A heartbeat: every event up to `sequence` was delivered or filtered out.
-    pub fn heartbeat(sequence: u64, latest_sequence: u64) -> Self {
-        let heartbeat = super::Heartbeat { latest_sequence };
-        Self {
-            sequence,
-            receive_time: None,
-            field: HEARTBEAT,
-            body: Bytes::from(prost::Message::encode_to_vec(&heartbeat)),
-        }
+/// The encoded body of a heartbeat: every event up to the frame's sequence was
+/// delivered or filtered out, and `latest_sequence` is the newest stored.
+pub fn heartbeat_body(latest_sequence: u64) -> Vec<u8> {
+    prost::Message::encode_to_vec(&super::Heartbeat { latest_sequence })
+}
+
+/// At most what a frame writes before its body (the prefix, the sequence, the
+/// receive time, the oneof field's key and length), and after it (a lead's own
+/// receive time and sequence).
+const HEAD_BYTES: usize = 48;
+const TRAILER_BYTES: usize = 40;
+
+/// Writes `write`'s bytes into an array on the stack, then copies them out at once.
+fn put_small<const N: usize>(buf: &mut impl BufMut, write: impl FnOnce(&mut &mut [u8])) {
+    let mut bytes = [0; N];
+    let mut rest = &mut bytes[..];
+    write(&mut rest);
+    let len = N - rest.len();
+    buf.put_slice(&bytes[..len]);
+}
+
+impl EventFrame<'_> {
+    fn has_trailer(&self) -> bool {
+        self.field == LEAD
     }
 
     /// The fields written at the end of the body: a lead's own receive time and
     /// sequence.
     fn trailer_len(&self) -> usize {
-        if self.field != LEAD {
+        if !self.has_trailer() {
             return 0;
         }
         let time = self.receive_time.as_ref().map_or(0, |time| {
@@ -63,44 +77,8 @@ impl EventFrame {
         time + sequence
     }
 
-    fn inner_len(&self) -> usize {
-        self.body.len() + self.trailer_len()
-    }
-}
-
-impl prost::Message for EventFrame {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        if self.sequence != 0 {
-            encoding::uint64::encode(SEQUENCE, &self.sequence, buf);
-        }
-        if let Some(time) = &self.receive_time {
-            encoding::message::encode(RECEIVE_TIME, time, buf);
-        }
-        encoding::encode_key(self.field, WireType::LengthDelimited, buf);
-        encoding::encode_varint(self.inner_len() as u64, buf);
-        buf.put_slice(&self.body);
-        if self.field == LEAD {
-            if let Some(time) = &self.receive_time {
-                encoding::message::encode(LEAD_RECEIVE_TIME, time, buf);
-            }
-            if self.sequence != 0 {
-                encoding::uint64::encode(LEAD_SEQUENCE, &self.sequence, buf);
-            }
-        }
-    }
-
-    /// Frames are only sent: a received one is skipped whole.
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
+    /// The length of the `LeadEvent` (without the message prefix).
+    pub fn encoded_len(&self) -> usize {
         let sequence = match self.sequence {
             0 => 0,
             sequence => encoding::uint64::encoded_len(SEQUENCE, &sequence),
@@ -109,7 +87,7 @@ impl prost::Message for EventFrame {
             .receive_time
             .as_ref()
             .map_or(0, |time| encoding::message::encoded_len(RECEIVE_TIME, time));
-        let inner = self.inner_len();
+        let inner = self.body.len() + self.trailer_len();
         sequence
             + time
             + encoding::key_len(self.field)
@@ -117,58 +95,61 @@ impl prost::Message for EventFrame {
             + inner
     }
 
-    fn clear(&mut self) {
-        *self = Self::default();
-    }
-}
-
-/// The server's codec: prost's, with a small encode buffer, since most streams
-/// idle most of the time (the buffer grows when events flow).
-#[derive(Debug)]
-pub struct LeanCodec<T, U>(PhantomData<(T, U)>);
-
-impl<T, U> Default for LeanCodec<T, U> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-/// Bytes first allocated to a stream's encode buffer, and how much it gathers
-/// before handing it to the connection.
-const BUFFER_BYTES: usize = 512;
-const YIELD_BYTES: usize = 64 * 1024;
-
-impl<T, U> Codec for LeanCodec<T, U>
-where
-    T: prost::Message + Send + 'static,
-    U: prost::Message + Default + Send + 'static,
-{
-    type Encode = T;
-    type Decode = U;
-    type Encoder = ProstEncoder<T>;
-    type Decoder = ProstDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(BufferSettings::new(BUFFER_BYTES, YIELD_BYTES))
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::new(BufferSettings::default())
+    /// Writes the frame as a gRPC message (the uncompressed prefix, then the
+    /// `LeadEvent`), which takes [`MESSAGE_PREFIX`] + [`Self::encoded_len`] bytes.
+    pub fn put_message(&self, buf: &mut impl BufMut) {
+        let len = self.encoded_len();
+        let inner = self.body.len() + self.trailer_len();
+        put_small::<HEAD_BYTES>(buf, |head| {
+            head.put_u8(0);
+            head.put_u32(len as u32);
+            if self.sequence != 0 {
+                encoding::uint64::encode(SEQUENCE, &self.sequence, head);
+            }
+            if let Some(time) = &self.receive_time {
+                encoding::message::encode(RECEIVE_TIME, time, head);
+            }
+            encoding::encode_key(self.field, WireType::LengthDelimited, head);
+            encoding::encode_varint(inner as u64, head);
+        });
+        buf.put_slice(self.body);
+        if self.has_trailer() {
+            put_small::<TRAILER_BYTES>(buf, |trailer| {
+                if let Some(time) = &self.receive_time {
+                    encoding::message::encode(LEAD_RECEIVE_TIME, time, trailer);
+                }
+                if self.sequence != 0 {
+                    encoding::uint64::encode(LEAD_SEQUENCE, &self.sequence, trailer);
+                }
+            });
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::{Buf, BytesMut};
+    use proptest::prelude::*;
     use prost::Message;
 
     use super::*;
-    use crate::proto::{Lead, LeadEvent, lead_event};
+    use crate::proto::{DealMessage, Heartbeat, Lead, LeadEvent, lead_event};
 
     fn time() -> prost_types::Timestamp {
         prost_types::Timestamp {
             seconds: 1_546_341_071,
             nanos: 123_000,
         }
+    }
+
+    /// The message a frame writes: its prefix checked, its `LeadEvent` decoded.
+    fn written(frame: &EventFrame<'_>) -> LeadEvent {
+        let mut buf = BytesMut::new();
+        frame.put_message(&mut buf);
+        assert_eq!(buf.len(), MESSAGE_PREFIX + frame.encoded_len());
+        assert_eq!(buf.get_u8(), 0, "uncompressed");
+        assert_eq!(buf.get_u32() as usize, buf.len());
+        LeadEvent::decode(buf).unwrap()
     }
 
     #[test]
@@ -178,17 +159,16 @@ mod tests {
             name: "Роберт".into(),
             ..Default::default()
         };
+        let body = lead.encode_to_vec();
         let frame = EventFrame {
             sequence: 42,
             receive_time: Some(time()),
             field: LEAD,
-            body: Bytes::from(lead.encode_to_vec()),
+            body: &body,
         };
 
-        let bytes = frame.encode_to_vec();
-        let event = LeadEvent::decode(bytes.as_slice()).unwrap();
+        let event = written(&frame);
 
-        assert_eq!(bytes.len(), frame.encoded_len());
         assert_eq!((event.sequence, event.receive_time), (42, Some(time())));
         let Some(lead_event::Event::Lead(decoded)) = event.event else {
             panic!("{event:?}");
@@ -205,14 +185,53 @@ mod tests {
 
     #[test]
     fn a_heartbeat_frame_is_a_heartbeat() {
-        let bytes = EventFrame::heartbeat(7, 9).encode_to_vec();
-        let event = LeadEvent::decode(bytes.as_slice()).unwrap();
+        let body = heartbeat_body(9);
+        let frame = EventFrame {
+            sequence: 7,
+            receive_time: None,
+            field: HEARTBEAT,
+            body: &body,
+        };
+        let event = written(&frame);
         assert_eq!(event.sequence, 7);
         assert_eq!(
             event.event,
-            Some(lead_event::Event::Heartbeat(crate::proto::Heartbeat {
+            Some(lead_event::Event::Heartbeat(Heartbeat {
                 latest_sequence: 9
             }))
         );
+    }
+
+    proptest! {
+        /// Whatever the sequence, time and body, a frame is the `LeadEvent` prost
+        /// would have encoded, and a message's fields are left as they were.
+        #[test]
+        fn frames_agree_with_the_generated_encoding(
+            sequence in any::<u64>(),
+            seconds in -62_135_596_800_i64..253_402_300_800,
+            nanos in 0..1_000_000_000_i32,
+            timed in any::<bool>(),
+            text in ".{0,300}",
+            lead in any::<bool>(),
+        ) {
+            let receive_time = timed.then_some(prost_types::Timestamp { seconds, nanos });
+            let (field, body, expected) = if lead {
+                let lead = Lead { title: text.clone(), ..Default::default() };
+                let expected = lead_event::Event::Lead(Box::new(Lead {
+                    receive_time,
+                    sequence,
+                    ..lead.clone()
+                }));
+                (LEAD, lead.encode_to_vec(), expected)
+            } else {
+                let message = DealMessage { text, ..Default::default() };
+                (MESSAGE, message.encode_to_vec(), lead_event::Event::Message(message))
+            };
+            let frame = EventFrame { sequence, receive_time, field, body: &body };
+            let expected = LeadEvent { sequence, receive_time, event: Some(expected) };
+
+            prop_assert_eq!(frame.encoded_len(), expected.encoded_len());
+            prop_assert_eq!(written(&frame), expected);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The code generated from `proto/roistat/leads/v1/leads.proto` (messages and the
-//! client as every client sees them; the server, which sends pre-encoded
-//! `EventFrame`s), the descriptors served by reflection, and helpers for the
-//! well-known types it uses.
+//! client as every client sees them; the server, less `StreamLeads`, whose events
+//! are written as `EventFrame`s), the descriptors served by reflection, and
+//! helpers for the well-known types it uses.
 
 mod frame;
 
@@ -17,7 +17,7 @@ mod server {
     include!(concat!(env!("OUT_DIR"), "/server/roistat.leads.v1.rs"));
 }
 
-pub use frame::{CALL, EventFrame, HEARTBEAT, LEAD, LeanCodec, MESSAGE, TASK};
+pub use frame::{CALL, EventFrame, HEARTBEAT, LEAD, MESSAGE, MESSAGE_PREFIX, TASK, heartbeat_body};
 pub use generated::*;
 pub use server::lead_service_server;
 

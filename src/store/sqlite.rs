@@ -26,6 +26,10 @@ use super::{DEAL_REPORTS_CAPACITY, OpenError};
 use crate::domain::{EncodedEvent, LeadKey};
 
 const READ_CONNECTIONS: usize = 4;
+/// How much of the database file a read connection maps into memory rather than
+/// copying each page it reads (`SQLITE_MAX_MMAP_SIZE`, set where SQLite is built,
+/// allows as much).
+const READ_MMAP_BYTES: i64 = 1 << 40;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (multi-row inserts vary in size).
 const STATEMENT_CACHE: usize = 256;
@@ -62,7 +66,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore,
         .await
         .map_err(OpenError::Convert)?;
     let readers = (0..READ_CONNECTIONS)
-        .map(|_| connect(&path))
+        .map(|_| SqliteConn::open_reader(&path).map_err(OpenError::Connect))
         .collect::<Result<Vec<_>, _>>()?;
     let checkpointer = Checkpointer::start(&path).map_err(OpenError::Connect)?;
 
@@ -269,6 +273,17 @@ impl SqliteConn {
         })
     }
 
+    /// A read connection: it maps the database file (the log is read as usual), so
+    /// that reading a page costs no copy and no system call.
+    fn open_reader(path: &Path) -> Result<Self, DbError> {
+        let reader = Self::open(path)?;
+        reader
+            .conn
+            .pragma_update(None, "mmap_size", READ_MMAP_BYTES)
+            .map_err(sqlite_error)?;
+        Ok(reader)
+    }
+
     fn run<T>(
         &mut self,
         sql: &str,
@@ -465,13 +480,4 @@ fn sqlite_error(error: rusqlite::Error) -> DbError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::numbered_placeholders;
-
-    #[test]
-    fn placeholders_are_numbered_for_sqlite() {
-        let mut out = String::new();
-        numbered_placeholders("SELECT $1, $12 WHERE a = $1 AND b = '$'", &mut out);
-        assert_eq!(out, "SELECT ?1, ?12 WHERE a = ?1 AND b = '$'");
-    }
-}
+mod tests;

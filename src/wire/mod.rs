@@ -188,7 +188,7 @@ pub fn decode_lead(event: &EncodedEvent) -> Result<proto::Lead, DecodeError> {
 }
 
 /// The `LeadEvent` a stream sends for a stored event: its bytes, framed.
-pub fn frame(event: &EncodedEvent) -> EventFrame {
+pub fn frame(event: &EncodedEvent) -> EventFrame<'_> {
     EventFrame {
         sequence: event.sequence,
         receive_time: Some(proto::timestamp(event.receive_time)),
@@ -198,7 +198,7 @@ pub fn frame(event: &EncodedEvent) -> EventFrame {
             EventKind::Task => proto::TASK,
             EventKind::Call => proto::CALL,
         },
-        body: event.body.clone(),
+        body: &event.body,
     }
 }
 

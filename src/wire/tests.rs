@@ -207,8 +207,9 @@ fn a_stored_lead_is_framed_with_its_sequence_and_receive_time() {
         source: Some(LeadSource::Calltracking),
         body: encode_lead(&lead()).into(),
     };
-    let sent = frame(&event).encode_to_vec();
-    let decoded = proto::LeadEvent::decode(sent.as_slice()).unwrap();
+    let mut sent = Vec::new();
+    frame(&event).put_message(&mut sent);
+    let decoded = proto::LeadEvent::decode(&sent[proto::MESSAGE_PREFIX..]).unwrap();
     assert_eq!(decoded.sequence, 99);
     assert_eq!(decoded.receive_time, Some(proto::timestamp(receive_time)));
     let Some(proto::lead_event::Event::Lead(sent_lead)) = decoded.event else {

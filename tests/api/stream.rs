@@ -189,3 +189,90 @@ async fn streams_end_cleanly_on_shutdown(options: Options) {
         Ok(None)
     ));
 }
+
+/// A request StreamLeads cannot decode (its field 1 of another wire type) is
+/// refused as any method refuses one, and no stream opens.
+#[tokio::test]
+async fn a_stream_request_that_cannot_be_decoded_is_refused() {
+    use roistat_leads::proto::{GetLeadRequest, LeadEvent};
+    let app = TestApp::spawn_with(Options::default()).await;
+    app.lead("1").await;
+    let mut grpc = tonic::client::Grpc::new(app.channel().await);
+    within("the channel", grpc.ready()).await.unwrap();
+    let wrong = GetLeadRequest {
+        integration: "default".into(),
+        lead_id: "1".into(),
+    };
+
+    let refused = within(
+        "StreamLeads",
+        grpc.server_streaming(
+            tonic::Request::new(wrong),
+            http::uri::PathAndQuery::from_static("/roistat.leads.v1.LeadService/StreamLeads"),
+            tonic_prost::ProstCodec::<GetLeadRequest, LeadEvent>::default(),
+        ),
+    )
+    .await
+    .unwrap_err();
+
+    assert_eq!(refused.code(), tonic::Code::Internal, "{refused:?}");
+    assert!(refused.message().contains("wire type"), "{refused:?}");
+}
+
+/// A request larger than `--grpc-max-recv-message-bytes` is refused before it is
+/// decoded.
+#[tokio::test]
+async fn a_stream_request_over_the_receive_limit_is_refused() {
+    let app =
+        TestApp::spawn_with(Options::default().args(["--grpc-max-recv-message-bytes", "65536"]))
+            .await;
+    let request = StreamLeadsRequest {
+        integrations: vec!["x".repeat(70_000)],
+        ..Default::default()
+    };
+
+    let refused = within("StreamLeads", app.grpc().await.stream_leads(request))
+        .await
+        .unwrap_err();
+
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+}
+
+/// An event larger than `--grpc-max-send-message-bytes` ends the stream with
+/// OUT_OF_RANGE after the events before it, rather than being cut or skipped.
+#[tokio::test]
+async fn an_event_larger_than_a_message_may_be_ends_the_stream_before_it() {
+    let app =
+        TestApp::spawn_with(Options::default().args(["--grpc-max-send-message-bytes", "65536"]))
+            .await;
+    app.lead("1").await;
+    let large = "x".repeat(40_000);
+    let stored = within(
+        "the large lead",
+        app.http
+            .post(format!("{}/webhook", app.http_base))
+            .form(&[
+                ("user", LOGIN),
+                ("token", &token()),
+                ("action", "lead"),
+                ("id", "2"),
+                ("title", &large),
+                ("text", &large),
+            ])
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored.status(), 200);
+    app.lead("3").await;
+
+    let mut stream = app.stream(after(0)).await;
+    let first = next_event(&mut stream).await;
+    let ended = within("the end of the stream", stream.message())
+        .await
+        .unwrap_err();
+
+    assert_eq!(first.sequence, 1);
+    assert_eq!(ended.code(), tonic::Code::OutOfRange, "{ended:?}");
+    assert!(ended.message().contains("event 2"), "{ended:?}");
+}
