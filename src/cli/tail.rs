@@ -172,7 +172,11 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         None if tls_asked => format!("https://{}", args.grpc_addr),
         None => format!("http://{}", args.grpc_addr),
     };
-    let mut endpoint = Channel::from_shared(url.clone())?;
+    // Wide windows and large frames: a tail from the start reads a whole history.
+    let mut endpoint = Channel::from_shared(url.clone())?
+        .initial_stream_window_size(8 * 1024 * 1024)
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .max_frame_size(1024 * 1024);
     if url.starts_with("https://") {
         endpoint = endpoint.tls_config(args.client_tls()?)?;
     }

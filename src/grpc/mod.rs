@@ -1,6 +1,7 @@
-//! The gRPC face: `roistat.leads.v1.LeadService`, the server around it (health,
-//! reflection, authentication) in `server`, and conversions between the generated
-//! messages and the domain model in `convert`. It calls the relay only.
+//! The gRPC face: `roistat.leads.v1.LeadService` (its `StreamLeads` in `stream`,
+//! beside the generated server), the server around it (health, reflection,
+//! authentication) in `server`, and conversions between the generated messages and
+//! the domain model in `convert`. It calls the relay only.
 
 mod convert;
 mod server;
