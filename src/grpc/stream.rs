@@ -23,6 +23,7 @@ use tonic_prost::ProstCodec;
 use tower::Service;
 
 use super::{LeadApi, convert};
+use crate::domain::EncodedEvent;
 use crate::proto::{self, EventFrame, MESSAGE_PREFIX};
 use crate::relay::StreamItem;
 use crate::wire;
@@ -30,9 +31,10 @@ use crate::wire;
 /// The method's path.
 const STREAM_LEADS: &str = "/roistat.leads.v1.LeadService/StreamLeads";
 
-/// Live events that arrive together are handed to the connection in one piece
-/// of at most about this many bytes.
-const GATHER_BYTES: usize = 64 * 1024;
+/// Events are handed to the connection in pieces of about this many bytes at
+/// most: live events that arrive together in one, a batch of stored events in
+/// several.
+const PIECE_BYTES: usize = 64 * 1024;
 
 /// LeadService: `StreamLeads` here, every other method the generated server's.
 #[derive(Clone)]
@@ -109,6 +111,7 @@ impl StreamLeads {
             Ok(items) => {
                 let body = Events {
                     items,
+                    replaying: Vec::new().into_iter(),
                     max_message_bytes: self.max_message_bytes,
                     end: None,
                     ended: false,
@@ -140,6 +143,8 @@ impl StreamLeads {
 /// written as gRPC messages, then the trailers when the relay ends the stream.
 struct Events {
     items: mpsc::Receiver<StreamItem>,
+    /// What is left of a batch of stored events, written a piece at a time.
+    replaying: std::vec::IntoIter<EncodedEvent>,
     max_message_bytes: usize,
     /// The status the stream ends with once what is written has been sent.
     end: Option<Status>,
@@ -160,14 +165,29 @@ impl http_body::Body for Events {
         }
         let mut buf = BytesMut::new();
         while this.end.is_none() {
+            this.put_replayed(&mut buf);
+            if buf.len() >= PIECE_BYTES {
+                break;
+            }
             match this.items.poll_recv(cx) {
-                Poll::Ready(Some(item)) => {
-                    if let Err(status) = put_item(&mut buf, &item, this.max_message_bytes) {
-                        this.end = Some(status);
-                    }
-                    if buf.len() >= GATHER_BYTES {
-                        break;
-                    }
+                Poll::Ready(Some(StreamItem::Replayed(events))) => {
+                    this.replaying = events.into_iter();
+                }
+                Poll::Ready(Some(StreamItem::Live(event))) => {
+                    this.put(&mut buf, &wire::frame(&event))
+                }
+                Poll::Ready(Some(StreamItem::Heartbeat {
+                    sequence,
+                    latest_sequence,
+                })) => {
+                    let body = proto::heartbeat_body(latest_sequence);
+                    let heartbeat = EventFrame {
+                        sequence,
+                        receive_time: None,
+                        field: proto::HEARTBEAT,
+                        body: &body,
+                    };
+                    this.put(&mut buf, &heartbeat);
                 }
                 Poll::Ready(None) => this.end = Some(Status::ok("")),
                 Poll::Pending if buf.is_empty() => return Poll::Pending,
@@ -192,45 +212,34 @@ impl http_body::Body for Events {
     }
 }
 
-/// Writes an item's events as messages; an event larger than a message may be
-/// (`--grpc-max-send-message-bytes`) ends the stream before it.
-fn put_item(buf: &mut BytesMut, item: &StreamItem, max_message: usize) -> Result<(), Status> {
-    match item {
-        StreamItem::Replayed(events) => {
-            let frames = || events.iter().map(wire::frame);
-            buf.reserve(
-                frames()
-                    .map(|frame| MESSAGE_PREFIX + frame.encoded_len())
-                    .sum(),
-            );
-            frames().try_for_each(|frame| put_frame(buf, &frame, max_message))
+impl Events {
+    /// Writes stored events of the batch being replayed until the piece is full.
+    fn put_replayed(&mut self, buf: &mut BytesMut) {
+        if self.replaying.len() > 0 && buf.capacity() < PIECE_BYTES {
+            buf.reserve(PIECE_BYTES);
         }
-        StreamItem::Live(event) => put_frame(buf, &wire::frame(event), max_message),
-        StreamItem::Heartbeat {
-            sequence,
-            latest_sequence,
-        } => {
-            let body = proto::heartbeat_body(*latest_sequence);
-            let frame = EventFrame {
-                sequence: *sequence,
-                receive_time: None,
-                field: proto::HEARTBEAT,
-                body: &body,
+        while buf.len() < PIECE_BYTES && self.end.is_none() {
+            let Some(event) = self.replaying.next() else {
+                return;
             };
-            put_frame(buf, &frame, max_message)
+            self.put(buf, &wire::frame(&event));
         }
     }
-}
 
-fn put_frame(buf: &mut BytesMut, frame: &EventFrame<'_>, max_message: usize) -> Result<(), Status> {
-    let len = frame.encoded_len();
-    if len > max_message {
-        return Err(Status::out_of_range(format!(
-            "event {} is {len} bytes encoded, more than the {max_message} a message may have \
-             (--grpc-max-send-message-bytes)",
-            frame.sequence
-        )));
+    /// Writes a frame as a message; one larger than a message may be
+    /// (`--grpc-max-send-message-bytes`) ends the stream before it.
+    fn put(&mut self, buf: &mut BytesMut, frame: &EventFrame<'_>) {
+        let len = frame.encoded_len();
+        if len > self.max_message_bytes {
+            self.end = Some(Status::out_of_range(format!(
+                "event {} is {len} bytes encoded, more than the {} a message may have \
+                 (--grpc-max-send-message-bytes)",
+                frame.sequence, self.max_message_bytes
+            )));
+            self.replaying = Vec::new().into_iter();
+            return;
+        }
+        buf.reserve(MESSAGE_PREFIX + len);
+        frame.put_message(buf);
     }
-    frame.put_message(buf);
-    Ok(())
 }

@@ -47,13 +47,55 @@ pub fn heartbeat_body(latest_sequence: u64) -> Vec<u8> {
 const HEAD_BYTES: usize = 48;
 const TRAILER_BYTES: usize = 40;
 
-/// Writes `write`'s bytes into an array on the stack, then copies them out at once.
-fn put_small<const N: usize>(buf: &mut impl BufMut, write: impl FnOnce(&mut &mut [u8])) {
-    let mut bytes = [0; N];
-    let mut rest = &mut bytes[..];
-    write(&mut rest);
-    let len = N - rest.len();
-    buf.put_slice(&bytes[..len]);
+/// Bytes put together on the stack, then copied out at once.
+struct Scratch<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Scratch<N> {
+    fn new() -> Self {
+        Self {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    fn byte(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+    }
+
+    fn key(&mut self, field: u32, wire_type: WireType) {
+        self.varint(u64::from(field << 3 | wire_type as u32));
+    }
+
+    fn uint64(&mut self, field: u32, value: u64) {
+        if value != 0 {
+            self.key(field, WireType::Varint);
+            self.varint(value);
+        }
+    }
+
+    /// A Timestamp field, as prost writes one: defaults left out.
+    fn timestamp(&mut self, field: u32, time: &prost_types::Timestamp) {
+        self.key(field, WireType::LengthDelimited);
+        self.varint(prost::Message::encoded_len(time) as u64);
+        self.uint64(1, time.seconds as u64);
+        self.uint64(2, i64::from(time.nanos) as u64);
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 impl EventFrame<'_> {
@@ -99,29 +141,26 @@ impl EventFrame<'_> {
     /// `LeadEvent`), which takes [`MESSAGE_PREFIX`] + [`Self::encoded_len`] bytes.
     pub fn put_message(&self, buf: &mut impl BufMut) {
         let len = self.encoded_len();
-        let inner = self.body.len() + self.trailer_len();
-        put_small::<HEAD_BYTES>(buf, |head| {
-            head.put_u8(0);
-            head.put_u32(len as u32);
-            if self.sequence != 0 {
-                encoding::uint64::encode(SEQUENCE, &self.sequence, head);
-            }
-            if let Some(time) = &self.receive_time {
-                encoding::message::encode(RECEIVE_TIME, time, head);
-            }
-            encoding::encode_key(self.field, WireType::LengthDelimited, head);
-            encoding::encode_varint(inner as u64, head);
-        });
+        let mut head = Scratch::<HEAD_BYTES>::new();
+        head.byte(0);
+        for byte in (len as u32).to_be_bytes() {
+            head.byte(byte);
+        }
+        head.uint64(SEQUENCE, self.sequence);
+        if let Some(time) = &self.receive_time {
+            head.timestamp(RECEIVE_TIME, time);
+        }
+        head.key(self.field, WireType::LengthDelimited);
+        head.varint((self.body.len() + self.trailer_len()) as u64);
+        buf.put_slice(head.as_slice());
         buf.put_slice(self.body);
         if self.has_trailer() {
-            put_small::<TRAILER_BYTES>(buf, |trailer| {
-                if let Some(time) = &self.receive_time {
-                    encoding::message::encode(LEAD_RECEIVE_TIME, time, trailer);
-                }
-                if self.sequence != 0 {
-                    encoding::uint64::encode(LEAD_SEQUENCE, &self.sequence, trailer);
-                }
-            });
+            let mut trailer = Scratch::<TRAILER_BYTES>::new();
+            if let Some(time) = &self.receive_time {
+                trailer.timestamp(LEAD_RECEIVE_TIME, time);
+            }
+            trailer.uint64(LEAD_SEQUENCE, self.sequence);
+            buf.put_slice(trailer.as_slice());
         }
     }
 }
@@ -225,7 +264,7 @@ mod tests {
                 (LEAD, lead.encode_to_vec(), expected)
             } else {
                 let message = DealMessage { text, ..Default::default() };
-                (MESSAGE, message.encode_to_vec(), lead_event::Event::Message(message))
+                (MESSAGE, message.encode_to_vec(), lead_event::Event::Message(Box::new(message)))
             };
             let frame = EventFrame { sequence, receive_time, field, body: &body };
             let expected = LeadEvent { sequence, receive_time, event: Some(expected) };

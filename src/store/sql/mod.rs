@@ -40,6 +40,8 @@ use crate::domain::{
     LeadSource, Order, OrderIdMode, RejectedFilter, RejectedRequest, Scheme,
 };
 
+#[cfg(test)]
+pub(super) use convert::UNCONVERTED;
 pub(super) use convert::convert_stored;
 pub(super) use reads::{events_after, latest_sequence};
 
