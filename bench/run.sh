@@ -112,12 +112,15 @@ record "$("$BENCH" fill --database-url "sqlite://$OUT/replay.db" --events "$REPL
 record "$("$BENCH" disk --database-url "sqlite://$OUT/replay.db") backend=sqlite"
 start_service "sqlite://$OUT/replay.db"
 # The first read warms the page cache; then three with the bulk reader (the
-# generated messages through a codec for bulk reads) and one with the stock client.
+# generated messages through a codec for bulk reads), each followed by one with the
+# split reader (the same, decoding on a second thread), and one with the stock client.
 "$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS" >/dev/null
 for run in 1 2 3; do
   record "$("$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS" --reader bulk)"
+  record "$("$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS" --reader split)"
 done
 record "replay median_events_per_s=$(grep '^replay reader=Bulk' "$RESULTS" | tail -3 | sed 's/.*events_per_s=//' | sort -n | sed -n 2p)"
+record "replay split_median_events_per_s=$(grep '^replay reader=Split' "$RESULTS" | tail -3 | sed 's/.*events_per_s=//' | sort -n | sed -n 2p)"
 record "$("$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS" --reader stock)"
 # The console's search on that store: each field's time to its first page.
 record "$("$BENCH" search --console http://127.0.0.1:18185)"

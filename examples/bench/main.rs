@@ -173,9 +173,10 @@ async fn connect(grpc: &str) -> anyhow::Result<Channel> {
 
 fn main() -> anyhow::Result<()> {
     let command = Cli::parse().command;
-    // The replaying client is one thread, as a consumer reading one stream in order
-    // would be: its connection and its decoding take turns on it, with no hand-off
-    // between threads for every frame.
+    // The replaying client's connection is one thread, as a consumer reading one
+    // stream in order would have: its connection and its decoding take turns on it,
+    // with no hand-off between threads for every frame (the split reader hands
+    // batches of messages to a second thread that decodes them).
     let runtime = match command {
         Command::Replay { .. } => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),

@@ -194,6 +194,124 @@ pub enum Reader {
     /// The same messages through a codec for bulk reads: a large receive buffer,
     /// and each message decoded from one contiguous slice (prost's fast path).
     Bulk,
+    /// The bulk reader with decoding on a second thread: the connection's thread
+    /// cuts the stream into messages and hands them over in batches, the other
+    /// decodes each into the generated type, as a consumer would that keeps its
+    /// connection's thread free.
+    Split,
+}
+
+/// Takes each message's bytes as they came, to be decoded elsewhere.
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = bytes::Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(1024 * 1024, 4 * 1024 * 1024)
+    }
+}
+
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = StreamLeadsRequest;
+    type Decode = bytes::Bytes;
+    type Encoder = <ProstCodec<StreamLeadsRequest, LeadEvent> as Codec>::Encoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstCodec::<StreamLeadsRequest, LeadEvent>::default().encoder()
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// Messages handed to the decoding thread at a time.
+const SPLIT_BATCH: usize = 512;
+
+/// Decodes every message it is handed into a `LeadEvent`, checking that sequences
+/// rise, until it has seen `events` events (heartbeats aside).
+fn decode_thread(
+    batches: std::sync::mpsc::Receiver<Vec<bytes::Bytes>>,
+    events: u64,
+) -> anyhow::Result<u64> {
+    let (mut received, mut last) = (0u64, 0u64);
+    for batch in batches {
+        for message in batch {
+            let event = LeadEvent::decode(message.as_ref())?;
+            if event.sequence <= last {
+                bail!("sequence {} after {last}", event.sequence);
+            }
+            last = event.sequence;
+            if !matches!(event.event, Some(Event::Heartbeat(_))) {
+                received += 1;
+            }
+            if received == events {
+                return Ok(received);
+            }
+        }
+    }
+    bail!("stream ended early: {received} of {events} events")
+}
+
+/// Reads the stream on this thread and decodes it on another.
+async fn replay_split(channel: Channel, events: u64) -> anyhow::Result<u64> {
+    let (batches, decoded) = std::sync::mpsc::sync_channel::<Vec<bytes::Bytes>>(64);
+    let (finished, mut done) = tokio::sync::oneshot::channel();
+    let decoder = std::thread::spawn(move || {
+        let result = decode_thread(decoded, events);
+        let _ = finished.send(());
+        result
+    });
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await?;
+    let path = PathAndQuery::from_static("/roistat.leads.v1.LeadService/StreamLeads");
+    let request = tonic::Request::new(StreamLeadsRequest::default());
+    let mut stream = client
+        .server_streaming(request, path, RawCodec)
+        .await?
+        .into_inner();
+    let mut batch = Vec::with_capacity(SPLIT_BATCH);
+    loop {
+        let next = if batch.is_empty() {
+            tokio::select! {
+                message = stream.message() => message?,
+                // The decoder has every event it waits for.
+                _ = &mut done => break,
+            }
+        } else {
+            // What has arrived goes to the decoder before this thread waits.
+            match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                Ok(message) => message?,
+                Err(_) => {
+                    if batches.send(std::mem::take(&mut batch)).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(message) = next else { break };
+        batch.push(message);
+        if batch.len() == SPLIT_BATCH && batches.send(std::mem::take(&mut batch)).is_err() {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = batches.send(batch);
+    }
+    drop(batches);
+    decoder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the decoding thread panicked"))?
 }
 
 /// Decodes `LeadEvent`s from contiguous slices of a large receive buffer.
@@ -262,6 +380,11 @@ pub async fn replay(grpc: &str, events: u64, reader: Reader) -> anyhow::Result<(
                 .await?
                 .into_inner()
         }
+        Reader::Split => {
+            let received = replay_split(channel, events).await?;
+            report(reader, received, started.elapsed());
+            return Ok(());
+        }
     };
     let mut received = 0u64;
     let mut last = 0;
@@ -276,11 +399,14 @@ pub async fn replay(grpc: &str, events: u64, reader: Reader) -> anyhow::Result<(
             received += 1;
         }
     }
-    let elapsed = started.elapsed();
+    report(reader, received, started.elapsed());
+    Ok(())
+}
+
+fn report(reader: Reader, received: u64, elapsed: Duration) {
     println!(
         "replay reader={reader:?} events={received} seconds={:.2} events_per_s={:.0}",
         elapsed.as_secs_f64(),
         received as f64 / elapsed.as_secs_f64()
     );
-    Ok(())
 }
