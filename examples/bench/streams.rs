@@ -201,7 +201,13 @@ pub enum Reader {
     Split,
 }
 
+/// A bulk reader's receive buffer: 1 MiB, growing to 4 MiB.
+fn bulk_buffers() -> BufferSettings {
+    BufferSettings::new(1024 * 1024, 4 * 1024 * 1024)
+}
+
 /// Takes each message's bytes as they came, to be decoded elsewhere.
+#[derive(Clone, Copy)]
 struct RawDecoder;
 
 impl Decoder for RawDecoder {
@@ -213,24 +219,7 @@ impl Decoder for RawDecoder {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(1024 * 1024, 4 * 1024 * 1024)
-    }
-}
-
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = StreamLeadsRequest;
-    type Decode = bytes::Bytes;
-    type Encoder = <ProstCodec<StreamLeadsRequest, LeadEvent> as Codec>::Encoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<StreamLeadsRequest, LeadEvent>::default().encoder()
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
+        bulk_buffers()
     }
 }
 
@@ -276,7 +265,7 @@ async fn replay_split(channel: Channel, events: u64) -> anyhow::Result<u64> {
     let path = PathAndQuery::from_static("/roistat.leads.v1.LeadService/StreamLeads");
     let request = tonic::Request::new(StreamLeadsRequest::default());
     let mut stream = client
-        .server_streaming(request, path, RawCodec)
+        .server_streaming(request, path, BulkCodec(RawDecoder))
         .await?
         .into_inner();
     let mut batch = Vec::with_capacity(SPLIT_BATCH);
@@ -315,6 +304,7 @@ async fn replay_split(channel: Channel, events: u64) -> anyhow::Result<u64> {
 }
 
 /// Decodes `LeadEvent`s from contiguous slices of a large receive buffer.
+#[derive(Clone, Copy)]
 struct BulkDecoder;
 
 impl Decoder for BulkDecoder {
@@ -329,24 +319,31 @@ impl Decoder for BulkDecoder {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(1024 * 1024, 4 * 1024 * 1024)
+        bulk_buffers()
     }
 }
 
-struct BulkCodec;
+/// The replay request, encoded as the generated client does, with a bulk reader's
+/// decoder for the answers.
+#[derive(Clone, Copy)]
+struct BulkCodec<D>(D);
 
-impl Codec for BulkCodec {
+impl<D> Codec for BulkCodec<D>
+where
+    D: Decoder<Error = Status> + Copy + Send + 'static,
+    D::Item: Send + 'static,
+{
     type Encode = StreamLeadsRequest;
-    type Decode = LeadEvent;
+    type Decode = D::Item;
     type Encoder = <ProstCodec<StreamLeadsRequest, LeadEvent> as Codec>::Encoder;
-    type Decoder = BulkDecoder;
+    type Decoder = D;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstCodec::<StreamLeadsRequest, LeadEvent>::default().encoder()
     }
 
-    fn decoder(&mut self) -> BulkDecoder {
-        BulkDecoder
+    fn decoder(&mut self) -> D {
+        self.0
     }
 }
 
@@ -376,7 +373,7 @@ pub async fn replay(grpc: &str, events: u64, reader: Reader) -> anyhow::Result<(
             let path = PathAndQuery::from_static("/roistat.leads.v1.LeadService/StreamLeads");
             let request = tonic::Request::new(StreamLeadsRequest::default());
             client
-                .server_streaming(request, path, BulkCodec)
+                .server_streaming(request, path, BulkCodec(BulkDecoder))
                 .await?
                 .into_inner()
         }
