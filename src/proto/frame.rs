@@ -41,9 +41,9 @@ pub fn heartbeat_body(latest_sequence: u64) -> Vec<u8> {
     prost::Message::encode_to_vec(&super::Heartbeat { latest_sequence })
 }
 
-/// At most what a frame writes before its body (the prefix, the sequence, the
-/// receive time, the oneof field's key and length), and after it (a lead's own
-/// receive time and sequence).
+/// At most what a frame writes before its body (the prefix 5, the sequence 11, the
+/// receive time 24, the oneof field's key 1 and a length of at most 5 for any body
+/// a message can carry), and after it (a lead's own receive time 25 and sequence 12).
 const HEAD_BYTES: usize = 48;
 const TRAILER_BYTES: usize = 40;
 
@@ -247,8 +247,10 @@ mod tests {
         #[test]
         fn frames_agree_with_the_generated_encoding(
             sequence in any::<u64>(),
-            seconds in -62_135_596_800_i64..253_402_300_800,
-            nanos in 0..1_000_000_000_i32,
+            seconds in any::<i64>(),
+            // Out of range too (negative nanos are ten bytes): the frame still
+            // writes what prost would.
+            nanos in any::<i32>(),
             timed in any::<bool>(),
             text in ".{0,300}",
             lead in any::<bool>(),
