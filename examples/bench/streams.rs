@@ -13,7 +13,7 @@ use roistat_leads::proto::lead_service_client::LeadServiceClient;
 use roistat_leads::proto::{LeadEvent, StreamLeadsRequest};
 use tokio::task::JoinSet;
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, Streaming};
 use tonic::transport::Channel;
 use tonic_prost::ProstCodec;
 
@@ -226,29 +226,60 @@ impl Decoder for RawDecoder {
 /// Messages handed to the decoding thread at a time.
 const SPLIT_BATCH: usize = 512;
 
-/// Decodes every message it is handed into a `LeadEvent`, checking that sequences
-/// rise, until it has seen `events` events (heartbeats aside).
+/// What a replaying reader has seen: events (heartbeats aside), and the last
+/// sequence, which must rise.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    last: u64,
+}
+
+impl Tally {
+    fn see(&mut self, event: &LeadEvent) -> anyhow::Result<()> {
+        if event.sequence <= self.last {
+            bail!("sequence {} after {}", event.sequence, self.last);
+        }
+        self.last = event.sequence;
+        if !matches!(event.event, Some(Event::Heartbeat(_))) {
+            self.received += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes every message it is handed into a `LeadEvent` until it has seen
+/// `events` events.
 fn decode_thread(
     batches: std::sync::mpsc::Receiver<Vec<bytes::Bytes>>,
     events: u64,
 ) -> anyhow::Result<u64> {
-    let (mut received, mut last) = (0u64, 0u64);
+    let mut tally = Tally::default();
     for batch in batches {
         for message in batch {
-            let event = LeadEvent::decode(message.as_ref())?;
-            if event.sequence <= last {
-                bail!("sequence {} after {last}", event.sequence);
-            }
-            last = event.sequence;
-            if !matches!(event.event, Some(Event::Heartbeat(_))) {
-                received += 1;
-            }
-            if received == events {
-                return Ok(received);
+            tally.see(&LeadEvent::decode(message.as_ref())?)?;
+            if tally.received == events {
+                return Ok(events);
             }
         }
     }
-    bail!("stream ended early: {received} of {events} events")
+    bail!("stream ended early: {} of {events} events", tally.received)
+}
+
+/// `StreamLeads` from the start of the log through the generated client stack,
+/// each answer decoded by `decoder`.
+async fn bulk_stream<D>(channel: Channel, decoder: D) -> anyhow::Result<Streaming<D::Item>>
+where
+    D: Decoder<Error = Status> + Copy + Send + 'static,
+    D::Item: Send + Sync + 'static,
+{
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await?;
+    let path = PathAndQuery::from_static("/roistat.leads.v1.LeadService/StreamLeads");
+    let request = tonic::Request::new(StreamLeadsRequest::default());
+    let response = client
+        .server_streaming(request, path, BulkCodec(decoder))
+        .await?;
+    Ok(response.into_inner())
 }
 
 /// Reads the stream on this thread and decodes it on another.
@@ -260,14 +291,7 @@ async fn replay_split(channel: Channel, events: u64) -> anyhow::Result<u64> {
         let _ = finished.send(());
         result
     });
-    let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await?;
-    let path = PathAndQuery::from_static("/roistat.leads.v1.LeadService/StreamLeads");
-    let request = tonic::Request::new(StreamLeadsRequest::default());
-    let mut stream = client
-        .server_streaming(request, path, BulkCodec(RawDecoder))
-        .await?
-        .into_inner();
+    let mut stream = bulk_stream(channel, RawDecoder).await?;
     let mut batch = Vec::with_capacity(SPLIT_BATCH);
     loop {
         let next = if batch.is_empty() {
@@ -367,36 +391,20 @@ pub async fn replay(grpc: &str, events: u64, reader: Reader) -> anyhow::Result<(
                 .await?
                 .into_inner()
         }
-        Reader::Bulk => {
-            let mut client = tonic::client::Grpc::new(channel);
-            client.ready().await?;
-            let path = PathAndQuery::from_static("/roistat.leads.v1.LeadService/StreamLeads");
-            let request = tonic::Request::new(StreamLeadsRequest::default());
-            client
-                .server_streaming(request, path, BulkCodec(BulkDecoder))
-                .await?
-                .into_inner()
-        }
+        Reader::Bulk => bulk_stream(channel, BulkDecoder).await?,
         Reader::Split => {
             let received = replay_split(channel, events).await?;
             report(reader, received, started.elapsed());
             return Ok(());
         }
     };
-    let mut received = 0u64;
-    let mut last = 0;
-    while received < events {
+    let mut tally = Tally::default();
+    while tally.received < events {
         // Every event decoded into the generated type, as a consumer would.
         let event = stream.message().await?.context("stream ended early")?;
-        if event.sequence <= last {
-            bail!("sequence {} after {last}", event.sequence);
-        }
-        last = event.sequence;
-        if !matches!(event.event, Some(Event::Heartbeat(_))) {
-            received += 1;
-        }
+        tally.see(&event)?;
     }
-    report(reader, received, started.elapsed());
+    report(reader, tally.received, started.elapsed());
     Ok(())
 }
 

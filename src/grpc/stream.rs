@@ -111,7 +111,7 @@ impl StreamLeads {
             Ok(items) => {
                 let body = Events {
                     items,
-                    replaying: Vec::new().into_iter(),
+                    replaying: Default::default(),
                     max_message_bytes: self.max_message_bytes,
                     end: None,
                     ended: false,
@@ -236,7 +236,7 @@ impl Events {
                  (--grpc-max-send-message-bytes)",
                 frame.sequence, self.max_message_bytes
             )));
-            self.replaying = Vec::new().into_iter();
+            self.replaying = Default::default();
             return;
         }
         buf.reserve(MESSAGE_PREFIX + len);
