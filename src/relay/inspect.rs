@@ -126,7 +126,7 @@ impl LeadRelay {
         Ok(consumers
             .into_iter()
             .map(|consumer| ConsumerView {
-                connected: self.connected.count(&consumer.name),
+                connected: self.streams.connected.count(&consumer.name),
                 consumer,
             })
             .collect())
@@ -134,7 +134,9 @@ impl LeadRelay {
 
     /// Open StreamLeads subscribers (and console feeds) on this replica.
     pub fn subscribers(&self) -> usize {
-        self.subscribers.load(std::sync::atomic::Ordering::Relaxed)
+        self.streams
+            .subscribers
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Leads per minute since `since`, the latest sequence, the store's size.

@@ -13,7 +13,6 @@ mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -37,10 +36,7 @@ pub struct LeadRelay {
     options: Arc<RelayOptions>,
     refused: Arc<rejected::RefusedRing>,
     readiness: Arc<readiness::Readiness>,
-    /// Open StreamLeads subscribers.
-    subscribers: Arc<AtomicUsize>,
-    /// Streams of named consumers open here.
-    connected: Arc<inspect::Connected>,
+    streams: stream::Streams,
     shutdown: CancellationToken,
 }
 
@@ -95,13 +91,14 @@ impl LeadRelay {
         options: RelayOptions,
         shutdown: CancellationToken,
     ) -> Self {
+        let streams =
+            stream::Streams::new(store.clone(), store.clone(), &options, shutdown.clone());
         Self {
             store,
             options: Arc::new(options),
             refused: Arc::default(),
             readiness: Arc::default(),
-            subscribers: Arc::default(),
-            connected: Arc::default(),
+            streams,
             shutdown,
         }
     }

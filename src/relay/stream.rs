@@ -7,9 +7,12 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::{Error, LeadRelay};
+use super::inspect::{Connected, ConnectedStream};
+use super::{Error, LeadRelay, RelayOptions};
 use crate::domain::{EncodedEvent, EventFilter, validate_consumer_name};
+use crate::store::{ConsumerStore, EventLog};
 use crate::telemetry;
 
 /// Events read from the store per query while a subscriber catches up.
@@ -51,7 +54,54 @@ pub enum StreamItem {
     Heartbeat { sequence: u64, latest_sequence: u64 },
 }
 
+/// Streaming, with only what it needs: the event log, the consumers' positions,
+/// its bounds, and the relay's shutdown.
+#[derive(Clone)]
+pub(super) struct Streams {
+    log: Arc<dyn EventLog>,
+    consumers: Arc<dyn ConsumerStore>,
+    heartbeat: Duration,
+    max_subscribers: usize,
+    max_consumers: u32,
+    /// Open subscribers.
+    pub(super) subscribers: Arc<AtomicUsize>,
+    /// Streams of named consumers open here.
+    pub(super) connected: Arc<Connected>,
+    shutdown: CancellationToken,
+}
+
+impl Streams {
+    pub(super) fn new(
+        log: Arc<dyn EventLog>,
+        consumers: Arc<dyn ConsumerStore>,
+        options: &RelayOptions,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            log,
+            consumers,
+            heartbeat: options.heartbeat,
+            max_subscribers: options.max_subscribers,
+            max_consumers: options.max_consumers,
+            subscribers: Arc::default(),
+            connected: Arc::default(),
+            shutdown,
+        }
+    }
+}
+
 impl LeadRelay {
+    /// Streams events: see [`Streams::open`].
+    pub async fn stream(
+        &self,
+        request: StreamRequest,
+        buffer: usize,
+    ) -> Result<mpsc::Receiver<StreamItem>, Error> {
+        self.streams.open(request, buffer).await
+    }
+}
+
+impl Streams {
     /// Streams events: stored history first, then live events, with no gap and no
     /// duplicate at the switch; events the filter refuses are skipped, heartbeats
     /// mark quiet periods. A subscriber that falls behind the live feed catches up
@@ -60,7 +110,7 @@ impl LeadRelay {
     ///
     /// The starting point is fixed before this returns: an event committed after
     /// it is delivered even with [`StreamStart::OnlyNew`].
-    pub async fn stream(
+    pub(super) async fn open(
         &self,
         request: StreamRequest,
         buffer: usize,
@@ -69,23 +119,23 @@ impl LeadRelay {
             validate_consumer_name(name)?;
         }
         // Counted from here; the guard goes with the subscriber's task.
-        let seat = Seat::take(&self.subscribers, self.options.max_subscribers)?;
+        let seat = Seat::take(&self.subscribers, self.max_subscribers)?;
         // Subscribed before reading the store, so nothing committed in between is missed.
-        let live = self.store.subscribe();
+        let live = self.log.subscribe();
         let explicit = match request.start {
             None => None,
             Some(StreamStart::After(sequence)) => Some(sequence),
-            Some(StreamStart::OnlyNew) => Some(self.store.latest_sequence().await?),
-            Some(StreamStart::At(time)) => Some(match self.store.first_sequence_at(time).await? {
+            Some(StreamStart::OnlyNew) => Some(self.log.latest_sequence().await?),
+            Some(StreamStart::At(time)) => Some(match self.log.first_sequence_at(time).await? {
                 Some(first) => first - 1,
-                None => self.store.latest_sequence().await?,
+                None => self.log.latest_sequence().await?,
             }),
         };
         let cursor = match &request.consumer {
             Some(name) => {
                 if let Some(start) = explicit {
                     // A consumer placed past the last event would skip what comes next.
-                    let latest = self.store.latest_sequence().await?;
+                    let latest = self.log.latest_sequence().await?;
                     if start > latest {
                         return Err(Error::InvalidArgument(format!(
                             "after_sequence {start} is not stored yet (the latest is {latest}): \
@@ -93,9 +143,9 @@ impl LeadRelay {
                         )));
                     }
                 }
-                let max = self.options.max_consumers;
+                let max = self.max_consumers;
                 let consumer = self
-                    .store
+                    .consumers
                     .ensure_consumer(name, explicit.unwrap_or(0), max)
                     .await?;
                 explicit.unwrap_or(consumer.acked_sequence)
@@ -108,16 +158,16 @@ impl LeadRelay {
             "stream opened"
         );
         let (sender, receiver) = mpsc::channel(buffer.max(1));
-        let relay = self.clone();
+        let streams = self.clone();
         let connected = request
             .consumer
             .as_deref()
-            .map(|name| super::inspect::ConnectedStream::open(&self.connected, name));
+            .map(|name| ConnectedStream::open(&self.connected, name));
         tokio::spawn(async move {
             let _seat = seat;
             let _connected = connected;
             let metrics = telemetry::SubscriberMetrics::new();
-            relay
+            streams
                 .feed_subscriber(cursor, live, &request.filter, &sender, &metrics)
                 .await
         });
@@ -165,8 +215,8 @@ impl LeadRelay {
                 let event = tokio::select! {
                     _ = self.shutdown.cancelled() => return,
                     _ = out.closed() => return,
-                    _ = tokio::time::sleep_until(last_delivery + self.options.heartbeat) => {
-                        let latest_sequence = self.store.latest_sequence().await.unwrap_or(cursor).max(cursor);
+                    _ = tokio::time::sleep_until(last_delivery + self.heartbeat) => {
+                        let latest_sequence = self.log.latest_sequence().await.unwrap_or(cursor).max(cursor);
                         let heartbeat = StreamItem::Heartbeat { sequence: cursor, latest_sequence };
                         if !self.deliver(out, heartbeat).await {
                             return;
@@ -212,8 +262,8 @@ impl LeadRelay {
         cursor: u64,
         out: &mpsc::Sender<StreamItem>,
     ) -> tokio::task::JoinHandle<Option<Vec<EncodedEvent>>> {
-        let (relay, out) = (self.clone(), out.clone());
-        tokio::spawn(async move { relay.read_events(cursor, &out).await })
+        let (streams, out) = (self.clone(), out.clone());
+        tokio::spawn(async move { streams.read_events(cursor, &out).await })
     }
 
     /// Reads stored events after `cursor`, retrying while the store is unavailable
@@ -226,7 +276,7 @@ impl LeadRelay {
     ) -> Option<Vec<EncodedEvent>> {
         let mut backoff = RETRY_BACKOFF_MIN;
         loop {
-            match self.store.events_after(cursor, REPLAY_BATCH).await {
+            match self.log.events_after(cursor, REPLAY_BATCH).await {
                 Ok(events) => return Some(events),
                 Err(error) => {
                     tracing::warn!(%error, cursor, "cannot read events for a subscriber; retrying")
@@ -274,3 +324,6 @@ impl Drop for Seat {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,9 +1,14 @@
 //! Durable storage of leads, messages, deals and the event log behind them.
-//! Every backend implements [`LeadStore`] through the same SQL (`sql/`), over the
-//! small database surface of `db.rs`; `open` picks one from the database URL.
+//! The store is seen through the roles its callers use ([`EventLog`],
+//! [`LeadWrites`], [`CrmStore`], [`ConsumerStore`], [`Inspection`], [`Lifecycle`]);
+//! [`LeadStore`] is all of them. Every backend implements them through the same SQL
+//! (`sql/`), over the small database surface of `db.rs`; `open` picks one from the
+//! database URL.
 
 mod checkpoint;
 mod db;
+#[cfg(test)]
+pub(crate) mod fake;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -134,10 +139,44 @@ pub struct ExportWindow {
     pub limit: u64,
 }
 
-/// Storage of the relay. Writes return only after they are durably committed;
-/// every new event is then published on the store's event feed in sequence order.
+/// The event log: every lead, message, task and call in sequence order, and the
+/// feed of events as they commit. What streams read.
 #[async_trait]
-pub trait LeadStore: Send + Sync + 'static {
+pub trait EventLog: Send + Sync + 'static {
+    /// Committed events with a sequence greater than `after_sequence`, in order, at most `limit`.
+    async fn events_after(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<EncodedEvent>, StoreError>;
+
+    /// The greatest committed sequence, 0 when there is none.
+    async fn latest_sequence(&self) -> Result<u64, StoreError>;
+
+    /// The smallest sequence of an event received at or after `time`.
+    async fn first_sequence_at(&self, time: OffsetDateTime) -> Result<Option<u64>, StoreError>;
+
+    /// A feed of events as they commit. A receiver that lags is told so and must
+    /// read the missed events with [`EventLog::events_after`].
+    fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedEvent>>;
+
+    /// A lead's event.
+    async fn get_lead(&self, key: &LeadKey) -> Result<Option<EncodedEvent>, StoreError>;
+
+    /// Leads' events in sequence order, after `after_sequence`, at most `limit`; only
+    /// those of `integration` when it is given.
+    async fn list_leads(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+        integration: Option<&str>,
+    ) -> Result<Vec<EncodedEvent>, StoreError>;
+}
+
+/// Receiving: leads, messages, tasks and calls written once each, and the order
+/// ids Roistat is answered.
+#[async_trait]
+pub trait LeadWrites: Send + Sync + 'static {
     /// Stores a lead once: a lead already stored under the same key is left as it
     /// was. Then fixes its order id per `mode` if it has none yet.
     async fn insert_lead(
@@ -160,10 +199,20 @@ pub trait LeadStore: Send + Sync + 'static {
         dedup_window: Duration,
     ) -> Result<EventReceipt, StoreError>;
 
+    /// A feed of leads whose CRM deal id was just reported (on any replica).
+    /// A receiver that lags must re-read the deals it waits for.
+    fn subscribe_deal_reports(&self) -> broadcast::Receiver<LeadKey>;
+}
+
+/// The CRM's side: deals, the scheme, clients, and Roistat's export walks.
+#[async_trait]
+pub trait CrmStore: Send + Sync + 'static {
     /// Records what the CRM reports about a deal: its id and details (a new version
     /// of them). [`StoreError::Conflict`] when it would change a deal id Roistat was
     /// already answered; then nothing changes.
     async fn report_deal(&self, key: &LeadKey, report: DealReport) -> Result<Deal, StoreError>;
+
+    async fn get_deal(&self, key: &LeadKey) -> Result<Option<Deal>, StoreError>;
 
     /// Replaces an integration's scheme.
     async fn put_scheme(
@@ -212,41 +261,14 @@ pub trait LeadStore: Send + Sync + 'static {
         window: ExportWindow,
     ) -> Result<(u64, Vec<ClientRecord>), StoreError>;
 
-    /// A lead's event.
-    async fn get_lead(&self, key: &LeadKey) -> Result<Option<EncodedEvent>, StoreError>;
+    /// A lead's order as Roistat's export lists it now; `None` while its id is not
+    /// fixed.
+    async fn export_order(&self, key: &LeadKey) -> Result<Option<Order>, StoreError>;
+}
 
-    /// Leads' events in sequence order, after `after_sequence`, at most `limit`; only
-    /// those of `integration` when it is given.
-    async fn list_leads(
-        &self,
-        after_sequence: u64,
-        limit: u32,
-        integration: Option<&str>,
-    ) -> Result<Vec<EncodedEvent>, StoreError>;
-
-    async fn get_deal(&self, key: &LeadKey) -> Result<Option<Deal>, StoreError>;
-
-    /// Committed events with a sequence greater than `after_sequence`, in order, at most `limit`.
-    async fn events_after(
-        &self,
-        after_sequence: u64,
-        limit: u32,
-    ) -> Result<Vec<EncodedEvent>, StoreError>;
-
-    /// The greatest committed sequence, 0 when there is none.
-    async fn latest_sequence(&self) -> Result<u64, StoreError>;
-
-    /// A feed of events as they commit. A receiver that lags is told so and must
-    /// read the missed events with [`LeadStore::events_after`].
-    fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedEvent>>;
-
-    /// A feed of leads whose CRM deal id was just reported (on any replica).
-    /// A receiver that lags must re-read the deals it waits for.
-    fn subscribe_deal_reports(&self) -> broadcast::Receiver<LeadKey>;
-
-    /// The smallest sequence of an event received at or after `time`.
-    async fn first_sequence_at(&self, time: OffsetDateTime) -> Result<Option<u64>, StoreError>;
-
+/// Named, durable consumers and their positions in the event log.
+#[async_trait]
+pub trait ConsumerStore: Send + Sync + 'static {
     /// Creates a consumer positioned after `acked_sequence` unless it exists; returns
     /// it. [`StoreError::Exhausted`] when `max` consumers exist already.
     async fn ensure_consumer(
@@ -276,7 +298,12 @@ pub trait LeadStore: Send + Sync + 'static {
 
     /// False when there was no such consumer.
     async fn delete_consumer(&self, name: &str) -> Result<bool, StoreError>;
+}
 
+/// What operators look at: refused requests, searches, a lead's history, the
+/// store's size.
+#[async_trait]
+pub trait Inspection: Send + Sync + 'static {
     /// Stores a request refused after the token check, keeping the newest `keep`
     /// of its integration; returns its id.
     async fn record_rejected(&self, request: RejectedRequest, keep: u32)
@@ -301,10 +328,6 @@ pub trait LeadStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<EncodedEvent>, StoreError>;
 
-    /// A lead's order as Roistat's export lists it now; `None` while its id is not
-    /// fixed.
-    async fn export_order(&self, key: &LeadKey) -> Result<Option<Order>, StoreError>;
-
     /// Leads per minute (Unix minutes) and source received since `since`, in
     /// `integration` (every one when `None`).
     async fn lead_minutes(
@@ -315,13 +338,30 @@ pub trait LeadStore: Send + Sync + 'static {
 
     /// The bytes the store takes on disk.
     async fn store_bytes(&self) -> Result<u64, StoreError>;
+}
 
+/// The store as a whole: whether it can write, and its end.
+#[async_trait]
+pub trait Lifecycle: Send + Sync + 'static {
     /// Succeeds when the store can commit a write: an empty one goes through the
     /// writer, as a lead would.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Finishes pending writes and closes connections.
     async fn close(&self);
+}
+
+/// Storage of the relay, every role at once. Writes return only after they are
+/// durably committed; every new event is then published on the event feed in
+/// sequence order.
+pub trait LeadStore:
+    EventLog + LeadWrites + CrmStore + ConsumerStore + Inspection + Lifecycle
+{
+}
+
+impl<S> LeadStore for S where
+    S: EventLog + LeadWrites + CrmStore + ConsumerStore + Inspection + Lifecycle
+{
 }
 
 /// Opens the store a database URL names, applying its migrations.

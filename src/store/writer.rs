@@ -2,7 +2,12 @@
 //! applies them in one transaction, commits once (one fsync for the lot), then
 //! announces what committed and answers each caller. A batch that fails is retried
 //! write by write, so one bad write never fails its neighbours.
+//!
+//! Each write carries its caller's [`Reply`], typed by what that write produces: a
+//! transaction fills the replies of its writes, and they are sent only once it
+//! committed.
 
+use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
@@ -17,61 +22,77 @@ use crate::domain::{
 /// Most writes committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
 
-/// A write, as the writer applies it.
+/// A write, as the writer applies it, with the reply its caller waits for.
 #[derive(Debug)]
 pub(super) enum Write {
     InsertLead {
         lead: Box<NewLead>,
         mode: OrderIdMode,
+        reply: Reply<LeadReceipt>,
     },
     AssignOrderId {
         key: LeadKey,
         mode: OrderIdMode,
+        reply: Reply<Deal>,
     },
     InsertEvent {
         event: Box<NewEvent>,
         /// How long an identical message or task is the same event.
         dedup_window: Duration,
+        reply: Reply<EventReceipt>,
     },
     ReportDeal {
         key: LeadKey,
         report: Box<DealReport>,
+        reply: Reply<Deal>,
     },
     PutScheme {
         integration: String,
         scheme: Box<Scheme>,
+        /// When the scheme was published.
+        reply: Reply<OffsetDateTime>,
     },
     PutClient {
         integration: String,
         client: Box<Client>,
+        /// When the client was updated.
+        reply: Reply<OffsetDateTime>,
     },
     ExportSnapshot {
         integration: String,
         kind: ExportKind,
         since: OffsetDateTime,
         restart: bool,
+        /// The version the walk reads.
+        reply: Reply<u64>,
     },
     EnsureConsumer {
         name: String,
         acked_sequence: u64,
         /// The most consumers there may be.
         max: u32,
+        reply: Reply<()>,
     },
     AckConsumer {
         name: String,
         sequence: u64,
         max: u32,
+        reply: Reply<()>,
     },
     DeleteConsumer {
         name: String,
+        /// False when there was no such consumer.
+        reply: Reply<bool>,
     },
     RecordRejected {
         request: Box<RejectedRequest>,
         /// How many to keep per integration.
         keep: u32,
+        /// The record's id.
+        reply: Reply<u64>,
     },
     /// An empty write: proves the write path (lock, disk, connection) works.
-    Ping,
+    Ping { reply: Reply<()> },
 }
 
 impl Write {
@@ -91,30 +112,95 @@ impl Write {
                 | Write::ExportSnapshot { .. }
         )
     }
+
+    /// The write's reply, whatever it carries.
+    fn reply(&mut self) -> &mut dyn Pending {
+        match self {
+            Write::InsertLead { reply, .. } => reply,
+            Write::AssignOrderId { reply, .. } | Write::ReportDeal { reply, .. } => reply,
+            Write::InsertEvent { reply, .. } => reply,
+            Write::PutScheme { reply, .. } | Write::PutClient { reply, .. } => reply,
+            Write::ExportSnapshot { reply, .. } | Write::RecordRejected { reply, .. } => reply,
+            Write::EnsureConsumer { reply, .. }
+            | Write::AckConsumer { reply, .. }
+            | Write::Ping { reply } => reply,
+            Write::DeleteConsumer { reply, .. } => reply,
+        }
+    }
 }
 
-/// What a write produced.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Outcome {
-    Lead(LeadReceipt),
-    Deal(Deal),
-    Event(EventReceipt),
-    Time(OffsetDateTime),
-    Number(u64),
-    Flag(bool),
-    Done,
+/// What a write produced, or its logical refusal (an unknown lead, a conflicting
+/// deal id): either is only told once the transaction committed.
+pub(super) type Applied<T> = Result<T, StoreError>;
+
+/// Where a write's outcome waits for its transaction to commit, then goes to the
+/// caller.
+pub(super) struct Reply<T> {
+    caller: Option<oneshot::Sender<Applied<T>>>,
+    /// Boxed, so that a write in the queue stays small whatever it produces.
+    outcome: Option<Box<Applied<T>>>,
 }
 
-/// A write's outcome, or its logical refusal (an unknown lead, a conflicting deal
-/// id): either is only told once the transaction committed.
-pub(super) type Applied = Result<Outcome, StoreError>;
+impl<T> Reply<T> {
+    fn new(caller: oneshot::Sender<Applied<T>>) -> Self {
+        Self {
+            caller: Some(caller),
+            outcome: None,
+        }
+    }
+
+    /// Keeps the write's outcome until its transaction commits.
+    pub fn set(&mut self, outcome: Applied<T>) {
+        self.outcome = Some(Box::new(outcome));
+    }
+}
+
+impl<T> fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("settled", &self.outcome.is_some())
+            .finish()
+    }
+}
+
+/// A reply of any type, as the writer settles it.
+trait Pending: Send {
+    /// Forgets the outcome of a transaction that did not commit.
+    fn forget(&mut self);
+    /// Fails the write.
+    fn fail(&mut self, error: StoreError);
+    /// Sends the outcome to the caller; one without an outcome is told the write
+    /// failed. A caller that gave up (its request was cancelled) is not waiting.
+    fn send(&mut self);
+}
+
+impl<T: Send> Pending for Reply<T> {
+    fn forget(&mut self) {
+        self.outcome = None;
+    }
+
+    fn fail(&mut self, error: StoreError) {
+        self.set(Err(error));
+    }
+
+    fn send(&mut self) {
+        let outcome = self.outcome.take().map_or_else(
+            || {
+                Err(StoreError::Failed(DbError::invalid(
+                    "the writer produced no outcome for a write",
+                )))
+            },
+            |outcome| *outcome,
+        );
+        if let Some(caller) = self.caller.take() {
+            let _ = caller.send(outcome);
+        }
+    }
+}
 
 /// A message to the writer.
 pub(super) enum Command {
-    Write {
-        write: Write,
-        reply: oneshot::Sender<Applied>,
-    },
+    Write(Write),
     /// Finish what was queued before, then stop.
     Stop,
 }
@@ -130,12 +216,12 @@ pub(super) struct Committed {
 
 /// A backend's write side.
 pub(super) trait Transactor: Send + 'static {
-    /// Applies the writes in one transaction and commits it: one outcome per write,
-    /// in order. A database error aborts the transaction and is returned.
+    /// Applies the writes in one transaction and commits it, setting each write's
+    /// reply. A database error aborts the transaction and is returned.
     fn apply_batch(
         &mut self,
-        batch: &[Write],
-    ) -> impl Future<Output = Result<(Vec<Applied>, Committed), DbError>> + Send;
+        batch: &mut [Write],
+    ) -> impl Future<Output = Result<Committed, DbError>> + Send;
 
     /// Announces what committed (after the commit, before the callers are answered).
     fn announce(&mut self, committed: Committed);
@@ -144,11 +230,14 @@ pub(super) trait Transactor: Send + 'static {
     fn upkeep(&mut self, _idle: bool) {}
 }
 
-/// Queues a write and waits for its outcome.
-pub(super) async fn submit(queue: &mpsc::Sender<Command>, write: Write) -> Applied {
-    let (reply, answer) = oneshot::channel();
+/// Queues the write `make` builds around its reply, and waits for its outcome.
+pub(super) async fn submit<T>(
+    queue: &mpsc::Sender<Command>,
+    make: impl FnOnce(Reply<T>) -> Write,
+) -> Applied<T> {
+    let (caller, answer) = oneshot::channel();
     queue
-        .send(Command::Write { write, reply })
+        .send(Command::Write(make(Reply::new(caller))))
         .await
         .map_err(|_| StoreError::Closed)?;
     answer.await.map_err(|_| StoreError::Closed)?
@@ -160,20 +249,16 @@ pub(super) async fn run<T: Transactor>(mut transactor: T, mut queue: mpsc::Recei
     let mut commands = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut commands, MAX_BATCH).await > 0 {
         let mut writes = Vec::with_capacity(commands.len());
-        let mut replies = Vec::with_capacity(commands.len());
         let mut stop = false;
         for command in commands.drain(..) {
             match command {
                 // Writes queued after Stop are dropped: their callers see the store closed.
-                Command::Write { .. } if stop => {}
-                Command::Write { write, reply } => {
-                    writes.push(write);
-                    replies.push(reply);
-                }
+                Command::Write(_) if stop => {}
+                Command::Write(write) => writes.push(write),
                 Command::Stop => stop = true,
             }
         }
-        commit_batch(&mut transactor, writes, replies).await;
+        commit_batch(&mut transactor, writes).await;
         if stop {
             break;
         }
@@ -184,56 +269,36 @@ pub(super) async fn run<T: Transactor>(mut transactor: T, mut queue: mpsc::Recei
 
 /// Commits a batch in one transaction; when that fails, each write is retried in a
 /// transaction of its own.
-async fn commit_batch<T: Transactor>(
-    transactor: &mut T,
-    writes: Vec<Write>,
-    replies: Vec<oneshot::Sender<Applied>>,
-) {
+async fn commit_batch<T: Transactor>(transactor: &mut T, mut writes: Vec<Write>) {
     if writes.is_empty() {
         return;
     }
     let started = std::time::Instant::now();
-    match transactor.apply_batch(&writes).await {
-        Ok((outcomes, committed)) => {
+    match transactor.apply_batch(&mut writes).await {
+        Ok(committed) => {
             crate::telemetry::store_committed(started.elapsed(), writes.len());
             transactor.announce(committed);
-            reply_all(replies, outcomes);
         }
         Err(error) if writes.len() == 1 => {
             tracing::warn!(%error, "store write failed");
-            reply_all(replies, vec![Err(StoreError::from(error))]);
+            writes[0].reply().fail(StoreError::from(error));
         }
         Err(error) => {
             tracing::warn!(%error, size = writes.len(), "batch commit failed; retrying its writes one by one");
-            for (write, reply) in writes.into_iter().zip(replies) {
-                let single = [write];
-                let outcomes = match transactor.apply_batch(&single).await {
-                    Ok((outcomes, committed)) => {
-                        transactor.announce(committed);
-                        outcomes
-                    }
+            for write in &mut writes {
+                write.reply().forget();
+                match transactor.apply_batch(std::slice::from_mut(write)).await {
+                    Ok(committed) => transactor.announce(committed),
                     Err(error) => {
                         tracing::warn!(%error, "store write failed");
-                        vec![Err(StoreError::from(error))]
+                        write.reply().fail(StoreError::from(error));
                     }
-                };
-                reply_all(vec![reply], outcomes);
+                }
             }
         }
     }
-}
-
-/// Answers each caller with its outcome; one without an outcome is told the
-/// write failed. A caller that gave up (its request was cancelled) is not waiting.
-fn reply_all(replies: Vec<oneshot::Sender<Applied>>, outcomes: Vec<Applied>) {
-    let mut outcomes = outcomes.into_iter();
-    for reply in replies {
-        let outcome = outcomes.next().unwrap_or_else(|| {
-            Err(StoreError::Failed(DbError::invalid(
-                "the writer produced no outcome for a write",
-            )))
-        });
-        let _ = reply.send(outcome);
+    for write in &mut writes {
+        write.reply().send();
     }
 }
 
@@ -250,7 +315,7 @@ mod tests {
         announced: Vec<u64>,
     }
 
-    fn message(lead_id: &str) -> Write {
+    fn message(lead_id: &str, reply: Reply<EventReceipt>) -> Write {
         Write::InsertEvent {
             event: Box::new(NewEvent {
                 kind: EventKind::Message,
@@ -261,46 +326,45 @@ mod tests {
                 body: bytes::Bytes::new(),
             }),
             dedup_window: Duration::ZERO,
-        }
-    }
-
-    fn lead_id(write: &Write) -> String {
-        match write {
-            Write::InsertEvent { event, .. } => event.subject_id.clone(),
-            other => format!("{other:?}"),
+            reply,
         }
     }
 
     impl Transactor for FakeTransactor {
-        async fn apply_batch(
-            &mut self,
-            batch: &[Write],
-        ) -> Result<(Vec<Applied>, Committed), DbError> {
-            let ids: Vec<String> = batch.iter().map(lead_id).collect();
+        async fn apply_batch(&mut self, batch: &mut [Write]) -> Result<Committed, DbError> {
+            let ids: Vec<String> = batch
+                .iter()
+                .map(|write| match write {
+                    Write::InsertEvent { event, .. } => event.subject_id.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
             self.batches.push(ids.clone());
+            let mut committed = Committed::default();
+            for (write, id) in batch.iter_mut().zip(&ids) {
+                let Write::InsertEvent { reply, .. } = write else {
+                    unreachable!("the tests queue messages only");
+                };
+                let sequence = id.parse().unwrap_or(0);
+                reply.set(Ok(EventReceipt {
+                    sequence,
+                    created: true,
+                }));
+                committed.events.push(EncodedEvent {
+                    sequence,
+                    receive_time: OffsetDateTime::UNIX_EPOCH,
+                    kind: EventKind::Message,
+                    integration: "default".into(),
+                    source: None,
+                    body: bytes::Bytes::new(),
+                });
+            }
+            // The poisoned write fails the transaction after the others were applied:
+            // their outcomes must not reach the callers.
             if ids.iter().any(|id| id == "poison") {
                 return Err(DbError::unavailable("poisoned write"));
             }
-            let mut committed = Committed::default();
-            let outcomes = ids
-                .iter()
-                .map(|id| {
-                    let sequence = id.parse().unwrap();
-                    committed.events.push(EncodedEvent {
-                        sequence,
-                        receive_time: OffsetDateTime::UNIX_EPOCH,
-                        kind: EventKind::Message,
-                        integration: "default".into(),
-                        source: None,
-                        body: bytes::Bytes::new(),
-                    });
-                    Ok(Outcome::Event(EventReceipt {
-                        sequence,
-                        created: true,
-                    }))
-                })
-                .collect();
-            Ok((outcomes, committed))
+            Ok(committed)
         }
 
         fn announce(&mut self, committed: Committed) {
@@ -310,18 +374,13 @@ mod tests {
     }
 
     /// Queues writes, then runs the writer over them until the queue closes.
-    async fn run_over(ids: &[&str]) -> (FakeTransactor, Vec<Applied>) {
+    async fn run_over(ids: &[&str]) -> (FakeTransactor, Vec<Applied<EventReceipt>>) {
         let (queue, commands) = mpsc::channel(16);
         let mut answers = vec![];
         for id in ids {
-            let (reply, answer) = oneshot::channel();
-            queue
-                .send(Command::Write {
-                    write: message(id),
-                    reply,
-                })
-                .await
-                .unwrap();
+            let (caller, answer) = oneshot::channel();
+            let write = message(id, Reply::new(caller));
+            queue.send(Command::Write(write)).await.unwrap();
             answers.push(answer);
         }
         drop(queue);
@@ -344,7 +403,7 @@ mod tests {
                 sequence: index as u64 + 1,
                 created: true,
             };
-            assert_eq!(outcome.unwrap(), Outcome::Event(expected));
+            assert_eq!(outcome.unwrap(), expected);
         }
     }
 
@@ -363,42 +422,24 @@ mod tests {
         );
         assert_eq!(transactor.announced, vec![1, 3]);
         let mut applied = applied.into_iter();
-        let first = applied.next().unwrap().unwrap();
-        assert!(matches!(
-            first,
-            Outcome::Event(EventReceipt { sequence: 1, .. })
-        ));
-        assert!(matches!(
-            applied.next().unwrap(),
-            Err(StoreError::Unavailable(_))
-        ));
-        let third = applied.next().unwrap().unwrap();
-        assert!(matches!(
-            third,
-            Outcome::Event(EventReceipt { sequence: 3, .. })
-        ));
+        assert_eq!(applied.next().unwrap().unwrap().sequence, 1);
+        assert!(
+            matches!(applied.next().unwrap(), Err(StoreError::Unavailable(_))),
+            "the poisoned write's outcome from the failed transaction is not sent"
+        );
+        assert_eq!(applied.next().unwrap().unwrap().sequence, 3);
     }
 
     #[tokio::test]
     async fn writes_queued_after_stop_are_refused_as_closed() {
         let (queue, commands) = mpsc::channel(16);
-        let (reply, before) = oneshot::channel();
-        queue
-            .send(Command::Write {
-                write: message("1"),
-                reply,
-            })
-            .await
-            .unwrap();
+        let (caller, before) = oneshot::channel();
+        let write = message("1", Reply::new(caller));
+        queue.send(Command::Write(write)).await.unwrap();
         queue.send(Command::Stop).await.unwrap();
-        let (reply, after) = oneshot::channel();
-        queue
-            .send(Command::Write {
-                write: message("2"),
-                reply,
-            })
-            .await
-            .unwrap();
+        let (caller, after) = oneshot::channel();
+        let write = message("2", Reply::new(caller));
+        queue.send(Command::Write(write)).await.unwrap();
 
         run(FakeTransactor::default(), commands).await;
 

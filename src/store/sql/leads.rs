@@ -12,7 +12,7 @@ use crate::domain::{Deal, EncodedEvent, EventKind, LeadKey, OrderIdMode};
 use crate::store::db::{
     Arg, Conn, DbError, built_once, query_opt, values_placeholders, values_placeholders_with,
 };
-use crate::store::writer::{Applied, Outcome, Write};
+use crate::store::writer::{Applied, Write};
 use crate::store::{LeadReceipt, NewLead, StoreError};
 
 const LEAD_COLUMNS: &str = "integration, lead_id, sequence, order_id, deal_update_time, \
@@ -21,14 +21,11 @@ const LEAD_COLUMNS: &str = "integration, lead_id, sequence, order_id, deal_updat
 const LEAD_COLUMN_COUNT: usize = 14;
 
 /// The leads at the start of `batch`, up to its first write of another kind.
-pub(super) fn leading_leads(batch: &[Write]) -> Vec<(&NewLead, OrderIdMode)> {
+pub(super) fn leading_leads(batch: &[Write]) -> usize {
     batch
         .iter()
-        .map_while(|write| match write {
-            Write::InsertLead { lead, mode } => Some((&**lead, *mode)),
-            _ => None,
-        })
-        .collect()
+        .take_while(|write| matches!(write, Write::InsertLead { .. }))
+        .count()
 }
 
 /// The text columns of a lead, as its columns can hold them.
@@ -165,12 +162,37 @@ struct Appended {
 
 /// Inserts a run of leads with one statement per table instead of two per lead.
 /// Leads stored already, and repeats within the run, then take the one-by-one
-/// path, where they are retries. Outcomes are in the run's order.
+/// path, where they are retries. Sets the reply of each write of the run, which
+/// holds leads only (see [`leading_leads`]).
 pub(super) async fn insert_leads<C: Conn>(
+    conn: &mut C,
+    writes: &mut [Write],
+    tx: &mut Tx<'_>,
+) -> Result<(), DbError> {
+    let run: Vec<(&NewLead, OrderIdMode)> = writes
+        .iter()
+        .filter_map(|write| match write {
+            Write::InsertLead { lead, mode, .. } => Some((&**lead, *mode)),
+            _ => None,
+        })
+        .collect();
+    let outcomes = insert_run(conn, &run, tx).await?;
+    let replies = writes.iter_mut().filter_map(|write| match write {
+        Write::InsertLead { reply, .. } => Some(reply),
+        _ => None,
+    });
+    for (reply, outcome) in replies.zip(outcomes) {
+        reply.set(outcome);
+    }
+    Ok(())
+}
+
+/// [`insert_leads`]' work: the outcomes, in the run's order.
+async fn insert_run<C: Conn>(
     conn: &mut C,
     run: &[(&NewLead, OrderIdMode)],
     tx: &mut Tx<'_>,
-) -> Result<Vec<Applied>, DbError> {
+) -> Result<Vec<Applied<LeadReceipt>>, DbError> {
     let keys: Vec<&LeadKey> = run.iter().map(|(lead, _)| &lead.key).collect();
     let sql = built_once("leads stored", C::PLACEHOLDER, keys.len(), || {
         format!(
@@ -266,7 +288,7 @@ pub(super) async fn insert_leads<C: Conn>(
         let next = if fresh { appended.next() } else { None };
         let Some(new) = next else {
             let retry = insert_lead(conn, lead, *mode, tx).await?;
-            outcomes.push(retry.map(Outcome::Lead));
+            outcomes.push(retry);
             continue;
         };
         tx.committed
@@ -274,7 +296,7 @@ pub(super) async fn insert_leads<C: Conn>(
             .push(lead_event(lead, new.sequence, now));
         let (key, sequence) = (lead.key.clone(), new.sequence as u64);
         let receipt = new_lead_receipt(key, sequence, new.order_id, receive_time);
-        outcomes.push(Ok(Outcome::Lead(receipt)));
+        outcomes.push(Ok(receipt));
     }
     Ok(outcomes)
 }

@@ -31,9 +31,10 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 
 use super::db::{Conn, DbError};
-use super::writer::{self, Applied, Command, Committed, Outcome, Transactor, Write};
+use super::writer::{self, Command, Committed, Reply, Transactor, Write};
 use super::{
-    EventReceipt, ExportKind, ExportWindow, LeadReceipt, LeadStore, NewEvent, NewLead, StoreError,
+    ConsumerStore, CrmStore, EventLog, EventReceipt, ExportKind, ExportWindow, Inspection,
+    LeadReceipt, LeadWrites, Lifecycle, NewEvent, NewLead, StoreError,
 };
 use crate::domain::{
     Client, ClientRecord, Consumer, Deal, DealReport, EncodedEvent, FoundLead, LeadKey, LeadSearch,
@@ -100,8 +101,8 @@ pub(super) struct SqlTransactor<W>(pub W);
 impl<W: WriteSide> Transactor for SqlTransactor<W> {
     fn apply_batch(
         &mut self,
-        batch: &[Write],
-    ) -> impl Future<Output = Result<(Vec<Applied>, Committed), DbError>> + Send {
+        batch: &mut [Write],
+    ) -> impl Future<Output = Result<Committed, DbError>> + Send {
         writes::apply_batch(&mut self.0, batch)
     }
 
@@ -125,42 +126,74 @@ pub(super) struct SqlStore<B> {
 }
 
 impl<B: Backend> SqlStore<B> {
-    async fn write(&self, write: Write) -> Result<Outcome, StoreError> {
-        writer::submit(&self.commands, write).await
+    /// Queues the write `make` builds around its reply; its outcome once committed.
+    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Write) -> Result<T, StoreError> {
+        writer::submit(&self.commands, make).await
     }
 
     async fn reader(&self) -> Result<B::Reader<'_>, StoreError> {
         Ok(self.backend.reader().await?)
     }
-}
 
-/// An outcome of another kind than the write produces: a bug.
-fn unexpected(outcome: Outcome) -> StoreError {
-    StoreError::Failed(DbError::invalid(format!(
-        "the writer answered {outcome:?} to a write of another kind"
-    )))
+    /// A consumer that a committed write just created or moved.
+    async fn consumer(&self, name: &str) -> Result<Consumer, StoreError> {
+        self.get_consumer(name).await?.ok_or(StoreError::NotFound)
+    }
 }
 
 #[async_trait]
-impl<B: Backend> LeadStore for SqlStore<B> {
+impl<B: Backend> EventLog for SqlStore<B> {
+    async fn events_after(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<EncodedEvent>, StoreError> {
+        Ok(reads::events_after(&mut *self.reader().await?, after_sequence, limit).await?)
+    }
+
+    async fn latest_sequence(&self) -> Result<u64, StoreError> {
+        Ok(reads::latest_sequence(&mut *self.reader().await?).await?)
+    }
+
+    async fn first_sequence_at(&self, time: OffsetDateTime) -> Result<Option<u64>, StoreError> {
+        Ok(reads::first_sequence_at(&mut *self.reader().await?, time).await?)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedEvent>> {
+        self.feed.subscribe()
+    }
+
+    async fn get_lead(&self, key: &LeadKey) -> Result<Option<EncodedEvent>, StoreError> {
+        Ok(reads::get_lead(&mut *self.reader().await?, key).await?)
+    }
+
+    async fn list_leads(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+        integration: Option<&str>,
+    ) -> Result<Vec<EncodedEvent>, StoreError> {
+        let mut conn = self.reader().await?;
+        Ok(reads::list_leads(&mut *conn, after_sequence, limit, integration).await?)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> LeadWrites for SqlStore<B> {
     async fn insert_lead(
         &self,
         lead: NewLead,
         mode: OrderIdMode,
     ) -> Result<LeadReceipt, StoreError> {
         let lead = Box::new(lead);
-        match self.write(Write::InsertLead { lead, mode }).await? {
-            Outcome::Lead(receipt) => Ok(receipt),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::InsertLead { lead, mode, reply })
+            .await
     }
 
     async fn assign_order_id(&self, key: &LeadKey, mode: OrderIdMode) -> Result<Deal, StoreError> {
         let key = key.clone();
-        match self.write(Write::AssignOrderId { key, mode }).await? {
-            Outcome::Deal(deal) => Ok(deal),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::AssignOrderId { key, mode, reply })
+            .await
     }
 
     async fn insert_event(
@@ -169,24 +202,30 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         dedup_window: Duration,
     ) -> Result<EventReceipt, StoreError> {
         let event = Box::new(event);
-        match self
-            .write(Write::InsertEvent {
-                event,
-                dedup_window,
-            })
-            .await?
-        {
-            Outcome::Event(receipt) => Ok(receipt),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::InsertEvent {
+            event,
+            dedup_window,
+            reply,
+        })
+        .await
     }
 
+    fn subscribe_deal_reports(&self) -> broadcast::Receiver<LeadKey> {
+        self.deal_reports.subscribe()
+    }
+}
+
+#[async_trait]
+impl<B: Backend> CrmStore for SqlStore<B> {
     async fn report_deal(&self, key: &LeadKey, report: DealReport) -> Result<Deal, StoreError> {
         let (key, report) = (key.clone(), Box::new(report));
-        match self.write(Write::ReportDeal { key, report }).await? {
-            Outcome::Deal(deal) => Ok(deal),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::ReportDeal { key, report, reply })
+            .await
+    }
+
+    async fn get_deal(&self, key: &LeadKey) -> Result<Option<Deal>, StoreError> {
+        let deal = crm::load_deal(&mut *self.reader().await?, key).await?;
+        Ok(deal.map(|(_, deal)| deal))
     }
 
     async fn put_scheme(
@@ -194,14 +233,12 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         integration: &str,
         scheme: &Scheme,
     ) -> Result<OffsetDateTime, StoreError> {
-        let write = Write::PutScheme {
+        self.write(|reply| Write::PutScheme {
             integration: integration.to_owned(),
             scheme: Box::new(scheme.clone()),
-        };
-        match self.write(write).await? {
-            Outcome::Time(time) => Ok(time),
-            other => Err(unexpected(other)),
-        }
+            reply,
+        })
+        .await
     }
 
     async fn get_scheme(
@@ -216,14 +253,12 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         integration: &str,
         client: &Client,
     ) -> Result<OffsetDateTime, StoreError> {
-        let write = Write::PutClient {
+        self.write(|reply| Write::PutClient {
             integration: integration.to_owned(),
             client: Box::new(client.clone()),
-        };
-        match self.write(write).await? {
-            Outcome::Time(time) => Ok(time),
-            other => Err(unexpected(other)),
-        }
+            reply,
+        })
+        .await
     }
 
     async fn export_snapshot(
@@ -240,16 +275,14 @@ impl<B: Backend> LeadStore for SqlStore<B> {
                 return Ok(snapshot);
             }
         }
-        let write = Write::ExportSnapshot {
+        self.write(|reply| Write::ExportSnapshot {
             integration: integration.to_owned(),
             kind,
             since,
             restart,
-        };
-        match self.write(write).await? {
-            Outcome::Number(snapshot) => Ok(snapshot),
-            other => Err(unexpected(other)),
-        }
+            reply,
+        })
+        .await
     }
 
     async fn export_orders(
@@ -268,65 +301,27 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         Ok(crm::export_clients(&mut *self.reader().await?, integration, window).await?)
     }
 
-    async fn get_lead(&self, key: &LeadKey) -> Result<Option<EncodedEvent>, StoreError> {
-        Ok(reads::get_lead(&mut *self.reader().await?, key).await?)
+    async fn export_order(&self, key: &LeadKey) -> Result<Option<Order>, StoreError> {
+        Ok(inspect::export_order(&mut *self.reader().await?, key).await?)
     }
+}
 
-    async fn list_leads(
-        &self,
-        after_sequence: u64,
-        limit: u32,
-        integration: Option<&str>,
-    ) -> Result<Vec<EncodedEvent>, StoreError> {
-        let mut conn = self.reader().await?;
-        Ok(reads::list_leads(&mut *conn, after_sequence, limit, integration).await?)
-    }
-
-    async fn get_deal(&self, key: &LeadKey) -> Result<Option<Deal>, StoreError> {
-        let deal = crm::load_deal(&mut *self.reader().await?, key).await?;
-        Ok(deal.map(|(_, deal)| deal))
-    }
-
-    async fn events_after(
-        &self,
-        after_sequence: u64,
-        limit: u32,
-    ) -> Result<Vec<EncodedEvent>, StoreError> {
-        Ok(reads::events_after(&mut *self.reader().await?, after_sequence, limit).await?)
-    }
-
-    async fn latest_sequence(&self) -> Result<u64, StoreError> {
-        Ok(reads::latest_sequence(&mut *self.reader().await?).await?)
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedEvent>> {
-        self.feed.subscribe()
-    }
-
-    fn subscribe_deal_reports(&self) -> broadcast::Receiver<LeadKey> {
-        self.deal_reports.subscribe()
-    }
-
-    async fn first_sequence_at(&self, time: OffsetDateTime) -> Result<Option<u64>, StoreError> {
-        Ok(reads::first_sequence_at(&mut *self.reader().await?, time).await?)
-    }
-
+#[async_trait]
+impl<B: Backend> ConsumerStore for SqlStore<B> {
     async fn ensure_consumer(
         &self,
         name: &str,
         acked_sequence: u64,
         max: u32,
     ) -> Result<Consumer, StoreError> {
-        let name = name.to_owned();
-        let write = Write::EnsureConsumer {
-            name: name.clone(),
+        self.write(|reply| Write::EnsureConsumer {
+            name: name.to_owned(),
             acked_sequence,
             max,
-        };
-        match self.write(write).await? {
-            Outcome::Done => self.consumer(&name).await,
-            other => Err(unexpected(other)),
-        }
+            reply,
+        })
+        .await?;
+        self.consumer(name).await
     }
 
     async fn ack_consumer(
@@ -335,15 +330,14 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         sequence: u64,
         max: u32,
     ) -> Result<Consumer, StoreError> {
-        let write = Write::AckConsumer {
+        self.write(|reply| Write::AckConsumer {
             name: name.to_owned(),
             sequence,
             max,
-        };
-        match self.write(write).await? {
-            Outcome::Done => self.consumer(name).await,
-            other => Err(unexpected(other)),
-        }
+            reply,
+        })
+        .await?;
+        self.consumer(name).await
     }
 
     async fn get_consumer(&self, name: &str) -> Result<Option<Consumer>, StoreError> {
@@ -360,22 +354,25 @@ impl<B: Backend> LeadStore for SqlStore<B> {
 
     async fn delete_consumer(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        match self.write(Write::DeleteConsumer { name }).await? {
-            Outcome::Flag(deleted) => Ok(deleted),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::DeleteConsumer { name, reply })
+            .await
     }
+}
 
+#[async_trait]
+impl<B: Backend> Inspection for SqlStore<B> {
     async fn record_rejected(
         &self,
         request: RejectedRequest,
         keep: u32,
     ) -> Result<u64, StoreError> {
         let request = Box::new(request);
-        match self.write(Write::RecordRejected { request, keep }).await? {
-            Outcome::Number(id) => Ok(id),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::RecordRejected {
+            request,
+            keep,
+            reply,
+        })
+        .await
     }
 
     async fn list_rejected(
@@ -400,10 +397,6 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         Ok(inspect::events_about(&mut *self.reader().await?, key, limit).await?)
     }
 
-    async fn export_order(&self, key: &LeadKey) -> Result<Option<Order>, StoreError> {
-        Ok(inspect::export_order(&mut *self.reader().await?, key).await?)
-    }
-
     async fn lead_minutes(
         &self,
         since: OffsetDateTime,
@@ -415,12 +408,12 @@ impl<B: Backend> LeadStore for SqlStore<B> {
     async fn store_bytes(&self) -> Result<u64, StoreError> {
         Ok(inspect::store_bytes(&mut *self.reader().await?).await?)
     }
+}
 
+#[async_trait]
+impl<B: Backend> Lifecycle for SqlStore<B> {
     async fn ping(&self) -> Result<(), StoreError> {
-        match self.write(Write::Ping).await? {
-            Outcome::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Write::Ping { reply }).await
     }
 
     async fn close(&self) {
@@ -430,13 +423,6 @@ impl<B: Backend> LeadStore for SqlStore<B> {
         let _ = self.commands.send(Command::Stop).await;
         let _ = done.await;
         self.backend.close().await;
-    }
-}
-
-impl<B: Backend> SqlStore<B> {
-    /// A consumer that a committed write just created or moved.
-    async fn consumer(&self, name: &str) -> Result<Consumer, StoreError> {
-        self.get_consumer(name).await?.ok_or(StoreError::NotFound)
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{WriteSide, consumers, crm, events, leads, rejected};
 use crate::store::StoreError;
 use crate::store::db::{Conn, DbError, query_one};
-use crate::store::writer::{Applied, Committed, Outcome, Write};
+use crate::store::writer::{Committed, Write};
 
 /// Numbers a write transaction hands out from a one-row counter table: read once
 /// when the transaction first needs one, written back before it commits.
@@ -63,11 +63,12 @@ pub(super) struct Tx<'a> {
     pub committed: &'a mut Committed,
 }
 
-/// Applies a batch in one transaction on the writer's connection and commits it.
+/// Applies a batch in one transaction on the writer's connection and commits it,
+/// setting each write's reply.
 pub(super) async fn apply_batch<W: WriteSide>(
     side: &mut W,
-    batch: &[Write],
-) -> Result<(Vec<Applied>, Committed), DbError> {
+    batch: &mut [Write],
+) -> Result<Committed, DbError> {
     let conn = side.connection().await?;
     let result = transaction::<W>(conn, batch).await;
     if let Err(DbError::Unavailable(_)) = &result {
@@ -79,8 +80,8 @@ pub(super) async fn apply_batch<W: WriteSide>(
 
 async fn transaction<W: WriteSide>(
     conn: &mut W::Conn,
-    batch: &[Write],
-) -> Result<(Vec<Applied>, Committed), DbError> {
+    batch: &mut [Write],
+) -> Result<Committed, DbError> {
     conn.execute(W::BEGIN, &[]).await?;
     let applied = match writes::<W>(conn, batch).await {
         Ok(applied) => conn.execute("COMMIT", &[]).await.map(|_| applied),
@@ -95,8 +96,8 @@ async fn transaction<W: WriteSide>(
 
 async fn writes<W: WriteSide>(
     conn: &mut W::Conn,
-    batch: &[Write],
-) -> Result<(Vec<Applied>, Committed), DbError> {
+    batch: &mut [Write],
+) -> Result<Committed, DbError> {
     let locked = W::begin_writes(conn, batch).await?;
     let mut counters = Counters::default();
     let numbered = batch
@@ -116,18 +117,17 @@ async fn writes<W: WriteSide>(
         counters: &mut counters,
         committed: &mut committed,
     };
-    let mut outcomes = Vec::with_capacity(batch.len());
     let mut rest = batch;
     while !rest.is_empty() {
         // Consecutive new leads, the bulk of any busy batch, go in together.
         let run = leads::leading_leads(rest);
-        if run.len() > 1 {
-            outcomes.extend(leads::insert_leads(conn, &run, &mut tx).await?);
-            rest = &rest[run.len()..];
+        let (first, after) = rest.split_at_mut(run.max(1));
+        if run > 1 {
+            leads::insert_leads(conn, first, &mut tx).await?;
         } else {
-            outcomes.push(apply(conn, &rest[0], &mut tx).await?);
-            rest = &rest[1..];
+            apply(conn, &mut first[0], &mut tx).await?;
         }
+        rest = after;
     }
     let allocated =
         counters.sequences.written_back().is_some() || counters.versions.written_back().is_some();
@@ -140,7 +140,7 @@ async fn writes<W: WriteSide>(
         conn.execute(sql, &args).await?;
     }
     W::before_commit(conn, &committed).await?;
-    Ok((outcomes, committed))
+    Ok(committed)
 }
 
 /// The last event sequence and the last version handed out, from their row.
@@ -149,71 +149,74 @@ async fn read_counters<C: Conn>(conn: &mut C) -> Result<(i64, i64), DbError> {
     query_one(conn, sql, &[], |row| Ok((row.int(0)?, row.int(1)?))).await
 }
 
-/// Applies one write inside the batch's transaction.
-async fn apply<C: Conn>(conn: &mut C, write: &Write, tx: &mut Tx<'_>) -> Result<Applied, DbError> {
-    Ok(match write {
-        Write::InsertLead { lead, mode } => leads::insert_lead(conn, lead, *mode, tx)
-            .await?
-            .map(Outcome::Lead),
-        Write::AssignOrderId { key, mode } => match crm::load_deal(conn, key).await? {
-            Some((_, deal)) => Ok(Outcome::Deal(crm::assign(conn, deal, *mode, tx).await?)),
-            None => Err(StoreError::NotFound),
-        },
+/// Applies one write inside the batch's transaction, setting its reply.
+async fn apply<C: Conn>(conn: &mut C, write: &mut Write, tx: &mut Tx<'_>) -> Result<(), DbError> {
+    match write {
+        Write::InsertLead { lead, mode, reply } => {
+            reply.set(leads::insert_lead(conn, lead, *mode, tx).await?);
+        }
+        Write::AssignOrderId { key, mode, reply } => {
+            reply.set(match crm::load_deal(conn, key).await? {
+                Some((_, deal)) => Ok(crm::assign(conn, deal, *mode, tx).await?),
+                None => Err(StoreError::NotFound),
+            });
+        }
         Write::InsertEvent {
             event,
             dedup_window,
-        } => events::insert_event(conn, event, *dedup_window, tx)
-            .await?
-            .map(Outcome::Event),
-        Write::ReportDeal { key, report } => crm::report_deal(conn, key, report, tx)
-            .await?
-            .map(Outcome::Deal),
+            reply,
+        } => reply.set(events::insert_event(conn, event, *dedup_window, tx).await?),
+        Write::ReportDeal { key, report, reply } => {
+            reply.set(crm::report_deal(conn, key, report, tx).await?);
+        }
         Write::PutScheme {
             integration,
             scheme,
-        } => Ok(Outcome::Time(
-            crm::put_scheme(conn, integration, scheme).await?,
-        )),
+            reply,
+        } => reply.set(Ok(crm::put_scheme(conn, integration, scheme).await?)),
         Write::PutClient {
             integration,
             client,
-        } => Ok(Outcome::Time(
-            crm::put_client(conn, integration, client, tx).await?,
-        )),
+            reply,
+        } => reply.set(Ok(crm::put_client(conn, integration, client, tx).await?)),
         Write::ExportSnapshot {
             integration,
             kind,
             since,
             restart,
+            reply,
         } => {
             let latest = tx.counters.versions.last();
             let walk = crm::start_walk(conn, integration, *kind, *since, *restart, latest);
-            Ok(Outcome::Number(walk.await?))
+            reply.set(Ok(walk.await?));
         }
         Write::EnsureConsumer {
             name,
             acked_sequence,
             max,
-        } => consumers::ensure(conn, name, *acked_sequence, *max)
-            .await?
-            .map(|()| Outcome::Done),
+            reply,
+        } => reply.set(consumers::ensure(conn, name, *acked_sequence, *max).await?),
         Write::AckConsumer {
             name,
             sequence,
             max,
-        } => consumers::ack(conn, name, *sequence, *max)
-            .await?
-            .map(|()| Outcome::Done),
-        Write::DeleteConsumer { name } => Ok(Outcome::Flag(consumers::delete(conn, name).await?)),
-        Write::RecordRejected { request, keep } => Ok(Outcome::Number(
-            rejected::record(conn, request, *keep).await?,
-        )),
-        Write::Ping => {
+            reply,
+        } => reply.set(consumers::ack(conn, name, *sequence, *max).await?),
+        Write::DeleteConsumer { name, reply } => {
+            reply.set(Ok(consumers::delete(conn, name).await?));
+        }
+        Write::RecordRejected {
+            request,
+            keep,
+            reply,
+        } => reply.set(Ok(rejected::record(conn, request, *keep).await?)),
+        Write::Ping { reply } => {
             // A real (empty) write: it needs the write lock and the disk, as a lead
             // would, so readiness fails when leads could not be committed.
             let sql = "UPDATE event_counter SET last_sequence = last_sequence";
             conn.execute(sql, &[]).await?;
-            Ok(Outcome::Done)
+            reply.set(Ok(()));
         }
-    })
+    }
+    Ok(())
 }
