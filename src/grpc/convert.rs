@@ -10,18 +10,12 @@ use crate::domain::{
 };
 use crate::proto::{self, from_timestamp, timestamp};
 use crate::relay::{StreamRequest, StreamStart};
+use crate::wire;
 
+/// A source a request names; unknown or unspecified is refused.
 fn source_from_proto(value: i32) -> Result<LeadSource, Status> {
-    Ok(match proto::LeadSource::try_from(value) {
-        Ok(proto::LeadSource::LeadHunter) => LeadSource::LeadHunter,
-        Ok(proto::LeadSource::Calltracking) => LeadSource::Calltracking,
-        Ok(proto::LeadSource::Crm) => LeadSource::Crm,
-        Ok(proto::LeadSource::Jivosite) => LeadSource::Jivosite,
-        Ok(proto::LeadSource::Other) => LeadSource::Other,
-        Ok(proto::LeadSource::Unspecified) | Err(_) => {
-            return Err(invalid("sources: unknown or unspecified source"));
-        }
-    })
+    wire::source_from_proto(value)
+        .ok_or_else(|| invalid("sources: unknown or unspecified source"))
 }
 
 fn kind_from_proto(value: i32) -> Result<EventKind, Status> {

@@ -263,8 +263,9 @@ fn page_size(requested: i32) -> Result<u32, Status> {
     }
 }
 
+/// A request refused for what it holds, through the one status table.
 pub(crate) fn invalid(message: &str) -> Status {
-    Status::invalid_argument(message)
+    Status::from(Error::InvalidArgument(message.to_owned()))
 }
 
 /// A request's integration: empty means the default one. It names stored rows, so

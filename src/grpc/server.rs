@@ -18,7 +18,7 @@ use super::stream::LeadRoutes;
 use crate::net::{TlsEndpoint, is_loopback};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::lead_service_server::LeadServiceServer;
-use crate::relay::LeadRelay;
+use crate::relay::{Error, LeadRelay};
 use crate::telemetry;
 
 /// Events buffered per subscriber between the store reader and the connection.
@@ -243,13 +243,11 @@ impl tonic::service::Interceptor for Gate {
             return if bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes())) {
                 Ok(request)
             } else {
-                Err(tonic::Status::unauthenticated(
-                    "missing or wrong bearer token",
-                ))
+                Err(Error::Unauthenticated("missing or wrong bearer token".into()).into())
             };
         }
         if self.protected && !admits(request.remote_addr()) {
-            return Err(tonic::Status::permission_denied(PROTECTED));
+            return Err(Error::PermissionDenied(PROTECTED.into()).into());
         }
         Ok(request)
     }

@@ -25,7 +25,7 @@ use tower::Service;
 use super::{LeadApi, convert};
 use crate::domain::EncodedEvent;
 use crate::proto::{self, EventFrame, MESSAGE_PREFIX};
-use crate::relay::StreamItem;
+use crate::relay::{Error, StreamItem};
 use crate::wire;
 
 /// The method's path.
@@ -104,7 +104,7 @@ impl StreamLeads {
         );
         let opened = match messages.message().await {
             Ok(Some(request)) => self.open(request).await,
-            Ok(None) => Err(Status::invalid_argument("the request carries no message")),
+            Ok(None) => Err(super::invalid("the request carries no message")),
             Err(status) => Err(status),
         };
         match opened {
@@ -231,11 +231,11 @@ impl Events {
     fn put(&mut self, buf: &mut BytesMut, frame: &EventFrame<'_>) {
         let len = frame.encoded_len();
         if len > self.max_message_bytes {
-            self.end = Some(Status::out_of_range(format!(
+            self.end = Some(Status::from(Error::OutOfRange(format!(
                 "event {} is {len} bytes encoded, more than the {} a message may have \
                  (--grpc-max-send-message-bytes)",
                 frame.sequence, self.max_message_bytes
-            )));
+            ))));
             self.replaying = Default::default();
             return;
         }

@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::HttpState;
-use super::error::{HttpError, json};
+use super::error::json;
 use crate::domain::EventBody;
-use crate::relay::{ExportPage, OrdersExport};
+use crate::relay::{Error, ExportPage, OrdersExport};
 use crate::roistat::answer::{
     ClientsAnswer, ExportAnswer, ExportClient, ExportOrder, IdAnswer, OkAnswer, OrderAnswer,
     Pagination,
@@ -26,7 +26,7 @@ pub async fn dispatch(
     integration: &str,
     action: Action,
     params: &Params,
-) -> Result<Response, HttpError> {
+) -> Result<Response, Error> {
     let relay = &state.relay;
     Ok(match action {
         Action::Lead => {

@@ -1,5 +1,7 @@
-//! A refused request: an HTTP status and Roistat's error JSON. Every failure of the
-//! HTTP face becomes one, from whichever layer refused it.
+//! A refused request: its HTTP status, from the one table of [`Error::codes`], and
+//! Roistat's error JSON. Every failure of the HTTP face is an [`Error`], from
+//! whichever layer refused it; what decoding a request can fail with is said as one
+//! here.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,63 +10,36 @@ use crate::relay::Error;
 use crate::roistat::answer::ErrorAnswer;
 use crate::roistat::{ActionError, DecodeError, ParseError};
 
-#[derive(Debug)]
-pub struct HttpError {
-    status: StatusCode,
-    message: String,
+/// An error's HTTP status.
+pub fn status(error: &Error) -> StatusCode {
+    StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-impl HttpError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
+impl From<DecodeError> for Error {
+    fn from(error: DecodeError) -> Self {
+        match error {
+            DecodeError::ParamTooLarge => Error::TooLarge(error.to_string()),
+            DecodeError::UnsupportedBody(_) => Error::UnsupportedMedia(error.to_string()),
+            _ => Error::InvalidArgument(error.to_string()),
         }
     }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
-    }
 }
 
-impl From<Error> for HttpError {
-    fn from(error: Error) -> Self {
-        let status =
-            StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self::new(status, error.to_string())
-    }
-}
-
-impl From<DecodeError> for HttpError {
-    fn from(error: DecodeError) -> Self {
-        let status = match error {
-            DecodeError::ParamTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            DecodeError::UnsupportedBody(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self::new(status, error.to_string())
-    }
-}
-
-impl From<ParseError> for HttpError {
+impl From<ParseError> for Error {
     fn from(error: ParseError) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, error.to_string())
+        Error::InvalidArgument(error.to_string())
     }
 }
 
-impl From<ActionError> for HttpError {
+impl From<ActionError> for Error {
     fn from(error: ActionError) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, error.to_string())
+        Error::InvalidArgument(error.to_string())
     }
 }
 
-impl IntoResponse for HttpError {
+impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        json(self.status, &ErrorAnswer::new(&self.message))
+        json(status(&self), &ErrorAnswer::new(&self.to_string()))
     }
 }
 

@@ -8,19 +8,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
 use tower::Service;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
-use super::error::HttpError;
-use super::{HttpState, Shared, webhook};
+use super::{HttpState, Shared};
 use crate::net::{Limits, rate_key};
+use crate::relay::Error;
 use crate::relay::{bounded, refused};
 use crate::telemetry;
 
@@ -134,16 +133,16 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for FrontFuture<F>
 }
 
 /// An oversized URI (414) or header block (431), refused before any handler runs.
-fn head_refusal(limits: &Limits, request: &Request) -> Option<HttpError> {
+fn head_refusal(limits: &Limits, request: &Request) -> Option<Error> {
     let uri_bytes = request
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if uri_bytes > limits.max_uri_bytes {
-        return Some(HttpError::new(
-            StatusCode::URI_TOO_LONG,
-            format!("request URI over {} bytes", limits.max_uri_bytes),
-        ));
+        return Some(Error::UriTooLong(format!(
+            "request URI over {} bytes",
+            limits.max_uri_bytes
+        )));
     }
     let headers = request.headers();
     let header_bytes: usize = headers
@@ -151,13 +150,10 @@ fn head_refusal(limits: &Limits, request: &Request) -> Option<HttpError> {
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if header_bytes > limits.max_header_bytes || headers.len() > limits.max_headers {
-        return Some(HttpError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!(
-                "request headers over {} bytes or {} fields",
-                limits.max_header_bytes, limits.max_headers
-            ),
-        ));
+        return Some(Error::HeadersTooLarge(format!(
+            "request headers over {} bytes or {} fields",
+            limits.max_header_bytes, limits.max_headers
+        )));
     }
     None
 }
@@ -175,13 +171,6 @@ pub fn rate_limiter(per_second: NonZeroU32) -> RateLimiter {
 #[derive(Debug, Clone, Copy)]
 pub struct Client(pub IpAddr);
 
-/// Counts a webhook answer under the configured integration its path names, with
-/// its latency from `started`.
-pub fn count(integration: &str, response: &Response, started: Instant) {
-    let (action, outcome) = webhook::labels(response);
-    telemetry::webhook_answered(integration, action, outcome, started.elapsed());
-}
-
 /// Refuses a webhook request from a source outside the allowlist (403) or beyond
 /// the per-address rate limit (429), and remembers it under `integration` (the
 /// configured one its path names); `None` admits it.
@@ -189,28 +178,26 @@ pub fn admit(state: &HttpState, request: &Request, integration: &str) -> Option<
     let Client(client) = request.extensions().get::<Client>().copied()?;
     let refusal = if !state.access.allows(client) {
         Some((
-            HttpError::new(StatusCode::FORBIDDEN, "source address not allowed"),
+            Error::PermissionDenied("source address not allowed".into()),
             "not_allowed",
         ))
     } else if let Some(limiter) = &state.rate_limit
         && limiter.check_key(&rate_key(client)).is_err()
     {
-        let error = HttpError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many requests from this address; retry later",
-        );
+        let error =
+            Error::ResourceExhausted("too many requests from this address; retry later".into());
         Some((error, "rate_limited"))
     } else {
         None
     };
     let (error, label) = refusal?;
     let path = request.uri().path();
-    let status = error.status().as_u16();
+    let status = error.http_status();
     let record = refused(
         integration,
         client.to_string(),
         path,
-        error.message().into(),
+        error.to_string(),
         status,
     );
     state.relay.record_refused(record, label);

@@ -12,15 +12,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 
-pub use error::HttpError;
 pub use layers::{RateLimiter, rate_limiter};
 
 use crate::net::{AccessPolicy, Limits};
-use crate::relay::{LeadRelay, refused};
+use crate::relay::{Error, LeadRelay, refused};
 use crate::roistat::Credentials;
 
 /// What the HTTP handlers share, behind one pointer (cloned per request).
@@ -91,7 +89,7 @@ pub fn router(state: Arc<HttpState>) -> HttpService {
 pub fn metrics_router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/metrics", get(probes::metrics))
-        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no such path") })
+        .fallback(|| async { Error::NotFound("no such path".into()) })
         .with_state(state)
 }
 
@@ -100,19 +98,19 @@ async fn not_found(State(state): State<Shared>, request: Request) -> Response {
     refuse(
         &state,
         &request,
-        HttpError::new(StatusCode::NOT_FOUND, "no such path"),
+        Error::NotFound("no such path".into()),
         "unknown_path",
     )
 }
 
-fn refuse(state: &HttpState, request: &Request, error: HttpError, label: &'static str) -> Response {
+fn refuse(state: &HttpState, request: &Request, error: Error, label: &'static str) -> Response {
     let client = request
         .extensions()
         .get::<layers::Client>()
         .map_or_else(String::new, |layers::Client(ip)| ip.to_string());
-    let status = error.status().as_u16();
+    let status = error.http_status();
     let path = request.uri().path();
-    let record = refused("", client, path, error.message().into(), status);
+    let record = refused("", client, path, error.to_string(), status);
     state.relay.record_refused(record, label);
     error.into_response()
 }

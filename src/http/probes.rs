@@ -5,7 +5,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
-use super::error::{HttpError, json};
+use super::error::json;
+use crate::relay::Error;
 use crate::roistat::answer::OkAnswer;
 use crate::telemetry;
 
@@ -20,7 +21,7 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
     if state.relay.ready() {
         json(StatusCode::OK, &OkAnswer::OK)
     } else {
-        HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+        Error::Unavailable("store unavailable".into()).into_response()
     }
 }
 

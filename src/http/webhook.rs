@@ -11,12 +11,11 @@ use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 
 use super::actions::dispatch;
-use super::error::HttpError;
 use super::layers::{self, Client};
 use super::{HttpState, Shared};
 use crate::domain::{DEFAULT_INTEGRATION, RejectedRequest};
 use crate::net::Limits;
-use crate::relay::{bounded, refused};
+use crate::relay::{Error, bounded, refused};
 use crate::roistat::{Action, AuthError, BodyKind, RawRequest};
 use crate::telemetry;
 
@@ -38,13 +37,8 @@ pub async fn receive_named(
 /// Handles a webhook request: who may call and how often first, then the request
 /// itself; every answer is counted, under the action it was for.
 async fn receive(state: &HttpState, integration: &str, request: Request) -> Response {
-    gated(state, request, |request| async move {
-        let mut action = None;
-        let mut response = handle(state, integration, request, &mut action).await;
-        if let Some(action) = action {
-            response.extensions_mut().insert(action);
-        }
-        response
+    gated(state, request, |request| {
+        handle(state, integration, request)
     })
     .await
 }
@@ -53,39 +47,55 @@ async fn receive(state: &HttpState, integration: &str, request: Request) -> Resp
 /// not call the webhook is told so first (403 before 405).
 pub async fn method_not_allowed(State(state): State<Shared>, request: Request) -> Response {
     gated(&state, request, |request| {
-        let error = HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST");
-        std::future::ready(super::refuse(&state, &request, error, "method_not_allowed"))
+        let error = Error::MethodNotAllowed("use GET or POST".into());
+        let answer = super::refuse(&state, &request, error, "method_not_allowed");
+        std::future::ready(Answered::before_action(answer))
     })
     .await
 }
 
+/// What a webhook request was answered, and the action it was for when that was
+/// known.
+pub struct Answered {
+    response: Response,
+    action: Option<Action>,
+}
+
+impl Answered {
+    /// An answer given before the request's action was known.
+    fn before_action(response: Response) -> Self {
+        Self {
+            response,
+            action: None,
+        }
+    }
+
+    /// The answer's metric labels: its action and outcome. What was refused before
+    /// the action was known counts as action "unknown".
+    fn labels(&self) -> (&'static str, &'static str) {
+        let action = self.action.map_or("unknown", Action::as_str);
+        (action, outcome(self.response.status()))
+    }
+}
+
 /// Admits a webhook request (the source allowlist and rate limit) before `answer`
 /// sees it, and counts whatever is answered under the configured integration its
-/// path names, with its latency.
-async fn gated<F: Future<Output = Response>>(
+/// path names (a path that names none counts under integration ""), with its
+/// latency.
+async fn gated<F: Future<Output = Answered>>(
     state: &HttpState,
     request: Request,
     answer: impl FnOnce(Request) -> F,
 ) -> Response {
     let started = Instant::now();
     let counted = configured_integration(state, request.uri().path());
-    let response = match layers::admit(state, &request, counted) {
-        Some(refusal) => refusal,
+    let answered = match layers::admit(state, &request, counted) {
+        Some(refusal) => Answered::before_action(refusal),
         None => answer(request).await,
     };
-    layers::count(counted, &response, started);
-    response
-}
-
-/// A webhook answer's labels: its action and outcome. What was refused before the
-/// action was known counts as action "unknown" (and a path that names no
-/// configured integration counts under integration "").
-pub fn labels(response: &Response) -> (&'static str, &'static str) {
-    let action = response
-        .extensions()
-        .get::<Action>()
-        .map_or("unknown", |action| action.as_str());
-    (action, outcome(response.status()))
+    let (action, outcome) = answered.labels();
+    telemetry::webhook_answered(counted, action, outcome, started.elapsed());
+    answered.response
 }
 
 /// The configured integration a webhook path names; "" for none.
@@ -149,29 +159,26 @@ pub fn outcome(status: StatusCode) -> &'static str {
     }
 }
 
-/// Read → authenticate → decode → dispatch.
-async fn handle(
-    state: &HttpState,
-    integration: &str,
-    request: Request,
-    answered: &mut Option<Action>,
-) -> Response {
+/// Read → authenticate → decode → dispatch. The action is read from the request
+/// as sent once (for the refusal's record and the label of an answer given before
+/// decoding), and once from the decoded parameters (what is carried out).
+async fn handle(state: &HttpState, integration: &str, request: Request) -> Answered {
     // Written out only when a refusal is recorded.
     let client_ip = request.extensions().get::<Client>().map(|Client(ip)| *ip);
     let client = || client_ip.map_or_else(String::new, |ip| ip.to_string());
     // The URI shares the request's bytes: no copy of the path.
     let uri = request.uri().clone();
     let path = uri.path();
-    let refuse = |error: HttpError, label: &'static str, integration: &str| {
-        let status = error.status().as_u16();
-        let record = refused(integration, client(), path, error.message().into(), status);
+    let refuse = |error: Error, label: &'static str, integration: &str| {
+        let status = error.http_status();
+        let record = refused(integration, client(), path, error.to_string(), status);
         state.relay.record_refused(record, label);
         error.into_response()
     };
     let Some(credentials) = state.integrations.get(integration) else {
         let message = format!("no integration {integration:?} is configured");
-        let error = HttpError::new(StatusCode::NOT_FOUND, message);
-        return refuse(error, "unknown_integration", "");
+        let error = Error::NotFound(message);
+        return Answered::before_action(refuse(error, "unknown_integration", ""));
     };
     let (raw, unreadable) = match read(request, &state.limits).await {
         Ok(raw) => (raw, None),
@@ -186,10 +193,8 @@ async fn handle(
             (raw, Some(error))
         }
     };
-    let named = raw.action();
-    *answered = Action::ALL
-        .into_iter()
-        .find(|action| action.as_str() == named);
+    let sent = raw.action();
+    let named = Action::named(&sent);
     let (user, token) = raw.credentials();
     if let Err(error) = credentials.verify(user.as_deref(), token.as_deref()) {
         telemetry::auth_failed();
@@ -198,39 +203,51 @@ async fn handle(
             AuthError::WrongToken => "wrong_token",
             AuthError::WrongUser => "wrong_user",
         };
-        let error = HttpError::new(StatusCode::UNAUTHORIZED, error.to_string());
-        return refuse(error, label, integration);
+        let error = Error::Unauthenticated(error.to_string());
+        let response = refuse(error, label, integration);
+        return Answered {
+            response,
+            action: named,
+        };
     }
-    let result = match unreadable {
-        Some(error) => Err(error),
-        None => authenticated(state, integration, &raw, answered).await,
+    let (action, result) = match unreadable {
+        Some(error) => (named, Err(error)),
+        None => authenticated(state, integration, &raw, named).await,
     };
-    match result {
+    let response = match result {
         Ok(response) => response,
         Err(error) => {
-            if error.status().is_client_error() {
-                let record = rejected(integration, client(), path, &raw, &error);
-                let label = outcome(error.status());
+            let status = super::error::status(&error);
+            if status.is_client_error() {
+                let record = rejected(integration, client(), path, &raw, &sent, &error);
+                let label = outcome(status);
                 state.relay.record_rejected(record, label).await;
             }
             error.into_response()
         }
-    }
+    };
+    Answered { response, action }
 }
 
-/// Decodes an authenticated request and carries out its action.
+/// Decodes an authenticated request and carries out its action; the action, when
+/// the request names one (`named`, as sent, when it cannot be decoded).
 async fn authenticated(
     state: &HttpState,
     integration: &str,
     raw: &RawRequest,
-    answered: &mut Option<Action>,
-) -> Result<Response, HttpError> {
-    let params = raw.decode()?;
-    let action = Action::of(&params);
-    if let Ok(action) = action {
-        *answered = Some(action);
+    named: Option<Action>,
+) -> (Option<Action>, Result<Response, Error>) {
+    let params = match raw.decode() {
+        Ok(params) => params,
+        Err(error) => return (named, Err(error.into())),
+    };
+    match Action::of(&params) {
+        Ok(action) => (
+            Some(action),
+            dispatch(state, integration, action, &params).await,
+        ),
+        Err(error) => (None, Err(error.into())),
     }
-    dispatch(state, integration, action?, &params).await
 }
 
 /// A request refused after the token check, as it is kept.
@@ -239,7 +256,8 @@ fn rejected(
     source: String,
     path: &str,
     raw: &RawRequest,
-    error: &HttpError,
+    action: &str,
+    error: &Error,
 ) -> RejectedRequest {
     let (query, body) = raw.masked();
     RejectedRequest {
@@ -249,9 +267,9 @@ fn rejected(
         source,
         authenticated: true,
         path: bounded(path, 256),
-        action: bounded(&raw.action(), 256),
-        reason: error.message().to_owned(),
-        status: error.status().as_u16(),
+        action: bounded(action, 256),
+        reason: error.to_string(),
+        status: error.http_status(),
         query,
         body,
     }
@@ -259,7 +277,7 @@ fn rejected(
 
 /// The request as it came. When its body cannot be read (too large, too slow),
 /// the query alone, with the error.
-async fn read(request: Request, limits: &Limits) -> Result<RawRequest, (Vec<u8>, HttpError)> {
+async fn read(request: Request, limits: &Limits) -> Result<RawRequest, (Vec<u8>, Error)> {
     let (parts, body) = request.into_parts();
     let query = parts.uri.query().unwrap_or_default().as_bytes().to_vec();
     if parts.method != Method::POST {
@@ -295,13 +313,9 @@ async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limits: &Limits,
-) -> Result<axum::body::Bytes, HttpError> {
-    let too_large = || {
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {} bytes", limits.max_body_bytes),
-        )
-    };
+) -> Result<axum::body::Bytes, Error> {
+    let too_large =
+        || Error::TooLarge(format!("request body over {} bytes", limits.max_body_bytes));
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -311,10 +325,7 @@ async fn read_body(
     }
     let reading = axum::body::to_bytes(body, limits.max_body_bytes);
     match tokio::time::timeout(limits.body_timeout, reading).await {
-        Err(_) => Err(HttpError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body not received in time",
-        )),
+        Err(_) => Err(Error::Timeout("request body not received in time".into())),
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(error)) => {
             let over_limit = std::error::Error::source(&error)
@@ -322,9 +333,8 @@ async fn read_body(
             if over_limit {
                 Err(too_large())
             } else {
-                Err(HttpError::new(
-                    StatusCode::BAD_REQUEST,
-                    "request body could not be read",
+                Err(Error::InvalidArgument(
+                    "request body could not be read".into(),
                 ))
             }
         }

@@ -4,7 +4,10 @@
 use crate::domain::{InvalidValue, SchemeError};
 use crate::store::StoreError;
 
-/// A failure as callers see it; the message is safe to show to them.
+/// A failure as callers see it; the message is safe to show to them. Whichever
+/// face reports it, its HTTP status and gRPC code come from [`Error::codes`], the
+/// one table of them: request decoding, validation, the store and the HTTP layers
+/// all say what went wrong as one of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -15,8 +18,29 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     NotFound(String),
+    /// The method is not one the resource answers.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request did not arrive in time.
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A request's body is over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A request's URI is over its limit.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// A request's header block is over its limit.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// A body in a form this service does not read.
+    #[error("{0}")]
+    UnsupportedMedia(String),
+    /// A value past what may be sent (an event over the message limit).
+    #[error("{0}")]
+    OutOfRange(String),
     /// A bound was reached (subscribers, consumers); the caller may retry later.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -29,30 +53,34 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn http_status(&self) -> u16 {
+    /// The table: each kind of failure as an HTTP status and a gRPC code.
+    pub fn codes(&self) -> (u16, tonic::Code) {
+        use tonic::Code;
         match self {
-            Error::InvalidArgument(_) => 400,
-            Error::Unauthenticated(_) => 401,
-            Error::PermissionDenied(_) => 403,
-            Error::NotFound(_) => 404,
-            Error::FailedPrecondition(_) => 409,
-            Error::ResourceExhausted(_) => 429,
-            Error::Unavailable(_) => 503,
-            Error::Internal => 500,
+            Error::InvalidArgument(_) => (400, Code::InvalidArgument),
+            Error::Unauthenticated(_) => (401, Code::Unauthenticated),
+            Error::PermissionDenied(_) => (403, Code::PermissionDenied),
+            Error::NotFound(_) => (404, Code::NotFound),
+            Error::MethodNotAllowed(_) => (405, Code::Unimplemented),
+            Error::Timeout(_) => (408, Code::DeadlineExceeded),
+            Error::FailedPrecondition(_) => (409, Code::FailedPrecondition),
+            Error::TooLarge(_) => (413, Code::ResourceExhausted),
+            Error::UriTooLong(_) => (414, Code::ResourceExhausted),
+            Error::UnsupportedMedia(_) => (415, Code::InvalidArgument),
+            Error::OutOfRange(_) => (400, Code::OutOfRange),
+            Error::ResourceExhausted(_) => (429, Code::ResourceExhausted),
+            Error::HeadersTooLarge(_) => (431, Code::ResourceExhausted),
+            Error::Unavailable(_) => (503, Code::Unavailable),
+            Error::Internal => (500, Code::Internal),
         }
     }
 
+    pub fn http_status(&self) -> u16 {
+        self.codes().0
+    }
+
     pub fn grpc_code(&self) -> tonic::Code {
-        match self {
-            Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
-            Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
-            Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
-            Error::NotFound(_) => tonic::Code::NotFound,
-            Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
-            Error::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
-            Error::Unavailable(_) => tonic::Code::Unavailable,
-            Error::Internal => tonic::Code::Internal,
-        }
+        self.codes().1
     }
 }
 

@@ -82,11 +82,15 @@ impl Action {
             None | Some("") if params.contains("id") => Ok(Action::Lead),
             None | Some("") if params.contains("leadId") => Ok(Action::Message),
             None | Some("") => Err(ActionError::Missing),
-            Some(name) => Action::ALL
-                .into_iter()
-                .find(|action| action.as_str() == name)
-                .ok_or_else(|| ActionError::Unknown(name.to_owned())),
+            Some(name) => Action::named(name).ok_or_else(|| ActionError::Unknown(name.to_owned())),
         }
+    }
+
+    /// The action of this name on the wire, if it is one.
+    pub fn named(name: &str) -> Option<Action> {
+        Action::ALL
+            .into_iter()
+            .find(|action| action.as_str() == name.trim())
     }
 }
 
