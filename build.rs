@@ -14,6 +14,7 @@ const SERVICE: &str = "LeadService";
 const SERVED_BESIDE: &str = "StreamLeads";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    sqlite_migrations()?;
     let proto = "proto/roistat/leads/v1/leads.proto";
     println!("cargo:rerun-if-changed={proto}");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -61,5 +62,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&server_dir)
         .extern_path(".roistat.leads.v1", "crate::proto")
         .compile_fds_with_config(set, prost_build::Config::new())?;
+    Ok(())
+}
+
+/// The SQLite migrations, embedded in the order of their versions: the file name
+/// says each one's version and description, as sqlx's migrator read them, whose
+/// record the store keeps (`src/store/sqlite/migrate.rs`).
+fn sqlite_migrations() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("migrations/sqlite");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut migrations = vec![];
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("");
+        let Some(stem) = name.strip_suffix(".sql") else {
+            continue;
+        };
+        let (version, description) = stem
+            .split_once('_')
+            .ok_or_else(|| format!("{name}: a migration is named VERSION_DESCRIPTION.sql"))?;
+        let version: i64 = version
+            .parse()
+            .map_err(|_| format!("{name}: its version is not a number"))?;
+        migrations.push((version, description.replace('_', " "), path.clone()));
+    }
+    migrations.sort();
+    let mut list = String::from("&[\n");
+    for (version, description, path) in &migrations {
+        list.push_str(&format!(
+            "    Migration {{ version: {version}, description: {description:?}, sql: include_str!({path:?}) }},\n",
+            path = path.display().to_string()
+        ));
+    }
+    list.push_str("]\n");
+    let out = PathBuf::from(std::env::var("OUT_DIR")?).join("sqlite_migrations.rs");
+    std::fs::write(out, list)?;
     Ok(())
 }

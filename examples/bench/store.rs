@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use roistat_leads::relay::{LeadRelay, RelayOptions};
 use roistat_leads::roistat::{Params, parse_lead};
-use sqlx::{Connection, PgConnection, SqliteConnection};
+use sqlx::{Connection, PgConnection};
 use tokio::task::JoinSet;
 
 use crate::lead_query;
@@ -49,23 +49,21 @@ pub async fn fill(database_url: &str, events: usize) -> anyhow::Result<()> {
 /// SQLite log checkpointed into it first), divided by the leads in it.
 pub async fn disk(database_url: &str) -> anyhow::Result<()> {
     let (leads, bytes, largest) = if database_url.starts_with("sqlite:") {
-        let mut conn = SqliteConnection::connect(database_url).await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut conn)
-            .await?;
-        let leads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM leads")
-            .fetch_one(&mut conn)
-            .await?;
-        let bytes: i64 = sqlx::query_scalar(
+        let path = database_url.trim_start_matches("sqlite://");
+        let conn = rusqlite::Connection::open(path.split('?').next().unwrap_or(path))?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        let leads: i64 = conn.query_row("SELECT COUNT(*) FROM leads", [], |row| row.get(0))?;
+        let bytes: i64 = conn.query_row(
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-        )
-        .fetch_one(&mut conn)
-        .await?;
-        let largest: Vec<(String, i64)> = sqlx::query_as(
+            [],
+            |row| row.get(0),
+        )?;
+        let mut largest = conn.prepare(
             "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 6",
-        )
-        .fetch_all(&mut conn)
-        .await?;
+        )?;
+        let largest = largest
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<Vec<(String, i64)>, _>>()?;
         (leads, bytes, largest)
     } else {
         let mut conn = PgConnection::connect(database_url).await?;

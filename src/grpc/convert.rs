@@ -14,8 +14,7 @@ use crate::wire;
 
 /// A source a request names; unknown or unspecified is refused.
 fn source_from_proto(value: i32) -> Result<LeadSource, Status> {
-    wire::source_from_proto(value)
-        .ok_or_else(|| invalid("sources: unknown or unspecified source"))
+    wire::source_from_proto(value).ok_or_else(|| invalid("sources: unknown or unspecified source"))
 }
 
 fn kind_from_proto(value: i32) -> Result<EventKind, Status> {

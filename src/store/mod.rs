@@ -383,11 +383,11 @@ pub enum OpenError {
     #[error("unsupported database URL scheme {0:?}: expected sqlite://PATH or postgres://...")]
     UnsupportedScheme(String),
     #[error("invalid database URL")]
-    InvalidUrl(#[source] sqlx::Error),
+    InvalidUrl(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot connect to the database")]
     Connect(#[source] DbError),
     #[error("cannot apply the migrations")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+    Migrate(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot convert the stored events to their protobuf form")]
     Convert(#[source] DbError),
 }

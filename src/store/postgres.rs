@@ -66,7 +66,7 @@ async fn convert_stored<C: Conn>(conn: &mut C) -> Result<u64, DbError> {
 /// replicas take turns: the migrator holds an advisory lock).
 pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<PostgresStore, OpenError> {
     let options = PgConnectOptions::from_str(url)
-        .map_err(OpenError::InvalidUrl)?
+        .map_err(|error| OpenError::InvalidUrl(error.into()))?
         .application_name("roistat-leads")
         .options([
             ("statement_timeout", STATEMENT_TIMEOUT_MS),
@@ -81,7 +81,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<PostgresStor
     sqlx::migrate!("./migrations/postgres")
         .run(&pool)
         .await
-        .map_err(OpenError::Migrate)?;
+        .map_err(|error| OpenError::Migrate(error.into()))?;
     let writer_conn = options
         .connect()
         .await

@@ -2,20 +2,18 @@
 //! (`synchronous=FULL`). The writer owns the only write connection on a thread of
 //! its own, so a batch runs its statements without handing each to another
 //! thread; reads use a small pool of connections beside it, which WAL lets run
-//! while the writer commits. Migrations run through sqlx, which keeps their record.
+//! while the writer commits. Migrations run first, on a connection of their own
+//! (`migrate.rs`).
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
-use sqlx::ConnectOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit, broadcast, mpsc, oneshot};
 
 use super::checkpoint::{self, Checkpointer};
@@ -34,27 +32,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (multi-row inserts vary in size).
 const STATEMENT_CACHE: usize = 256;
 
+mod migrate;
+
 pub(super) type SqliteStore = SqlStore<SqliteBackend>;
 
 /// Opens (creating if missing) the database at `url` and applies the migrations.
 pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore, OpenError> {
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(OpenError::InvalidUrl)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(BUSY_TIMEOUT);
-    let mut migrator = options
-        .connect()
-        .await
-        .map_err(|error| OpenError::Connect(DbError::Unavailable(Arc::new(error))))?;
-    sqlx::migrate!("./migrations/sqlite")
-        .run(&mut migrator)
-        .await
-        .map_err(OpenError::Migrate)?;
+    let path =
+        migrate::database_path(url).map_err(|reason| OpenError::InvalidUrl(reason.into()))?;
+    let mut migrator = migrate::connect(&path).map_err(OpenError::Connect)?;
+    migrate::run(&mut migrator).map_err(|error| OpenError::Migrate(error.into()))?;
     drop(migrator);
 
-    let path = options.get_filename().to_owned();
     let connect = |path: &Path| SqliteConn::open(path).map_err(OpenError::Connect);
     let mut writer_conn = connect(&path)?;
     // The log is copied into the database file by the checkpointer, not by commits.

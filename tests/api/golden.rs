@@ -24,9 +24,11 @@ async fn load_fixture(options: &Options, name: &str) {
     };
     let fixture = std::fs::read_to_string(&path).expect("the fixture");
     if is_sqlite {
-        let url = format!("{url}?mode=rwc");
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::raw_sql(&fixture).execute(&mut conn).await.unwrap();
+        options
+            .database
+            .sqlite_conn()
+            .execute_batch(&fixture)
+            .unwrap();
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
         sqlx::raw_sql(&fixture).execute(&mut conn).await.unwrap();

@@ -108,11 +108,20 @@ impl TestDatabase {
             .expect("connect")
     }
 
+    /// A connection to a SQLite test database, as an operator's would be.
+    pub fn sqlite_conn(&self) -> rusqlite::Connection {
+        let path = self
+            .url
+            .strip_prefix("sqlite://")
+            .expect("a SQLite database");
+        let path = path.split('?').next().unwrap_or(path);
+        rusqlite::Connection::open(path).expect("open the SQLite database")
+    }
+
     /// Runs `sql` on the database directly, as an operator (or a fault) would.
     pub async fn execute(&self, sql: &str) {
         if self.url.starts_with("sqlite:") {
-            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            self.sqlite_conn().execute_batch(sql).unwrap();
         } else {
             let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
             sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
@@ -122,8 +131,9 @@ impl TestDatabase {
     /// The integer a query returns (its first row's first column).
     pub async fn query_int(&self, sql: &str) -> i64 {
         if self.url.starts_with("sqlite:") {
-            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+            self.sqlite_conn()
+                .query_row(sql, [], |row| row.get(0))
+                .unwrap()
         } else {
             let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
             sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()

@@ -162,25 +162,16 @@ async fn logs_carry_ids_but_no_lead_content_or_secrets(options: Options) {
 
 #[tokio::test]
 async fn a_locked_sqlite_store_answers_503_and_recovers_by_itself() {
-    use sqlx::Connection;
     let app = TestApp::spawn_with(Options::default()).await;
     assert_eq!(app.lead("before").await.0, 200);
     // Another process takes the database's write lock and holds it, as a stuck
     // backup job or a full disk would stop every commit.
-    let mut intruder = sqlx::SqliteConnection::connect(&app.options.database.url)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut intruder)
-        .await
-        .unwrap();
+    let intruder = app.options.database.sqlite_conn();
+    intruder.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
     let (during, body) = app.lead("during").await;
     wait_for_readiness(&app, 503).await;
-    sqlx::query("ROLLBACK")
-        .execute(&mut intruder)
-        .await
-        .unwrap();
+    intruder.execute_batch("ROLLBACK").unwrap();
     let (after, _) = app.lead("during").await;
     wait_for_readiness(&app, 200).await;
 
