@@ -28,11 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // one (through every layer of a client's stream) moves a pointer: both make
     // decoding a stream cheaper for Rust clients.
     let descriptors = out_dir.join("leads_descriptor.bin");
-    let mut client = tonic_prost_build::configure().btree_map(".");
-    for event in ["lead", "message", "task", "call"] {
-        client = client.boxed(format!(".roistat.leads.v1.LeadEvent.event.{event}"));
-    }
-    client
+    tonic_prost_build::configure()
+        .btree_map(".")
+        .boxed(".roistat.leads.v1.LeadEvent.event")
         .build_server(false)
         .file_descriptor_set_path(&descriptors)
         .compile_with_config(config, &[PathBuf::from(proto)], &includes)?;

@@ -91,12 +91,26 @@ pub enum SourceArg {
     Other,
 }
 
+/// The kinds `--kind` takes: the proto's `EventKind`s, by their names without the
+/// prefix (a test holds the two lists equal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KindArg {
     Lead,
     Message,
     Task,
     Call,
+}
+
+impl KindArg {
+    /// The proto's value of the same name.
+    fn proto(self) -> proto::EventKind {
+        let name = self
+            .to_possible_value()
+            .map(|value| value.get_name().to_ascii_uppercase())
+            .unwrap_or_default();
+        proto::EventKind::from_str_name(&format!("EVENT_KIND_{name}"))
+            .unwrap_or(proto::EventKind::Unspecified)
+    }
 }
 
 fn parse_time(value: &str) -> Result<OffsetDateTime, String> {
@@ -144,18 +158,7 @@ impl TailArgs {
                     }) as i32
                 })
                 .collect(),
-            kinds: self
-                .kind
-                .iter()
-                .map(|kind| {
-                    (match kind {
-                        KindArg::Lead => proto::EventKind::Lead,
-                        KindArg::Message => proto::EventKind::Message,
-                        KindArg::Task => proto::EventKind::Task,
-                        KindArg::Call => proto::EventKind::Call,
-                    }) as i32
-                })
-                .collect(),
+            kinds: self.kind.iter().map(|kind| kind.proto() as i32).collect(),
         }
     }
 }
@@ -372,4 +375,24 @@ fn time_json(time: &prost_types::Timestamp) -> Value {
     crate::proto::from_timestamp(time)
         .and_then(|time| time.format(&Rfc3339).ok())
         .map_or(Value::Null, Value::String)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_takes_every_kind_of_the_proto_by_its_name() {
+        let proto_kinds: Vec<proto::EventKind> = (1..)
+            .map_while(|value| proto::EventKind::try_from(value).ok())
+            .collect();
+        let taken: Vec<proto::EventKind> = KindArg::value_variants()
+            .iter()
+            .map(|kind| kind.proto())
+            .collect();
+        assert_eq!(
+            taken, proto_kinds,
+            "--kind takes each EventKind of the proto, in its order"
+        );
+    }
 }

@@ -128,6 +128,16 @@ impl EventBody {
         }
     }
 
+    /// The id the event names its lead by: an order id or a Roistat lead id.
+    pub fn named_lead(&self) -> &str {
+        match self {
+            EventBody::Lead(lead) => &lead.lead_id,
+            EventBody::Message(message) => &message.lead_id,
+            EventBody::Task(task) => &task.element_id,
+            EventBody::Call(call) => &call.order_id,
+        }
+    }
+
     /// What makes a retry the same event: Roistat resends identical requests.
     /// Leads are identified by their key instead.
     pub fn identity(&self) -> String {

@@ -17,16 +17,9 @@ fn source_from_proto(value: i32) -> Result<LeadSource, Status> {
     wire::source_from_proto(value).ok_or_else(|| invalid("sources: unknown or unspecified source"))
 }
 
+/// A kind a request names; unknown or unspecified is refused.
 fn kind_from_proto(value: i32) -> Result<EventKind, Status> {
-    Ok(match proto::EventKind::try_from(value) {
-        Ok(proto::EventKind::Lead) => EventKind::Lead,
-        Ok(proto::EventKind::Message) => EventKind::Message,
-        Ok(proto::EventKind::Task) => EventKind::Task,
-        Ok(proto::EventKind::Call) => EventKind::Call,
-        Ok(proto::EventKind::Unspecified) | Err(_) => {
-            return Err(invalid("kinds: unknown or unspecified kind"));
-        }
-    })
+    wire::kind_from_proto(value).ok_or_else(|| invalid("kinds: unknown or unspecified kind"))
 }
 
 /// What a StreamLeads request asks for. At most one explicit start may be given.

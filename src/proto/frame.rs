@@ -10,12 +10,11 @@ use prost::encoding::{self, WireType};
 /// `LeadEvent.sequence`, `LeadEvent.receive_time`.
 const SEQUENCE: u32 = 1;
 const RECEIVE_TIME: u32 = 2;
-/// The `LeadEvent.event` oneof's fields.
+/// Fields of the `LeadEvent.event` oneof: a lead (which carries its sequence and
+/// receive time in its own body too) and a heartbeat. Every kind's is in
+/// `wire::KINDS`.
 pub const LEAD: u32 = 10;
-pub const MESSAGE: u32 = 11;
 pub const HEARTBEAT: u32 = 12;
-pub const TASK: u32 = 13;
-pub const CALL: u32 = 14;
 /// `Lead.receive_time`, `Lead.sequence`: a lead carries them too.
 const LEAD_RECEIVE_TIME: u32 = 16;
 const LEAD_SEQUENCE: u32 = 17;
@@ -30,7 +29,7 @@ pub const MESSAGE_PREFIX: usize = 5;
 pub struct EventFrame<'a> {
     pub sequence: u64,
     pub receive_time: Option<prost_types::Timestamp>,
-    /// The field of the oneof the body is (`LEAD`, `MESSAGE`, …).
+    /// The field of the oneof the body is (`HEARTBEAT`, or a kind's in `wire::KINDS`).
     pub field: u32,
     pub body: &'a [u8],
 }
@@ -235,9 +234,9 @@ mod tests {
         assert_eq!(event.sequence, 7);
         assert_eq!(
             event.event,
-            Some(lead_event::Event::Heartbeat(Heartbeat {
+            Some(lead_event::Event::Heartbeat(Box::new(Heartbeat {
                 latest_sequence: 9
-            }))
+            })))
         );
     }
 
@@ -266,7 +265,7 @@ mod tests {
                 (LEAD, lead.encode_to_vec(), expected)
             } else {
                 let message = DealMessage { text, ..Default::default() };
-                (MESSAGE, message.encode_to_vec(), lead_event::Event::Message(Box::new(message)))
+                (11, message.encode_to_vec(), lead_event::Event::Message(Box::new(message)))
             };
             let frame = EventFrame { sequence, receive_time, field, body: &body };
             let expected = LeadEvent { sequence, receive_time, event: Some(expected) };

@@ -233,18 +233,12 @@ fn new_lead(mut lead: Lead) -> NewLead {
 
 /// A message, task or call ready to store.
 fn new_event(body: &EventBody) -> NewEvent {
-    let named_lead = match body {
-        EventBody::Lead(lead) => &lead.lead_id,
-        EventBody::Message(message) => &message.lead_id,
-        EventBody::Task(task) => &task.element_id,
-        EventBody::Call(call) => &call.order_id,
-    };
     NewEvent {
         kind: body.kind(),
         integration: body.integration().to_owned(),
         subject_id: body.subject_id().to_owned(),
         identity: body.identity(),
-        named_lead: named_lead.clone(),
+        named_lead: body.named_lead().to_owned(),
         body: wire::encode_body(body).into(),
     }
 }

@@ -44,9 +44,7 @@ pub enum Action {
 pub enum ActionError {
     #[error("missing parameter: action (or id for a lead, leadId for a message)")]
     Missing,
-    #[error(
-        "unknown action {0:?}: expected lead, message, task, call, import_scheme, export or export_clients"
-    )]
+    #[error("unknown action {0:?}: expected {names}", names = Action::names())]
     Unknown(String),
 }
 
@@ -71,6 +69,16 @@ impl Action {
             Action::ImportScheme => "import_scheme",
             Action::Export => "export",
             Action::ExportClients => "export_clients",
+        }
+    }
+
+    /// Every action's name, as a list to read: "a, b or c".
+    fn names() -> String {
+        let names: Vec<&str> = Action::ALL.iter().map(|action| action.as_str()).collect();
+        match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
         }
     }
 
@@ -122,5 +130,10 @@ mod tests {
             let named = params(&[("action", action.as_str())]);
             assert_eq!(Action::of(&named), Ok(action));
         }
+        assert_eq!(
+            ActionError::Unknown("delete".into()).to_string(),
+            "unknown action \"delete\": expected lead, message, task, call, import_scheme, \
+             export or export_clients"
+        );
     }
 }

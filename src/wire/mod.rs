@@ -5,6 +5,7 @@
 //! pinned by the proto itself (which only grows).
 
 mod convert;
+mod kinds;
 
 use bytes::Bytes;
 use prost::Message;
@@ -15,6 +16,7 @@ use crate::domain::{Call, DealMessage, EncodedEvent, Event, EventBody, EventKind
 use crate::proto::{self, EventFrame};
 
 pub use convert::{lead_proto, source, source_from_proto};
+pub use kinds::{KINDS, KindForms, forms, kind_from_proto};
 
 /// Why stored bytes are not an event of their kind.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -192,12 +194,7 @@ pub fn frame(event: &EncodedEvent) -> EventFrame<'_> {
     EventFrame {
         sequence: event.sequence,
         receive_time: Some(proto::timestamp(event.receive_time)),
-        field: match event.kind {
-            EventKind::Lead => proto::LEAD,
-            EventKind::Message => proto::MESSAGE,
-            EventKind::Task => proto::TASK,
-            EventKind::Call => proto::CALL,
-        },
+        field: forms(event.kind).field,
         body: &event.body,
     }
 }

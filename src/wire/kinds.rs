@@ -1,0 +1,136 @@
+//! Every event kind in each of its forms: the one table a new kind adds a row to.
+//! A test reads the proto's own descriptors and fails when a kind of the proto (a
+//! value of `EventKind`, a field of `LeadEvent.event`) or of the domain has no row,
+//! or when a row disagrees with the proto.
+
+use crate::domain::EventKind;
+use crate::proto;
+
+/// One event kind's forms.
+#[derive(Debug)]
+pub struct KindForms {
+    pub kind: EventKind,
+    /// The value of `roistat.leads.v1.EventKind` that names it (in a stream's filter).
+    pub proto: proto::EventKind,
+    /// The field of the `LeadEvent.event` oneof its body is sent in.
+    pub field: u32,
+}
+
+/// The kinds, in the order of [`EventKind::ALL`].
+pub const KINDS: [KindForms; 4] = [
+    KindForms {
+        kind: EventKind::Lead,
+        proto: proto::EventKind::Lead,
+        field: proto::LEAD,
+    },
+    KindForms {
+        kind: EventKind::Message,
+        proto: proto::EventKind::Message,
+        field: 11,
+    },
+    KindForms {
+        kind: EventKind::Task,
+        proto: proto::EventKind::Task,
+        field: 13,
+    },
+    KindForms {
+        kind: EventKind::Call,
+        proto: proto::EventKind::Call,
+        field: 14,
+    },
+];
+
+/// A kind's forms.
+pub fn forms(kind: EventKind) -> &'static KindForms {
+    // The rows are in the order of the domain's kinds (a test holds them so).
+    &KINDS[kind as usize]
+}
+
+/// The kind a value of the proto's `EventKind` names; `None` for an unknown or
+/// unspecified one.
+pub fn kind_from_proto(value: i32) -> Option<EventKind> {
+    let named = proto::EventKind::try_from(value).ok()?;
+    KINDS
+        .iter()
+        .find(|forms| forms.proto == named)
+        .map(|forms| forms.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use prost_types::FileDescriptorSet;
+
+    use super::*;
+
+    fn descriptors() -> FileDescriptorSet {
+        FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap()
+    }
+
+    #[test]
+    fn every_domain_kind_has_its_row_in_order() {
+        let kinds: Vec<EventKind> = KINDS.iter().map(|forms| forms.kind).collect();
+        assert_eq!(kinds, EventKind::ALL);
+        for kind in EventKind::ALL {
+            assert_eq!(forms(kind).kind, kind);
+        }
+    }
+
+    #[test]
+    fn every_kind_of_the_proto_has_a_row_that_agrees_with_it() {
+        let set = descriptors();
+        let file = set
+            .file
+            .iter()
+            .find(|file| file.name() == "roistat/leads/v1/leads.proto")
+            .unwrap();
+        let kinds = file
+            .enum_type
+            .iter()
+            .find(|kind| kind.name() == "EventKind")
+            .unwrap();
+        for value in &kinds.value {
+            let Some(name) = value.name().strip_prefix("EVENT_KIND_") else {
+                panic!("{} is not named EVENT_KIND_…", value.name());
+            };
+            if name == "UNSPECIFIED" {
+                assert_eq!(kind_from_proto(value.number()), None);
+                continue;
+            }
+            let kind = kind_from_proto(value.number()).unwrap_or_else(|| {
+                panic!("EventKind {name} of the proto has no row in wire::KINDS")
+            });
+            assert_eq!(kind.as_str(), name.to_ascii_lowercase());
+        }
+
+        let event = file
+            .message_type
+            .iter()
+            .find(|message| message.name() == "LeadEvent")
+            .unwrap();
+        let oneof = event
+            .oneof_decl
+            .iter()
+            .position(|oneof| oneof.name() == "event")
+            .unwrap() as i32;
+        let fields: Vec<_> = event
+            .field
+            .iter()
+            .filter(|field| field.oneof_index == Some(oneof) && field.name() != "heartbeat")
+            .collect();
+        assert_eq!(
+            fields.len(),
+            KINDS.len(),
+            "every field of LeadEvent.event but heartbeat is a kind with a row"
+        );
+        for field in fields {
+            let row = KINDS
+                .iter()
+                .find(|forms| forms.field == field.number() as u32)
+                .unwrap_or_else(|| {
+                    panic!("LeadEvent.event.{} has no row in wire::KINDS", field.name())
+                });
+            assert_eq!(row.kind.as_str(), field.name());
+        }
+    }
+}
