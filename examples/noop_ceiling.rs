@@ -7,8 +7,8 @@
 use axum::Router;
 use axum::extract::RawQuery;
 use axum::routing::get;
-use roistat_leads::roistat::answer::OrderAnswer;
-use roistat_leads::roistat::{Credentials, Params, decode_form, parse_lead};
+use roistat_leads::own_crm::answer::OrderAnswer;
+use roistat_leads::own_crm::{Credentials, Params, decode_form, parse_lead};
 use secrecy::SecretString;
 
 /// The allocator of the service's build (the ceiling uses the same): requests

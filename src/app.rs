@@ -2,6 +2,10 @@
 //! every listener, assembles both servers, reads the TLS files), so that a started
 //! application only serves; `run` serves until shutdown, then closes the store.
 
+mod describe;
+
+pub use describe::describe;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::console::{self, ConsoleOptions};
 use crate::domain::{EventKind, LeadSource};
-use crate::grpc::GrpcServer;
+use crate::grpc::{GrpcOptions, GrpcServer};
 use crate::http::{self, HttpState, RateLimiter};
-use crate::net::{self, Limits, ServerTls, TlsEndpoint, TlsError};
-use crate::relay::LeadRelay;
-use crate::roistat::Action;
+use crate::net::{Limits, ServerTls, TlsEndpoint, TlsError};
+use crate::own_crm::Action;
+use crate::relay::{LeadRelay, RelayOptions};
 use crate::signal::Hangups;
 use crate::store::{self, LeadStore, OpenError};
 use crate::telemetry;
@@ -100,20 +104,21 @@ impl Application {
             None => None,
         };
         let shutdown = CancellationToken::new();
-        let relay = LeadRelay::new(store.clone(), settings.relay.clone(), shutdown.clone());
+        let relay = LeadRelay::new(store.clone(), relay_options(&settings), shutdown.clone());
         // Ready (or not) from the first probe on.
         relay.check_readiness().await;
-        let grpc = GrpcServer::build(relay.clone(), &settings.grpc).await?;
-        let client_certificates = settings.grpc.client_certificates;
+        let grpc_options = grpc_options(&settings);
+        let grpc = GrpcServer::build(relay.clone(), &grpc_options).await?;
+        let client_certificates = grpc_options.client_certificates;
         let grpc_addr = grpc_listener.local_addr().unwrap_or(settings.grpc_addr);
-        if settings.grpc.insecure && settings.grpc.token.is_none() && !client_certificates {
+        if grpc_options.insecure && grpc_options.token.is_none() && !client_certificates {
             tracing::warn!(
                 %grpc_addr,
                 "--grpc-insecure: LeadService answers every peer that reaches it, without a \
                  token or client certificates; anyone who can reach it can read every lead \
                  and report deals"
             );
-        } else if settings.grpc.protected() && !grpc_addr.ip().is_loopback() {
+        } else if grpc_options.protected() && !grpc_addr.ip().is_loopback() {
             tracing::info!(
                 %grpc_addr,
                 "protected mode: LeadService answers loopback peers only; set --grpc-token \
@@ -252,7 +257,7 @@ impl Application {
             result
         };
         let http_server = async {
-            net::serve(
+            http::serve(
                 http_listener,
                 router,
                 limits,
@@ -264,14 +269,14 @@ impl Application {
         };
         let metrics_server = async {
             if let Some(listener) = metrics_listener {
-                net::serve(listener, metrics_router, limits, None, shutdown.clone()).await;
+                http::serve(listener, metrics_router, limits, None, shutdown.clone()).await;
             }
         };
         // With the webhook's certificate, when it has one.
         let console_server = async {
             if let Some(listener) = console_listener {
                 let tls = http_tls.clone();
-                net::serve(listener, console_router, limits, tls, shutdown.clone()).await;
+                http::serve(listener, console_router, limits, tls, shutdown.clone()).await;
             }
         };
         let reload_tls = async {
@@ -350,5 +355,39 @@ fn reload(endpoints: &[Arc<TlsEndpoint>]) {
                 "cannot reload TLS certificates; keeping the previous ones"
             ),
         }
+    }
+}
+
+/// The relay's part of the settings.
+fn relay_options(settings: &Settings) -> RelayOptions {
+    RelayOptions {
+        order_id_mode: settings.order_id_mode,
+        deal_wait: settings.deal_wait,
+        heartbeat: settings.heartbeat,
+        message_dedup_window: settings.message_dedup_window,
+        default_statuses: settings.default_statuses.clone(),
+        rejected_keep: settings.rejected_keep,
+        max_subscribers: settings.grpc_max_subscribers,
+        max_consumers: settings.max_consumers,
+    }
+}
+
+/// The gRPC server's part of the settings.
+fn grpc_options(settings: &Settings) -> GrpcOptions {
+    GrpcOptions {
+        token: settings.grpc_token.clone(),
+        client_certificates: settings
+            .grpc_tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_path().is_some()),
+        insecure: settings.grpc_insecure,
+        keepalive_interval: settings.grpc_keepalive_interval,
+        keepalive_timeout: settings.grpc_keepalive_timeout,
+        max_concurrent_streams: settings.grpc_max_concurrent_streams,
+        max_decoding_message_bytes: settings.grpc_max_recv_message_bytes,
+        max_encoding_message_bytes: settings.grpc_max_send_message_bytes,
+        max_page_bytes: settings.grpc_max_page_bytes,
+        drain: settings.shutdown_drain,
+        ..GrpcOptions::default()
     }
 }

@@ -1,7 +1,7 @@
 //! roistat-leads: receives Roistat's own-CRM webhooks, stores every lead durably and
 //! exactly once, and serves the leads to internal services over gRPC.
 //!
-//! Data flows one way: Roistat request → [`roistat`] decoding → [`domain`] →
+//! Data flows one way: Roistat request → [`own_crm`] decoding → [`domain`] →
 //! [`relay`] → [`store`] (commit) → event feed → [`relay`] stream → [`grpc`].
 //! The faces ([`http`], [`grpc`]) call the relay only and never each other;
 //! [`domain`] imports none of the others; no module imports one above it.
@@ -9,16 +9,16 @@
 
 pub mod app;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod console;
 pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod net;
+pub mod own_crm;
 pub mod proto;
 pub mod relay;
-pub mod roistat;
 pub mod signal;
 pub mod store;
 pub mod telemetry;
-pub mod wire;

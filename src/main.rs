@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use roistat_leads::app::Application;
+use roistat_leads::app::{self, Application};
 use roistat_leads::cli::{self, Cli, Command, causes};
 use roistat_leads::config;
 use roistat_leads::signal::shutdown_signal;
@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig(args) => match config::load(args, &sub_matches) {
             Ok(settings) => {
-                println!("{}", config::describe(&settings));
+                println!("{}", app::describe(&settings));
                 ExitCode::SUCCESS
             }
             Err(error) => {

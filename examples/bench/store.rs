@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
+use roistat_leads::own_crm::{Params, parse_lead};
 use roistat_leads::relay::{LeadRelay, RelayOptions};
-use roistat_leads::roistat::{Params, parse_lead};
 use sqlx::{Connection, PgConnection};
 use tokio::task::JoinSet;
 

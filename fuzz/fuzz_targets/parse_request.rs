@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roistat_leads::roistat::{
+use roistat_leads::own_crm::{
     Params, decode_form, decode_json, parse_call, parse_export, parse_lead, parse_message,
     parse_task,
 };

@@ -87,7 +87,7 @@ impl SendArgs {
     fn token(&self) -> Result<String, String> {
         match (&self.roistat_password, &self.roistat_token) {
             (_, Some(token)) => Ok(token.trim().to_ascii_lowercase()),
-            (Some(password), None) => Ok(crate::roistat::token(&self.roistat_user, password)),
+            (Some(password), None) => Ok(crate::own_crm::token(&self.roistat_user, password)),
             (None, None) => Err(
                 "give --roistat-password or --roistat-token (or ROISTAT_PASSWORD, ROISTAT_TOKEN)"
                     .to_owned(),

@@ -10,7 +10,7 @@ use super::ConfigError;
 use super::file::FileConfig;
 use crate::cli::ServeArgs;
 use crate::domain::DEFAULT_INTEGRATION;
-use crate::roistat::Credentials;
+use crate::own_crm::Credentials;
 
 /// The credentials of one integration, as given somewhere.
 #[derive(Default)]

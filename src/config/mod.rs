@@ -4,7 +4,6 @@
 //! whatever its source.
 
 mod credentials;
-mod describe;
 mod file;
 
 use std::collections::BTreeMap;
@@ -19,18 +18,16 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use describe::describe;
-
 use crate::cli::ServeArgs;
-use crate::grpc::GrpcOptions;
+use crate::domain::OrderIdMode;
 use crate::net::{AccessPolicy, Limits, ServerTls, TlsError};
-use crate::relay::RelayOptions;
-use crate::roistat::{Credentials, CredentialsError};
+use crate::own_crm::{Credentials, CredentialsError};
 use crate::telemetry::LogFormat;
 use credentials::{default_statuses, integrations, one_of, read_secret};
 use file::FileConfig;
 
-/// Everything the application needs to start.
+/// Everything the application needs to start: one plain value per setting, named
+/// like its flag. The application hands each part of the service its own.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub http_addr: SocketAddr,
@@ -40,13 +37,39 @@ pub struct Settings {
     pub database_url: String,
     /// Credentials by integration name; "default" is served at plain /webhook.
     pub integrations: BTreeMap<String, Credentials>,
-    pub relay: RelayOptions,
+    /// What Roistat is answered as a lead's order id.
+    pub order_id_mode: OrderIdMode,
+    /// In `crm` mode, how long a webhook waits for the CRM's deal id.
+    pub deal_wait: Duration,
+    /// A stream that delivered nothing for this long gets a heartbeat.
+    pub heartbeat: Duration,
+    /// How long an identical message or task is one event (zero: every copy).
+    pub message_dedup_window: Duration,
+    /// The status of an order without a reported one, by integration.
+    pub default_statuses: BTreeMap<String, String>,
+    /// Requests refused after the token check kept per integration.
+    pub rejected_keep: u32,
+    /// The most StreamLeads subscribers at once.
+    pub grpc_max_subscribers: usize,
+    /// The most named consumers.
+    pub max_consumers: u32,
     /// Live events kept in memory for subscribers.
     pub stream_buffer: usize,
     /// Records per export page when Roistat gives no `limit`.
     pub export_page_size: u64,
     pub log_format: LogFormat,
-    pub grpc: GrpcOptions,
+    /// Bearer token LeadService calls must carry.
+    pub grpc_token: Option<SecretString>,
+    /// Serve LeadService to any peer without a token or client certificates.
+    pub grpc_insecure: bool,
+    pub grpc_keepalive_interval: Duration,
+    pub grpc_keepalive_timeout: Duration,
+    pub grpc_max_concurrent_streams: u32,
+    pub grpc_max_recv_message_bytes: usize,
+    pub grpc_max_send_message_bytes: usize,
+    pub grpc_max_page_bytes: usize,
+    /// Once shutdown starts, how long requests and streams get.
+    pub shutdown_drain: Duration,
     /// Which source addresses may call the webhook.
     pub access: AccessPolicy,
     /// Webhook requests per second per client address.
@@ -296,34 +319,26 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
         metrics_addr: args.metrics_addr.or(file.metrics_addr),
         database_url,
         integrations,
-        relay: RelayOptions {
-            order_id_mode,
-            deal_wait: Duration::from_millis(deal_wait_ms),
-            heartbeat: Duration::from_millis(heartbeat_ms),
-            message_dedup_window: window,
-            default_statuses,
-            rejected_keep: rejected_keep as u32,
-            max_subscribers: max_subscribers as usize,
-            max_consumers: max_consumers as u32,
-        },
+        order_id_mode,
+        deal_wait: Duration::from_millis(deal_wait_ms),
+        heartbeat: Duration::from_millis(heartbeat_ms),
+        message_dedup_window: window,
+        default_statuses,
+        rejected_keep: rejected_keep as u32,
+        grpc_max_subscribers: max_subscribers as usize,
+        max_consumers: max_consumers as u32,
         stream_buffer: stream_buffer as usize,
         export_page_size,
         log_format,
-        grpc: GrpcOptions {
-            token: grpc_token,
-            client_certificates: grpc_tls
-                .as_ref()
-                .is_some_and(|tls| tls.client_ca_path().is_some()),
-            insecure: grpc_insecure,
-            keepalive_interval: Duration::from_millis(keepalive_interval),
-            keepalive_timeout: Duration::from_millis(keepalive_timeout),
-            max_concurrent_streams: max_streams as u32,
-            max_decoding_message_bytes: max_recv as usize,
-            max_encoding_message_bytes: max_send as usize,
-            max_page_bytes: max_page as usize,
-            drain,
-            ..GrpcOptions::default()
-        },
+        grpc_token,
+        grpc_insecure,
+        grpc_keepalive_interval: Duration::from_millis(keepalive_interval),
+        grpc_keepalive_timeout: Duration::from_millis(keepalive_timeout),
+        grpc_max_concurrent_streams: max_streams as u32,
+        grpc_max_recv_message_bytes: max_recv as usize,
+        grpc_max_send_message_bytes: max_send as usize,
+        grpc_max_page_bytes: max_page as usize,
+        shutdown_drain: drain,
         rate_limit: args.rate_limit.or(file.rate_limit),
         access: AccessPolicy {
             allow: if explicit("webhook_allow") {

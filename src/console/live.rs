@@ -101,7 +101,7 @@ async fn forward(
 
 async fn sse_event(relay: &LeadRelay, event: &EncodedEvent) -> Event {
     let order_id = match event.kind {
-        EventKind::Lead => match crate::wire::decode_lead(event) {
+        EventKind::Lead => match crate::codec::decode_lead(event) {
             Ok(lead) => relay
                 .get_deal(&LeadKey::new(&lead.integration, lead.lead_id))
                 .await

@@ -5,10 +5,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::codec;
 use crate::domain::{Consumer, Deal, EncodedEvent, EventBody, FoundLead, RejectedRequest, Scheme};
+use crate::own_crm::answer::ExportOrder;
 use crate::relay::LeadView;
-use crate::roistat::answer::ExportOrder;
-use crate::wire;
 
 pub fn time(time: OffsetDateTime) -> Value {
     time.format(&Rfc3339).map_or(Value::Null, Value::String)
@@ -27,7 +27,7 @@ pub fn event(event: &EncodedEvent, order_id: Option<&str>) -> Value {
         "integration": &*event.integration,
         "time": time(event.receive_time),
     });
-    let decoded = match wire::decode_body(event.kind, &event.body) {
+    let decoded = match codec::decode_body(event.kind, &event.body) {
         Ok(decoded) => decoded,
         Err(error) => {
             tracing::error!(%error, sequence = event.sequence, "a stored event cannot be read");
@@ -110,14 +110,14 @@ fn deal(deal: &Deal, scheme: Option<&Scheme>) -> Value {
 
 /// Everything known about a lead.
 pub fn lead(view: &LeadView) -> Value {
-    let stored = match wire::decode_lead(&view.lead) {
+    let stored = match codec::decode_lead(&view.lead) {
         Ok(lead) => lead,
         Err(error) => {
             tracing::error!(%error, sequence = view.lead.sequence, "a stored lead cannot be read");
             return json!({ "unreadable": true, "sequence": view.lead.sequence });
         }
     };
-    let source = wire::source_from_proto(stored.source).map(|source| source.as_str());
+    let source = codec::source_from_proto(stored.source).map(|source| source.as_str());
     let create_time = stored
         .create_time
         .as_ref()

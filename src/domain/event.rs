@@ -32,7 +32,7 @@ pub enum EventBody {
 pub type Event = Stored<EventBody>;
 
 /// An event as stored and streamed: what filters need, beside its body encoded in
-/// the form it is sent (see the `wire` module), which nothing on its way to a
+/// the form it is sent (see the `codec` module), which nothing on its way to a
 /// subscriber decodes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedEvent {

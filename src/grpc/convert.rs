@@ -4,22 +4,22 @@ use time::OffsetDateTime;
 use tonic::Status;
 
 use super::invalid;
+use crate::codec;
 use crate::domain::{
     Client, Consumer, Deal, DealReport, DealUpdate, EventFilter, EventKind, LeadKey, LeadSource,
     Manager, Money, OrderIdMode, RejectedRequest, Scheme, SchemeEntry,
 };
 use crate::proto::{self, from_timestamp, timestamp};
 use crate::relay::{StreamRequest, StreamStart};
-use crate::wire;
 
 /// A source a request names; unknown or unspecified is refused.
 fn source_from_proto(value: i32) -> Result<LeadSource, Status> {
-    wire::source_from_proto(value).ok_or_else(|| invalid("sources: unknown or unspecified source"))
+    codec::source_from_proto(value).ok_or_else(|| invalid("sources: unknown or unspecified source"))
 }
 
 /// A kind a request names; unknown or unspecified is refused.
 fn kind_from_proto(value: i32) -> Result<EventKind, Status> {
-    wire::kind_from_proto(value).ok_or_else(|| invalid("kinds: unknown or unspecified kind"))
+    codec::kind_from_proto(value).ok_or_else(|| invalid("kinds: unknown or unspecified kind"))
 }
 
 /// What a StreamLeads request asks for. At most one explicit start may be given.

@@ -11,11 +11,11 @@ pub use server::{BuildError, GrpcOptions, GrpcServer};
 
 use tonic::{Request, Response, Status};
 
+use crate::codec;
 use crate::domain::{EncodedEvent, LeadKey, RejectedFilter, integration_or_default, validate_id};
 use crate::proto;
 use crate::proto::lead_service_server::LeadService;
 use crate::relay::{Error, LeadRelay, RejectedCursor};
-use crate::wire;
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
@@ -296,7 +296,7 @@ pub(crate) fn lead_key(integration_name: &str, lead_id: &str) -> Result<LeadKey,
 /// A stored lead as the API shows it; one that cannot be read is an internal error,
 /// logged.
 fn decode_lead(event: &EncodedEvent) -> Result<proto::Lead, Status> {
-    wire::decode_lead(event).map_err(|error| {
+    codec::decode_lead(event).map_err(|error| {
         tracing::error!(%error, sequence = event.sequence, "store failed");
         Status::from(Error::Internal)
     })

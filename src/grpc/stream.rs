@@ -23,10 +23,10 @@ use tonic_prost::ProstCodec;
 use tower::Service;
 
 use super::{LeadApi, convert};
+use crate::codec;
 use crate::domain::EncodedEvent;
 use crate::proto::{self, EventFrame, MESSAGE_PREFIX};
 use crate::relay::{Error, StreamItem};
-use crate::wire;
 
 /// The method's path.
 const STREAM_LEADS: &str = "/roistat.leads.v1.LeadService/StreamLeads";
@@ -174,7 +174,7 @@ impl http_body::Body for Events {
                     this.replaying = events.into_iter();
                 }
                 Poll::Ready(Some(StreamItem::Live(event))) => {
-                    this.put(&mut buf, &wire::frame(&event))
+                    this.put(&mut buf, &codec::frame(&event))
                 }
                 Poll::Ready(Some(StreamItem::Heartbeat {
                     sequence,
@@ -222,7 +222,7 @@ impl Events {
             let Some(event) = self.replaying.next() else {
                 return;
             };
-            self.put(buf, &wire::frame(&event));
+            self.put(buf, &codec::frame(&event));
         }
     }
 

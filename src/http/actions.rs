@@ -7,14 +7,14 @@ use axum::response::Response;
 use super::HttpState;
 use super::error::json;
 use crate::domain::EventBody;
-use crate::relay::{Error, ExportPage, OrdersExport};
-use crate::roistat::answer::{
+use crate::own_crm::answer::{
     ClientsAnswer, ExportAnswer, ExportClient, ExportOrder, IdAnswer, OkAnswer, OrderAnswer,
     Pagination,
 };
-use crate::roistat::{
+use crate::own_crm::{
     Action, Params, parse_call, parse_export, parse_lead, parse_message, parse_task,
 };
+use crate::relay::{Error, ExportPage, OrdersExport};
 
 /// A 200 answer.
 fn ok(body: &impl serde::Serialize) -> Response {

@@ -6,9 +6,9 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::own_crm::answer::ErrorAnswer;
+use crate::own_crm::{ActionError, DecodeError, ParseError};
 use crate::relay::Error;
-use crate::roistat::answer::ErrorAnswer;
-use crate::roistat::{ActionError, DecodeError, ParseError};
 
 /// An error's HTTP status.
 pub fn status(error: &Error) -> StatusCode {

@@ -1,10 +1,11 @@
-//! The HTTP face: Roistat's webhook, health and readiness, and metrics. It calls
-//! the relay only.
+//! The HTTP face: Roistat's webhook, health and readiness, metrics, and the HTTP/1.1
+//! server loop (which the console's server shares). It calls the relay only.
 
 mod actions;
 mod error;
 mod layers;
 mod probes;
+mod serve;
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -16,10 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 
 pub use layers::{RateLimiter, rate_limiter};
+pub use serve::serve;
 
 use crate::net::{AccessPolicy, Limits};
+use crate::own_crm::Credentials;
 use crate::relay::{Error, LeadRelay, refused};
-use crate::roistat::Credentials;
 
 /// What the HTTP handlers share, behind one pointer (cloned per request).
 type Shared = Arc<HttpState>;

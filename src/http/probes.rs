@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::Shared;
 use super::error::json;
+use crate::own_crm::answer::OkAnswer;
 use crate::relay::Error;
-use crate::roistat::answer::OkAnswer;
 use crate::telemetry;
 
 /// `GET /healthz`: the process answers.

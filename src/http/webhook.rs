@@ -15,8 +15,8 @@ use super::layers::{self, Client};
 use super::{HttpState, Shared};
 use crate::domain::{DEFAULT_INTEGRATION, RejectedRequest};
 use crate::net::Limits;
+use crate::own_crm::{Action, AuthError, BodyKind, RawRequest};
 use crate::relay::{Error, bounded, refused};
-use crate::roistat::{Action, AuthError, BodyKind, RawRequest};
 use crate::telemetry;
 
 /// `GET|POST /webhook` (and `/webhook/`): the default integration.

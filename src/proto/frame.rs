@@ -12,7 +12,7 @@ const SEQUENCE: u32 = 1;
 const RECEIVE_TIME: u32 = 2;
 /// Fields of the `LeadEvent.event` oneof: a lead (which carries its sequence and
 /// receive time in its own body too) and a heartbeat. Every kind's is in
-/// `wire::KINDS`.
+/// `codec::KINDS`.
 pub const LEAD: u32 = 10;
 pub const HEARTBEAT: u32 = 12;
 /// `Lead.receive_time`, `Lead.sequence`: a lead carries them too.
@@ -29,7 +29,7 @@ pub const MESSAGE_PREFIX: usize = 5;
 pub struct EventFrame<'a> {
     pub sequence: u64,
     pub receive_time: Option<prost_types::Timestamp>,
-    /// The field of the oneof the body is (`HEARTBEAT`, or a kind's in `wire::KINDS`).
+    /// The field of the oneof the body is (`HEARTBEAT`, or a kind's in `codec::KINDS`).
     pub field: u32,
     pub body: &'a [u8],
 }

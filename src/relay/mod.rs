@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Deal, EncodedEvent, EventBody, Lead, LeadKey, OrderIdMode, SearchKeys};
 use crate::store::{LeadStore, NewEvent, NewLead};
-use crate::{telemetry, wire};
+use crate::{codec, telemetry};
 
 pub use crm::{ExportPage, OrdersExport};
 pub use error::Error;
@@ -196,7 +196,7 @@ impl LeadRelay {
     }
 
     /// A lead's event: its body is a `roistat.leads.v1.Lead` without `sequence`
-    /// and `receive_time` (see [`wire`]).
+    /// and `receive_time` (see [`codec`]).
     pub async fn get_lead(&self, key: &LeadKey) -> Result<EncodedEvent, Error> {
         self.store
             .get_lead(key)
@@ -219,7 +219,7 @@ impl LeadRelay {
 
 /// A lead ready to store, encoded here, on the request's task.
 fn new_lead(mut lead: Lead) -> NewLead {
-    let body = wire::encode_lead(&lead).into();
+    let body = codec::encode_lead(&lead).into();
     NewLead {
         key: lead.key(),
         source: lead.source,
@@ -239,6 +239,6 @@ fn new_event(body: &EventBody) -> NewEvent {
         subject_id: body.subject_id().to_owned(),
         identity: body.identity(),
         named_lead: body.named_lead().to_owned(),
-        body: wire::encode_body(body).into(),
+        body: codec::encode_body(body).into(),
     }
 }

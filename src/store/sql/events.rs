@@ -7,10 +7,10 @@ use std::time::Duration;
 use super::from_micros;
 use super::now_micros;
 use super::writes::Tx;
+use crate::codec;
 use crate::domain::{EncodedEvent, EventKind, LeadKey};
 use crate::store::db::{Arg, Conn, DbError, query_opt};
 use crate::store::{EventReceipt, NewEvent, StoreError};
-use crate::wire;
 
 /// An event's row. `payload` held the JSON of versions before 0005; it stays empty.
 pub(super) const EVENT_COLUMNS: &str =
@@ -143,7 +143,7 @@ pub(super) async fn insert_event<C: Conn>(
         .unwrap_or_default();
     let body = match new.kind {
         // A message says which lead it was filed under.
-        EventKind::Message => wire::with_resolved_lead(&new.body, &lead_ref),
+        EventKind::Message => codec::with_resolved_lead(&new.body, &lead_ref),
         _ => new.body.clone(),
     };
     let event = EncodedEvent {

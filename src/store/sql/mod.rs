@@ -11,8 +11,8 @@
 //! event below N), and locks are always taken in the same order. On SQLite there is
 //! one writer anyway.
 
+mod backfill;
 mod consumers;
-mod convert;
 mod crm;
 mod events;
 mod inspect;
@@ -42,8 +42,8 @@ use crate::domain::{
 };
 
 #[cfg(test)]
-pub(super) use convert::UNCONVERTED;
-pub(super) use convert::convert_stored;
+pub(super) use backfill::UNCONVERTED;
+pub(super) use backfill::convert_stored;
 pub(super) use reads::{events_after, latest_sequence};
 
 /// A backend's read side.

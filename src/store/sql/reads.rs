@@ -7,9 +7,9 @@ use bytes::{Bytes, BytesMut};
 use time::OffsetDateTime;
 
 use super::{from_json, from_micros, to_db_sequence, to_micros};
+use crate::codec;
 use crate::domain::{EncodedEvent, EventBody, EventKind, LeadKey, LeadSource};
 use crate::store::db::{Conn, DbError, Row, query_opt, scalar};
-use crate::wire;
 
 /// The columns an event is read from.
 pub(super) const EVENT: &str =
@@ -64,7 +64,7 @@ impl EventReader {
                 let legacy: EventBody = from_json(row.text(6)?).map_err(|error| {
                     DbError::invalid(format!("event {sequence} is unreadable: {error}"))
                 })?;
-                (Bytes::from(wire::encode_body(&legacy)), legacy.source())
+                (Bytes::from(codec::encode_body(&legacy)), legacy.source())
             }
         };
         Ok(EncodedEvent {

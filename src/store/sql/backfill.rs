@@ -6,9 +6,9 @@
 //! convert costs one query.
 
 use super::from_json;
+use crate::codec;
 use crate::domain::{EventBody, SearchKeys};
 use crate::store::db::{Conn, DbError};
-use crate::wire;
 
 /// Events converted per transaction.
 const BATCH: i64 = 1_000;
@@ -67,7 +67,7 @@ async fn convert_batch<C: Conn>(conn: &mut C, after: i64) -> Result<Option<(i64,
                 continue;
             }
         };
-        let encoded = wire::encode_body(&body);
+        let encoded = codec::encode_body(&body);
         let source = body.source().map(|source| source.as_str());
         conn.execute(
             "UPDATE events SET body = $2, source = $3, payload = '' WHERE sequence = $1",

@@ -4,8 +4,8 @@
 //! are stored, so a stream writes stored bytes as they are, and the stored form is
 //! pinned by the proto itself (which only grows).
 
-mod convert;
 mod kinds;
+mod model;
 
 use bytes::Bytes;
 use prost::Message;
@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use crate::domain::{Call, DealMessage, EncodedEvent, Event, EventBody, EventKind, Lead, Task};
 use crate::proto::{self, EventFrame};
 
-pub use convert::{lead_proto, source, source_from_proto};
 pub use kinds::{KINDS, KindForms, forms, kind_from_proto};
+pub use model::{lead_proto, source, source_from_proto};
 
 /// Why stored bytes are not an event of their kind.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -165,10 +165,10 @@ fn decode<M: Message + Default>(kind: EventKind, bytes: &[u8]) -> Result<M, Deco
 /// An event's body from the bytes it was stored as.
 pub fn decode_body(kind: EventKind, bytes: &[u8]) -> Result<EventBody, DecodeError> {
     Ok(match kind {
-        EventKind::Lead => EventBody::Lead(convert::lead(decode(kind, bytes)?)),
-        EventKind::Message => EventBody::Message(convert::message(decode(kind, bytes)?)),
-        EventKind::Task => EventBody::Task(convert::task(decode(kind, bytes)?)),
-        EventKind::Call => EventBody::Call(convert::call(decode(kind, bytes)?)),
+        EventKind::Lead => EventBody::Lead(model::lead(decode(kind, bytes)?)),
+        EventKind::Message => EventBody::Message(model::message(decode(kind, bytes)?)),
+        EventKind::Task => EventBody::Task(model::task(decode(kind, bytes)?)),
+        EventKind::Call => EventBody::Call(model::call(decode(kind, bytes)?)),
     })
 }
 

@@ -1,4 +1,4 @@
-//! Roistat's wire dialect: decoding a request's parameters, which action it asks
+//! Roistat's own-CRM protocol: decoding a request's parameters, which action it asks
 //! for, checking its token, reading leads and the like from it, and the answers
 //! Roistat expects.
 

@@ -98,7 +98,7 @@ mod tests {
                 continue;
             }
             let kind = kind_from_proto(value.number()).unwrap_or_else(|| {
-                panic!("EventKind {name} of the proto has no row in wire::KINDS")
+                panic!("EventKind {name} of the proto has no row in codec::KINDS")
             });
             assert_eq!(kind.as_str(), name.to_ascii_lowercase());
         }
@@ -128,7 +128,10 @@ mod tests {
                 .iter()
                 .find(|forms| forms.field == field.number() as u32)
                 .unwrap_or_else(|| {
-                    panic!("LeadEvent.event.{} has no row in wire::KINDS", field.name())
+                    panic!(
+                        "LeadEvent.event.{} has no row in codec::KINDS",
+                        field.name()
+                    )
                 });
             assert_eq!(row.kind.as_str(), field.name());
         }

@@ -1,7 +1,8 @@
 //! The effective settings as the `check-config` command prints them: `key = value`
 //! lines in the file's own format, secrets masked.
 
-use super::Settings;
+use super::grpc_options;
+use crate::config::Settings;
 use crate::domain::DEFAULT_INTEGRATION;
 use crate::net::ServerTls;
 
@@ -59,50 +60,53 @@ pub fn describe(settings: &Settings) -> String {
         ),
         format!(
             "grpc_token = {}",
-            if settings.grpc.token.is_some() {
+            if settings.grpc_token.is_some() {
                 "\"********\""
             } else {
                 "\"\"  # none"
             }
         ),
-        format!("grpc_insecure = {}", settings.grpc.insecure),
-        format!("# LeadService callers: {}", settings.grpc.mode()),
-        format!("grpc_max_subscribers = {}", settings.relay.max_subscribers),
+        format!("grpc_insecure = {}", settings.grpc_insecure),
+        format!("# LeadService callers: {}", grpc_options(settings).mode()),
+        format!("grpc_max_subscribers = {}", settings.grpc_max_subscribers),
         format!(
             "grpc_max_concurrent_streams = {}",
-            settings.grpc.max_concurrent_streams
+            settings.grpc_max_concurrent_streams
         ),
         format!(
             "grpc_max_recv_message_bytes = {}",
-            settings.grpc.max_decoding_message_bytes
+            settings.grpc_max_recv_message_bytes
         ),
         format!(
             "grpc_max_send_message_bytes = {}",
-            settings.grpc.max_encoding_message_bytes
+            settings.grpc_max_send_message_bytes
         ),
-        format!("grpc_max_page_bytes = {}", settings.grpc.max_page_bytes),
+        format!("grpc_max_page_bytes = {}", settings.grpc_max_page_bytes),
         format!(
             "grpc_keepalive_interval_ms = {}",
-            settings.grpc.keepalive_interval.as_millis()
+            settings.grpc_keepalive_interval.as_millis()
         ),
         format!(
             "grpc_keepalive_timeout_ms = {}",
-            settings.grpc.keepalive_timeout.as_millis()
+            settings.grpc_keepalive_timeout.as_millis()
         ),
-        format!("max_consumers = {}", settings.relay.max_consumers),
-        format!("shutdown_drain_ms = {}", settings.grpc.drain.as_millis()),
+        format!("max_consumers = {}", settings.max_consumers),
+        format!(
+            "shutdown_drain_ms = {}",
+            settings.shutdown_drain.as_millis()
+        ),
         describe_tls("http_tls", settings.http_tls.as_ref()),
         describe_tls("grpc_tls", settings.grpc_tls.as_ref()),
-        format!("order_id = {:?}", settings.relay.order_id_mode.as_str()),
-        format!("deal_wait_ms = {}", settings.relay.deal_wait.as_millis()),
+        format!("order_id = {:?}", settings.order_id_mode.as_str()),
+        format!("deal_wait_ms = {}", settings.deal_wait.as_millis()),
         format!("stream_buffer = {}", settings.stream_buffer),
-        format!("heartbeat_ms = {}", settings.relay.heartbeat.as_millis()),
+        format!("heartbeat_ms = {}", settings.heartbeat.as_millis()),
         format!("export_page_size = {}", settings.export_page_size),
         format!(
             "message_dedup_window = {:?}",
-            duration(settings.relay.message_dedup_window)
+            duration(settings.message_dedup_window)
         ),
-        format!("rejected_keep = {}", settings.relay.rejected_keep),
+        format!("rejected_keep = {}", settings.rejected_keep),
         format!("log_format = {:?}", settings.log_format.as_str()),
     ];
     for (name, credentials) in &settings.integrations {
@@ -119,7 +123,7 @@ pub fn describe(settings: &Settings) -> String {
             credentials.login().unwrap_or("(any)")
         ));
         lines.push("token = \"********\"".to_owned());
-        if let Some(status) = settings.relay.default_statuses.get(name) {
+        if let Some(status) = settings.default_statuses.get(name) {
             lines.push(format!("default_status = {status:?}"));
         }
     }
