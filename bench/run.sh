@@ -2,7 +2,7 @@
 # One command for the whole benchmark: bash bench/run.sh
 # Measures, on this machine, in one run:
 #   1-2. the ceiling (a no-op axum handler parsing the same query string,
-#      examples/noop_ceiling.rs) and durable ingest through /webhook (SQLite, fsync'd
+#      bench/src/bin/noop_ceiling.rs) and durable ingest through /webhook (SQLite, fsync'd
 #      commits), 32 connections each, three pairs side by side, and the median ratio
 #   3. webhook -> gRPC subscriber latency at a fixed 1,000 leads/s, three runs, and a
 #      fourth during a flood of 10,000 /readyz requests spread over it
@@ -27,9 +27,10 @@ export TOKEN=$(printf 'benchbench' | md5sum | cut -d' ' -f1)   # md5("bench" + "
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release --bin roistat-leads --example bench --example noop_ceiling
+cargo build --release --bin roistat-leads
+cargo build --release -p roistat-leads-bench
 BIN=target/release/roistat-leads
-BENCH=target/release/examples/bench
+BENCH=target/release/bench
 OUT=target/bench
 rm -rf "$OUT" && mkdir -p "$OUT"
 RESULTS=$OUT/results.txt
@@ -73,7 +74,7 @@ record "cpus=$(nproc) model=\"$(awk -F': ' '/model name/ {print $2; exit}' /proc
 
 echo "== 1-2. the ceiling (a no-op handler, same parsing) and durable ingest (SQLite, synchronous=FULL), three pairs side by side" | tee -a "$RESULTS"
 for pair in 1 2 3; do
-  target/release/examples/noop_ceiling 127.0.0.1:18180 >/dev/null &
+  target/release/noop_ceiling 127.0.0.1:18180 >/dev/null &
   NOOP=$!; PIDS+=("$NOOP")
   sleep 0.5
   RUN_ID=ceiling$pair wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18180 >"$OUT/ceiling-$pair.txt"

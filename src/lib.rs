@@ -9,13 +9,13 @@
 
 pub mod app;
 pub mod cli;
-pub mod codec;
+pub(crate) mod codec;
 pub mod config;
-pub mod console;
+pub(crate) mod console;
 pub mod domain;
-pub mod grpc;
-pub mod http;
-pub mod net;
+pub(crate) mod grpc;
+pub(crate) mod http;
+pub(crate) mod net;
 pub mod own_crm;
 pub mod proto;
 pub mod relay;

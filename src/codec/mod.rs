@@ -12,11 +12,13 @@ use prost::Message;
 use prost::encoding;
 use time::OffsetDateTime;
 
-use crate::domain::{Call, DealMessage, EncodedEvent, Event, EventBody, EventKind, Lead, Task};
+use crate::domain::{Call, DealMessage, EncodedEvent, EventBody, EventKind, Lead, Task};
 use crate::proto::{self, EventFrame};
 
-pub use kinds::{KINDS, KindForms, forms, kind_from_proto};
-pub use model::{lead_proto, source, source_from_proto};
+pub use kinds::{forms, kind_from_proto};
+#[cfg(test)]
+pub use model::lead_proto;
+pub use model::{source, source_from_proto};
 
 /// Why stored bytes are not an event of their kind.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -169,15 +171,6 @@ pub fn decode_body(kind: EventKind, bytes: &[u8]) -> Result<EventBody, DecodeErr
         EventKind::Message => EventBody::Message(model::message(decode(kind, bytes)?)),
         EventKind::Task => EventBody::Task(model::task(decode(kind, bytes)?)),
         EventKind::Call => EventBody::Call(model::call(decode(kind, bytes)?)),
-    })
-}
-
-/// A stored event, decoded.
-pub fn decode_event(event: &EncodedEvent) -> Result<Event, DecodeError> {
-    Ok(Event {
-        sequence: event.sequence,
-        receive_time: event.receive_time,
-        record: decode_body(event.kind, &event.body)?,
     })
 }
 

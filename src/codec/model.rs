@@ -1,7 +1,7 @@
 //! The events' protobuf messages to and from the domain model.
 
 use crate::domain::{Call, DealMessage, Lead, LeadSource, Task};
-use crate::proto::{self, from_timestamp, timestamp};
+use crate::proto::{self, from_timestamp};
 
 pub fn source(source: LeadSource) -> proto::LeadSource {
     match source {
@@ -49,7 +49,9 @@ pub(super) fn lead(lead: proto::Lead) -> Lead {
     }
 }
 
-/// A domain lead as the API shows it.
+/// A domain lead as the API shows it (what the tests expect a stored lead to read
+/// back as).
+#[cfg(test)]
 pub fn lead_proto(lead: &Lead, sequence: u64, receive_time: time::OffsetDateTime) -> proto::Lead {
     proto::Lead {
         integration: lead.integration.clone(),
@@ -63,11 +65,11 @@ pub fn lead_proto(lead: &Lead, sequence: u64, receive_time: time::OffsetDateTime
         page: lead.page.clone(),
         fields: lead.fields.clone().into_iter().collect(),
         data_json: lead.data_json.clone(),
-        create_time: lead.create_time.map(timestamp),
+        create_time: lead.create_time.map(proto::timestamp),
         source: source(lead.source) as i32,
         manager_id: lead.manager_id.clone(),
         extra: lead.extra.clone().into_iter().collect(),
-        receive_time: Some(timestamp(receive_time)),
+        receive_time: Some(proto::timestamp(receive_time)),
         sequence,
     }
 }

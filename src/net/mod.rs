@@ -6,6 +6,6 @@ mod limits;
 mod tls;
 mod x509;
 
-pub use access::{AccessPolicy, canonical, is_loopback, rate_key};
+pub use access::{AccessPolicy, is_loopback, rate_key};
 pub use limits::Limits;
 pub use tls::{HANDSHAKE_TIMEOUT, ServerTls, TlsEndpoint, TlsError};

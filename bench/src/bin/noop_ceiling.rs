@@ -2,7 +2,7 @@
 //! the same query string as roistat-leads (token check included) and answers at
 //! once, storing nothing. What durable ingest is measured against.
 //!
-//! `cargo run --release --example noop_ceiling -- 127.0.0.1:18180`
+//! `cargo run --release -p roistat-leads-bench --bin noop_ceiling -- 127.0.0.1:18180`
 
 use axum::Router;
 use axum::extract::RawQuery;
