@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+#[cfg(feature = "console")]
 use crate::console::{self, ConsoleOptions};
 use crate::domain::{EventKind, LeadSource};
 use crate::grpc::{GrpcOptions, GrpcServer};
@@ -43,6 +44,8 @@ pub enum StartError {
     },
     #[error("cannot set up the gRPC server")]
     Grpc(#[from] crate::grpc::BuildError),
+    #[error("this build has no {0}: it was built without the `{1}` feature")]
+    NotBuilt(&'static str, &'static str),
     #[error("cannot set up TLS for {server}")]
     Tls {
         server: &'static str,
@@ -99,6 +102,10 @@ impl Application {
             Some(addr) => Some(bind("metrics", addr).await?),
             None => None,
         };
+        #[cfg(not(feature = "console"))]
+        if settings.console.addr.is_some() {
+            return Err(StartError::NotBuilt("operator console", "console"));
+        }
         let console_listener = match settings.console.addr {
             Some(addr) => Some(bind("the console", addr).await?),
             None => None,
@@ -136,14 +143,7 @@ impl Application {
                  visitors log in from elsewhere"
             );
         }
-        let console_router = console::router(
-            relay.clone(),
-            ConsoleOptions {
-                integrations: settings.integrations.keys().cloned().collect(),
-                token: settings.console.token.clone(),
-                tls: settings.http_tls.is_some(),
-            },
-        );
+        let console_router = console_router(&relay, &settings);
         let rate_limit = settings
             .rate_limit
             .map(|limit| Arc::new(http::rate_limiter(limit)));
@@ -390,4 +390,23 @@ fn grpc_options(settings: &Settings) -> GrpcOptions {
         drain: settings.shutdown_drain,
         ..GrpcOptions::default()
     }
+}
+
+/// The console's pages and API.
+#[cfg(feature = "console")]
+fn console_router(relay: &LeadRelay, settings: &Settings) -> Router {
+    console::router(
+        relay.clone(),
+        ConsoleOptions {
+            integrations: settings.integrations.keys().cloned().collect(),
+            token: settings.console.token.clone(),
+            tls: settings.http_tls.is_some(),
+        },
+    )
+}
+
+/// A build without the console serves none (and starts only with it off).
+#[cfg(not(feature = "console"))]
+fn console_router(_relay: &LeadRelay, _settings: &Settings) -> Router {
+    Router::new()
 }

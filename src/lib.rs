@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub(crate) mod codec;
 pub mod config;
+#[cfg(feature = "console")]
 pub(crate) mod console;
 pub mod domain;
 pub(crate) mod grpc;

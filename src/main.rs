@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 use roistat_leads::app::{self, Application};
-use roistat_leads::cli::{self, Cli, Command, causes};
+use roistat_leads::cli::{Cli, Command, causes};
 use roistat_leads::config;
 use roistat_leads::signal::shutdown_signal;
 
@@ -45,8 +45,10 @@ async fn main() -> ExitCode {
             roistat_leads::telemetry::init(settings.log_format);
             serve(settings).await
         }
-        Command::Send(args) => cli::send(args).await,
-        Command::Tail(args) => match cli::tail(args).await {
+        #[cfg(feature = "client")]
+        Command::Send(args) => roistat_leads::cli::send(args).await,
+        #[cfg(feature = "client")]
+        Command::Tail(args) => match roistat_leads::cli::tail(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("roistat-leads tail: {error:#}");

@@ -2,14 +2,18 @@
 //! commands `tail` and `send`. The clients use the generated proto and pure helpers
 //! only, never the server's modules.
 
+#[cfg(feature = "client")]
 mod send;
 mod serve;
+#[cfg(feature = "client")]
 mod tail;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "client")]
 pub use send::{SendAction, SendArgs};
-pub use serve::{Listen, ServeArgs};
+pub use serve::{DEFAULT_CONSOLE_ADDR, Listen, ServeArgs};
+#[cfg(feature = "client")]
 pub use tail::{TailArgs, event_json};
 
 #[derive(Debug, Parser)]
@@ -31,14 +35,18 @@ pub enum Command {
     /// SIGTERM or Ctrl-C stops it gracefully; SIGHUP reloads the TLS certificates.
     Serve(ServeArgs),
     /// Print the lead stream of a running service, one JSON object per line.
+    #[cfg(feature = "client")]
     Tail(TailArgs),
     /// Send a Roistat-shaped webhook to a running service, to check the set-up.
+    #[cfg(feature = "client")]
     Send(SendArgs),
     /// Validate the configuration and print the effective settings, secrets masked.
     CheckConfig(ServeArgs),
 }
 
+#[cfg(feature = "client")]
 pub use send::run as send;
+#[cfg(feature = "client")]
 pub use tail::run as tail;
 
 /// An error with its causes, outermost first, for command-line messages: clients'

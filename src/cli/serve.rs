@@ -10,6 +10,12 @@ use clap::builder::{PossibleValue, PossibleValuesParser};
 use ipnet::IpNet;
 use secrecy::SecretString;
 
+/// Where the console listens unless told otherwise: off in a build without it.
+#[cfg(feature = "console")]
+pub const DEFAULT_CONSOLE_ADDR: &str = "127.0.0.1:8081";
+#[cfg(not(feature = "console"))]
+pub const DEFAULT_CONSOLE_ADDR: &str = "off";
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// A TOML configuration file (see README); flags and environment variables
@@ -35,7 +41,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "ROISTAT_LEADS_CONSOLE_ADDR",
-        default_value = "127.0.0.1:8081",
+        default_value = DEFAULT_CONSOLE_ADDR,
         value_name = "ADDR|off"
     )]
     pub console_addr: Listen,

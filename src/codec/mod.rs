@@ -165,6 +165,7 @@ fn decode<M: Message + Default>(kind: EventKind, bytes: &[u8]) -> Result<M, Deco
 }
 
 /// An event's body from the bytes it was stored as.
+#[cfg(any(test, feature = "console"))]
 pub fn decode_body(kind: EventKind, bytes: &[u8]) -> Result<EventBody, DecodeError> {
     Ok(match kind {
         EventKind::Lead => EventBody::Lead(model::lead(decode(kind, bytes)?)),

@@ -1,7 +1,12 @@
-//! The events' protobuf messages to and from the domain model.
+//! The events' protobuf messages to and from the domain model. Reading a stored
+//! event back into the domain model serves the console (and the tests) only.
 
-use crate::domain::{Call, DealMessage, Lead, LeadSource, Task};
-use crate::proto::{self, from_timestamp};
+use crate::domain::LeadSource;
+#[cfg(any(test, feature = "console"))]
+use crate::domain::{Call, DealMessage, Lead, Task};
+use crate::proto;
+#[cfg(any(test, feature = "console"))]
+use crate::proto::from_timestamp;
 
 pub fn source(source: LeadSource) -> proto::LeadSource {
     match source {
@@ -25,10 +30,12 @@ pub fn source_from_proto(value: i32) -> Option<LeadSource> {
     }
 }
 
+#[cfg(any(test, feature = "console"))]
 fn time(time: Option<prost_types::Timestamp>) -> Option<time::OffsetDateTime> {
     time.as_ref().and_then(from_timestamp)
 }
 
+#[cfg(any(test, feature = "console"))]
 pub(super) fn lead(lead: proto::Lead) -> Lead {
     Lead {
         source: source_from_proto(lead.source).unwrap_or(LeadSource::Other),
@@ -74,6 +81,7 @@ pub fn lead_proto(lead: &Lead, sequence: u64, receive_time: time::OffsetDateTime
     }
 }
 
+#[cfg(any(test, feature = "console"))]
 pub(super) fn message(message: proto::DealMessage) -> DealMessage {
     DealMessage {
         integration: message.integration,
@@ -85,6 +93,7 @@ pub(super) fn message(message: proto::DealMessage) -> DealMessage {
     }
 }
 
+#[cfg(any(test, feature = "console"))]
 pub(super) fn task(task: proto::Task) -> Task {
     Task {
         integration: task.integration,
@@ -95,6 +104,7 @@ pub(super) fn task(task: proto::Task) -> Task {
     }
 }
 
+#[cfg(any(test, feature = "console"))]
 pub(super) fn call(call: proto::Call) -> Call {
     Call {
         integration: call.integration,

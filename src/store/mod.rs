@@ -9,6 +9,7 @@ mod checkpoint;
 mod db;
 #[cfg(test)]
 pub(crate) mod fake;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod sql;
 mod sqlite;
@@ -369,7 +370,10 @@ pub async fn open(url: &str, feed_capacity: usize) -> Result<Arc<dyn LeadStore>,
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::open(url, feed_capacity).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::open(url, feed_capacity).await?))
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(postgres::open(url, feed_capacity).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(OpenError::NotBuilt("PostgreSQL", "postgres"));
     } else {
         // Only the scheme is shown: the rest of a URL may hold a password.
         let scheme = url.split(':').next().unwrap_or_default().to_owned();
@@ -380,6 +384,8 @@ pub async fn open(url: &str, feed_capacity: usize) -> Result<Arc<dyn LeadStore>,
 /// Why a store cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    #[error("this build has no {0} store: it was built without the `{1}` feature")]
+    NotBuilt(&'static str, &'static str),
     #[error("unsupported database URL scheme {0:?}: expected sqlite://PATH or postgres://...")]
     UnsupportedScheme(String),
     #[error("invalid database URL")]

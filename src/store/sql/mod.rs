@@ -44,6 +44,7 @@ use crate::domain::{
 #[cfg(test)]
 pub(super) use backfill::UNCONVERTED;
 pub(super) use backfill::convert_stored;
+#[cfg(feature = "postgres")]
 pub(super) use reads::{events_after, latest_sequence};
 
 /// A backend's read side.
