@@ -94,11 +94,13 @@ pub enum SourceArg {
 /// The kinds `--kind` takes: the proto's `EventKind`s, by their names without the
 /// prefix (a test holds the two lists equal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum KindArg {
     Lead,
     Message,
     Task,
     Call,
+    UnknownAction,
 }
 
 impl KindArg {
@@ -357,6 +359,21 @@ pub fn event_json(event: &LeadEvent) -> Value {
                     "duration": call.duration,
                     "file_url": call.file_url,
                     "extra": call.extra,
+                }),
+            );
+        }
+        Some(Event::UnknownAction(unknown)) => {
+            let parameters: Vec<Value> = unknown
+                .parameters
+                .iter()
+                .map(|parameter| json!({"name": parameter.name, "value": parameter.value}))
+                .collect();
+            object.insert(
+                "unknown_action".into(),
+                json!({
+                    "integration": unknown.integration,
+                    "action": unknown.action,
+                    "parameters": parameters,
                 }),
             );
         }

@@ -17,7 +17,7 @@ pub struct KindForms {
 }
 
 /// The kinds, in the order of [`EventKind::ALL`].
-pub const KINDS: [KindForms; 4] = [
+pub const KINDS: [KindForms; 5] = [
     KindForms {
         kind: EventKind::Lead,
         proto: proto::EventKind::Lead,
@@ -37,6 +37,11 @@ pub const KINDS: [KindForms; 4] = [
         kind: EventKind::Call,
         proto: proto::EventKind::Call,
         field: 14,
+    },
+    KindForms {
+        kind: EventKind::UnknownAction,
+        proto: proto::EventKind::UnknownAction,
+        field: 15,
     },
 ];
 

@@ -12,7 +12,9 @@ use prost::Message;
 use prost::encoding;
 use time::OffsetDateTime;
 
-use crate::domain::{Call, DealMessage, EncodedEvent, EventBody, EventKind, Lead, Task};
+use crate::domain::{
+    Call, DealMessage, EncodedEvent, EventBody, EventKind, Lead, Task, UnknownAction,
+};
 use crate::proto::{self, EventFrame};
 
 pub use kinds::{forms, kind_from_proto};
@@ -136,6 +138,11 @@ fn encode_call(call: &Call) -> Vec<u8> {
     out.0
 }
 
+/// A request of an unknown action: rare, so through the generated message.
+fn encode_unknown_action(unknown: &UnknownAction) -> Vec<u8> {
+    model::unknown_action_proto(unknown).encode_to_vec()
+}
+
 /// An event's body as stored and sent.
 pub fn encode_body(body: &EventBody) -> Vec<u8> {
     match body {
@@ -143,6 +150,7 @@ pub fn encode_body(body: &EventBody) -> Vec<u8> {
         EventBody::Message(message) => encode_message(message),
         EventBody::Task(task) => encode_task(task),
         EventBody::Call(call) => encode_call(call),
+        EventBody::UnknownAction(unknown) => encode_unknown_action(unknown),
     }
 }
 
@@ -172,6 +180,9 @@ pub fn decode_body(kind: EventKind, bytes: &[u8]) -> Result<EventBody, DecodeErr
         EventKind::Message => EventBody::Message(model::message(decode(kind, bytes)?)),
         EventKind::Task => EventBody::Task(model::task(decode(kind, bytes)?)),
         EventKind::Call => EventBody::Call(model::call(decode(kind, bytes)?)),
+        EventKind::UnknownAction => {
+            EventBody::UnknownAction(model::unknown_action(decode(kind, bytes)?))
+        }
     })
 }
 

@@ -2,6 +2,7 @@
 //! event back into the domain model serves the console (and the tests) only.
 
 use crate::domain::LeadSource;
+use crate::domain::UnknownAction;
 #[cfg(any(test, feature = "console"))]
 use crate::domain::{Call, DealMessage, Lead, Task};
 use crate::proto;
@@ -119,5 +120,33 @@ pub(super) fn call(call: proto::Call) -> Call {
         duration: Some(call.duration).filter(|seconds| *seconds > 0),
         file_url: call.file_url,
         extra: call.extra.into_iter().collect(),
+    }
+}
+
+pub(super) fn unknown_action_proto(unknown: &UnknownAction) -> proto::UnknownAction {
+    proto::UnknownAction {
+        integration: unknown.integration.clone(),
+        action: unknown.action.clone(),
+        parameters: unknown
+            .parameters
+            .iter()
+            .map(|(name, value)| proto::Parameter {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(any(test, feature = "console"))]
+pub(super) fn unknown_action(unknown: proto::UnknownAction) -> UnknownAction {
+    UnknownAction {
+        integration: unknown.integration,
+        action: unknown.action,
+        parameters: unknown
+            .parameters
+            .into_iter()
+            .map(|parameter| (parameter.name, parameter.value))
+            .collect(),
     }
 }

@@ -68,6 +68,16 @@ pub fn event(event: &EncodedEvent, order_id: Option<&str>) -> Value {
             "duration": call.duration,
             "file_url": call.file_url,
         }),
+        EventBody::UnknownAction(unknown) => json!({
+            "lead_id": "",
+            "title": format!("Unknown action {:?}", unknown.action),
+            "text": unknown
+                .parameters
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }),
     };
     if let (Value::Object(line), Value::Object(fields)) = (&mut line, fields) {
         line.extend(fields);

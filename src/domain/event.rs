@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Call, DealMessage, Lead, LeadSource, Task};
+use super::{Call, DealMessage, Lead, LeadSource, Task, UnknownAction};
 
 /// A record once committed: its event sequence and when it was stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,7 @@ pub enum EventBody {
     Message(DealMessage),
     Task(Task),
     Call(Call),
+    UnknownAction(UnknownAction),
 }
 
 /// One committed event of the lead stream.
@@ -58,14 +59,16 @@ pub enum EventKind {
     Message,
     Task,
     Call,
+    UnknownAction,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Lead,
         EventKind::Message,
         EventKind::Task,
         EventKind::Call,
+        EventKind::UnknownAction,
     ];
 
     /// The kind's name, as stored and as a metric label.
@@ -75,6 +78,17 @@ impl EventKind {
             EventKind::Message => "message",
             EventKind::Task => "task",
             EventKind::Call => "call",
+            EventKind::UnknownAction => "unknown_action",
+        }
+    }
+
+    /// Whether an identical copy is the same event only within the dedup window
+    /// (after it, a new one). A lead is one for good under its id, a call under its
+    /// call id.
+    pub fn deduplicated_within_window(self) -> bool {
+        match self {
+            EventKind::Message | EventKind::Task | EventKind::UnknownAction => true,
+            EventKind::Lead | EventKind::Call => false,
         }
     }
 
@@ -97,6 +111,7 @@ impl EventBody {
             EventBody::Message(_) => EventKind::Message,
             EventBody::Task(_) => EventKind::Task,
             EventBody::Call(_) => EventKind::Call,
+            EventBody::UnknownAction(_) => EventKind::UnknownAction,
         }
     }
 
@@ -106,6 +121,7 @@ impl EventBody {
             EventBody::Message(message) => &message.integration,
             EventBody::Task(task) => &task.integration,
             EventBody::Call(call) => &call.integration,
+            EventBody::UnknownAction(unknown) => &unknown.integration,
         }
     }
 
@@ -125,6 +141,7 @@ impl EventBody {
             EventBody::Message(message) => &message.lead_id,
             EventBody::Task(task) => &task.element_id,
             EventBody::Call(call) => &call.call_id,
+            EventBody::UnknownAction(unknown) => &unknown.action,
         }
     }
 
@@ -135,6 +152,8 @@ impl EventBody {
             EventBody::Message(message) => &message.lead_id,
             EventBody::Task(task) => &task.element_id,
             EventBody::Call(call) => &call.order_id,
+            // It names no lead this version can tell.
+            EventBody::UnknownAction(_) => "",
         }
     }
 
@@ -155,6 +174,13 @@ impl EventBody {
                 format!("task:{}", digest(&[&task.element_id, deadline, &task.text]))
             }
             EventBody::Call(call) => format!("call:{}", call.call_id),
+            EventBody::UnknownAction(unknown) => {
+                let mut parts = vec![unknown.action.as_str()];
+                for (name, value) in &unknown.parameters {
+                    parts.extend([name.as_str(), value.as_str()]);
+                }
+                format!("unknown_action:{}", digest(&parts))
+            }
         }
     }
 }

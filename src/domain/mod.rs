@@ -171,6 +171,16 @@ pub struct DealMessage {
     pub resolved_lead_id: String,
 }
 
+/// A request whose action this version does not know, kept whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownAction {
+    pub integration: String,
+    /// The `action` parameter as sent.
+    pub action: String,
+    /// Every parameter by name, the token left out.
+    pub parameters: Vec<(String, String)>,
+}
+
 /// A named, durable consumer of the lead stream and its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumer {

@@ -1,16 +1,29 @@
 //! The domain model to and from the generated protobuf messages.
 
+use prost::Message;
 use time::OffsetDateTime;
 use tonic::Status;
 
 use super::invalid;
 use crate::codec;
 use crate::domain::{
-    Client, Consumer, Deal, DealReport, DealUpdate, EventFilter, EventKind, LeadKey, LeadSource,
-    Manager, Money, OrderIdMode, RejectedRequest, Scheme, SchemeEntry,
+    Client, Consumer, Deal, DealReport, DealUpdate, EncodedEvent, EventFilter, EventKind, LeadKey,
+    LeadSource, Manager, Money, OrderIdMode, RejectedRequest, Scheme, SchemeEntry,
 };
 use crate::proto::{self, from_timestamp, timestamp};
-use crate::relay::{StreamRequest, StreamStart};
+use crate::relay::{Error, StreamRequest, StreamStart};
+
+/// A stored event as StreamLeads sends it: the stream's own frame, read back. One
+/// that cannot be read is an internal error, logged.
+pub fn lead_event(event: &EncodedEvent) -> Result<proto::LeadEvent, Status> {
+    let mut bytes = bytes::BytesMut::new();
+    codec::frame(event).put_message(&mut bytes);
+    let message = bytes.split_off(proto::MESSAGE_PREFIX);
+    proto::LeadEvent::decode(message.freeze()).map_err(|error| {
+        tracing::error!(%error, sequence = event.sequence, "a stored event cannot be read");
+        Status::from(Error::Internal)
+    })
+}
 
 /// A source a request names; unknown or unspecified is refused.
 fn source_from_proto(value: i32) -> Result<LeadSource, Status> {

@@ -73,6 +73,14 @@ impl LeadService for LeadApi {
         Ok(Response::new(decode_lead(&lead)?))
     }
 
+    async fn get_event(
+        &self,
+        request: Request<proto::GetEventRequest>,
+    ) -> Result<Response<proto::LeadEvent>, Status> {
+        let event = self.relay.get_event(request.into_inner().sequence).await?;
+        Ok(Response::new(convert::lead_event(&event)?))
+    }
+
     async fn list_leads(
         &self,
         request: Request<proto::ListLeadsRequest>,

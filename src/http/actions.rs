@@ -13,6 +13,7 @@ use crate::own_crm::answer::{
 };
 use crate::own_crm::{
     Action, Params, parse_call, parse_export, parse_lead, parse_message, parse_task,
+    parse_unknown_action,
 };
 use crate::relay::{Error, ExportPage, OrdersExport};
 
@@ -53,6 +54,13 @@ pub async fn dispatch(
                 .await?
                 .to_string();
             ok(&IdAnswer::call(&id))
+        }
+        Action::Other => {
+            let unknown = parse_unknown_action(integration, params);
+            relay
+                .receive_event(EventBody::UnknownAction(unknown))
+                .await?;
+            ok(&OkAnswer::OK)
         }
         Action::ImportScheme => ok(&relay.scheme_for_roistat(integration).await?),
         Action::Export => {

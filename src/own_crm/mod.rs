@@ -15,7 +15,8 @@ pub use decode::{
     form_credentials,
 };
 pub use parse::{
-    ParseError, parse_call, parse_export, parse_lead, parse_message, parse_roistat_time, parse_task,
+    ParseError, parse_call, parse_export, parse_lead, parse_message, parse_roistat_time,
+    parse_task, parse_unknown_action,
 };
 pub use raw::{BodyKind, KEPT_BYTES, RawRequest};
 pub use token::{AuthError, Credentials, CredentialsError, token};
@@ -37,19 +38,20 @@ pub enum Action {
     Export,
     /// A page of clients.
     ExportClients,
+    /// An action this version does not know: kept whole, as an `UnknownAction`
+    /// event, and answered `ok`.
+    Other,
 }
 
-/// Why a request names no action this service knows.
+/// Why a request names no action at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
     #[error("missing parameter: action (or id for a lead, leadId for a message)")]
     Missing,
-    #[error("unknown action {0:?}: expected {names}", names = Action::names())]
-    Unknown(String),
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::Lead,
         Action::Message,
         Action::Task,
@@ -57,6 +59,7 @@ impl Action {
         Action::ImportScheme,
         Action::Export,
         Action::ExportClients,
+        Action::Other,
     ];
 
     /// The action's name on the wire, and as a metric label.
@@ -69,16 +72,7 @@ impl Action {
             Action::ImportScheme => "import_scheme",
             Action::Export => "export",
             Action::ExportClients => "export_clients",
-        }
-    }
-
-    /// Every action's name, as a list to read: "a, b or c".
-    fn names() -> String {
-        let names: Vec<&str> = Action::ALL.iter().map(|action| action.as_str()).collect();
-        match names.split_last() {
-            Some((last, [])) => (*last).to_owned(),
-            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-            None => String::new(),
+            Action::Other => "other",
         }
     }
 
@@ -90,7 +84,7 @@ impl Action {
             None | Some("") if params.contains("id") => Ok(Action::Lead),
             None | Some("") if params.contains("leadId") => Ok(Action::Message),
             None | Some("") => Err(ActionError::Missing),
-            Some(name) => Action::named(name).ok_or_else(|| ActionError::Unknown(name.to_owned())),
+            Some(name) => Ok(Action::named(name).unwrap_or(Action::Other)),
         }
     }
 
@@ -123,17 +117,13 @@ mod tests {
         assert_eq!(Action::of(&params(&[("id", "6")])), Ok(Action::Lead));
         assert_eq!(Action::of(&params(&[("leadId", "6")])), Ok(Action::Message));
         assert_eq!(
-            Action::of(&params(&[("action", "delete")])),
-            Err(ActionError::Unknown("delete".into()))
+            Action::of(&params(&[("action", "versions")])),
+            Ok(Action::Other),
+            "an action this version does not know is kept, not refused"
         );
         for action in Action::ALL {
             let named = params(&[("action", action.as_str())]);
             assert_eq!(Action::of(&named), Ok(action));
         }
-        assert_eq!(
-            ActionError::Unknown("delete".into()).to_string(),
-            "unknown action \"delete\": expected lead, message, task, call, import_scheme, \
-             export or export_clients"
-        );
     }
 }

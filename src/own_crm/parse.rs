@@ -10,7 +10,7 @@ use time::{
 };
 
 use super::Params;
-use crate::domain::{Call, DealMessage, ExportQuery, Lead, LeadSource, Task};
+use crate::domain::{Call, DealMessage, ExportQuery, Lead, LeadSource, Task, UnknownAction};
 
 /// Longest id accepted for a lead: Roistat's are short numbers.
 const MAX_ID_LEN: usize = 256;
@@ -158,6 +158,20 @@ pub fn parse_task(integration: &str, params: &Params) -> Result<Task, ParseError
         text: params.text("text"),
         extra: params.extra(TASK_PARAMS),
     })
+}
+
+/// Keeps a request whose action this version does not know: its action as sent
+/// and every parameter but the token.
+pub fn parse_unknown_action(integration: &str, params: &Params) -> UnknownAction {
+    UnknownAction {
+        integration: integration.to_owned(),
+        action: params.get("action").unwrap_or_default().to_owned(),
+        parameters: params
+            .iter()
+            .filter(|(name, _)| *name != "token")
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+    }
 }
 
 /// Parses `action=call`, a call Roistat's calltracking reports.

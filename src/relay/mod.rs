@@ -11,7 +11,7 @@ mod readiness;
 mod rejected;
 mod stream;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +37,15 @@ pub struct LeadRelay {
     refused: Arc<rejected::RefusedRing>,
     readiness: Arc<readiness::Readiness>,
     streams: stream::Streams,
+    /// The unknown actions warned about, by integration and name (see
+    /// [`UNKNOWN_ACTIONS_WARNED`]).
+    unknown_actions: Arc<std::sync::Mutex<HashSet<(String, String)>>>,
     shutdown: CancellationToken,
 }
+
+/// At most this many unknown actions (integration and name) are remembered, each
+/// warned about once; past it, new ones are logged at debug level.
+const UNKNOWN_ACTIONS_WARNED: usize = 1024;
 
 /// How the relay behaves.
 #[derive(Debug, Clone)]
@@ -99,6 +106,7 @@ impl LeadRelay {
             refused: Arc::default(),
             readiness: Arc::default(),
             streams,
+            unknown_actions: Arc::default(),
             shutdown,
         }
     }
@@ -178,6 +186,9 @@ impl LeadRelay {
     /// Stores a message, task or call once; the same one sent again is not a
     /// second event. Returns the event's sequence (of the first delivery).
     pub async fn receive_event(&self, body: EventBody) -> Result<u64, Error> {
+        if let EventBody::UnknownAction(unknown) = &body {
+            self.unknown_action_seen(&unknown.integration, &unknown.action);
+        }
         let kind = body.kind().as_str();
         let new = new_event(&body);
         let window = self.options.message_dedup_window;
@@ -195,6 +206,29 @@ impl LeadRelay {
         Ok(receipt.sequence)
     }
 
+    /// Warns, once per integration and name, that Roistat sent an action this
+    /// version does not know (it is kept all the same).
+    fn unknown_action_seen(&self, integration: &str, action: &str) {
+        let Ok(mut seen) = self.unknown_actions.lock() else {
+            return;
+        };
+        let key = (integration.to_owned(), action.to_owned());
+        if seen.contains(&key) {
+            return;
+        }
+        if seen.len() >= UNKNOWN_ACTIONS_WARNED {
+            tracing::debug!(integration, action, "an unknown action, kept as an event");
+            return;
+        }
+        seen.insert(key);
+        tracing::warn!(
+            integration,
+            action,
+            "Roistat sent an action this version does not know: every such request is \
+             answered ok and kept as an UnknownAction event (this is said once per action)"
+        );
+    }
+
     /// A lead's event: its body is a `roistat.leads.v1.Lead` without `sequence`
     /// and `receive_time` (see [`codec`]).
     pub async fn get_lead(&self, key: &LeadKey) -> Result<EncodedEvent, Error> {
@@ -202,6 +236,20 @@ impl LeadRelay {
             .get_lead(key)
             .await?
             .ok_or_else(|| Error::NotFound("lead not found".to_owned()))
+    }
+
+    /// One stored event by its sequence, whatever its kind.
+    pub async fn get_event(&self, sequence: u64) -> Result<EncodedEvent, Error> {
+        let Some(before) = sequence.checked_sub(1) else {
+            return Err(Error::InvalidArgument(
+                "sequence must be 1 or more".to_owned(),
+            ));
+        };
+        let mut found = self.store.events_after(before, 1).await?;
+        match found.pop() {
+            Some(event) if event.sequence == sequence => Ok(event),
+            _ => Err(Error::NotFound(format!("no event {sequence} is stored"))),
+        }
     }
 
     pub async fn list_leads(

@@ -261,10 +261,13 @@ async fn a_refused_request_shows_with_its_reason() {
         ])
         .await;
     assert_eq!(status, 401);
-    let (status, _) = app.webhook(&[("action", "teleport")]).await;
+    // A task that names no element: refused after the token check.
+    let (status, _) = app
+        .webhook(&[("action", "task"), ("text", "teleport")])
+        .await;
     assert_eq!(status, 400);
     browser.goto(&format!("{}/#/requests", console(&app))).await;
-    browser.wait_for_text("#view table", "teleport").await;
+    browser.wait_for_text("#view table", "element_id").await;
     let requests = browser.text_of("#view table").await;
 
     assert!(

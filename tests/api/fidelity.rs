@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use roistat_leads::proto::lead_event::Event;
 use roistat_leads::proto::{
-    Authentication, GetSchemeRequest, ListRejectedRequestsRequest, RejectedRequest,
-    ReportDealRequest, Scheme, StreamLeadsRequest, scheme,
+    Authentication, EventKind, GetEventRequest, GetSchemeRequest, ListRejectedRequestsRequest,
+    Parameter, RejectedRequest, ReportDealRequest, Scheme, StreamLeadsRequest, scheme,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -22,6 +22,7 @@ backend_tests!(
     a_message_is_filed_under_the_lead_its_order_id_names,
     trailing_slashes_and_requests_without_an_action_are_understood,
     refused_requests_are_kept_and_listed_without_their_token,
+    an_unknown_action_is_answered_ok_and_kept_whole_once,
     only_the_newest_refused_requests_are_kept_and_they_page_newest_first,
 );
 
@@ -301,7 +302,7 @@ async fn list(app: &TestApp, authentication: Authentication) -> Vec<RejectedRequ
 async fn refused_requests_are_kept_and_listed_without_their_token(options: Options) {
     let app = TestApp::spawn_with(options).await;
     let token = token();
-    let (unknown, _) = app.webhook(&[("action", "launch"), ("id", "1")]).await;
+    let (unreadable, _) = app.webhook(&[("action", "task"), ("text", "x")]).await;
     let (invalid, _) = app
         .get_raw(&format!(
             "/webhook?user={LOGIN}&token={token}&action=lead&id=2&name=%FF"
@@ -319,18 +320,14 @@ async fn refused_requests_are_kept_and_listed_without_their_token(options: Optio
     let remembered = list(&app, Authentication::Failed).await;
     let all = list(&app, Authentication::Unspecified).await;
 
-    assert_eq!((unknown, invalid, wrong), (400, 400, 401));
+    assert_eq!((unreadable, invalid, wrong), (400, 400, 401));
     assert_eq!(stored.len(), 2, "{stored:?}");
     // Newest first.
     assert!(stored[0].reason.contains("UTF-8"), "{:?}", stored[0]);
-    assert!(
-        stored[1].reason.contains("unknown action"),
-        "{:?}",
-        stored[1]
-    );
+    assert!(stored[1].reason.contains("element_id"), "{:?}", stored[1]);
     assert_eq!(
         (stored[1].action.as_str(), stored[1].http_status),
-        ("launch", 400)
+        ("task", 400)
     );
     assert_eq!(stored[1].integration, "default");
     assert_eq!(stored[1].source_address, "127.0.0.1");
@@ -357,8 +354,13 @@ async fn only_the_newest_refused_requests_are_kept_and_they_page_newest_first(op
     let app = TestApp::spawn_with(options.args(["--rejected-keep", "2"])).await;
     let mut client = app.grpc().await;
     for n in 0..3 {
-        let action = format!("unknown-{n}");
-        assert_eq!(app.webhook(&[("action", &action)]).await.0, 400);
+        // A task that names no element: refused after the token check.
+        let text = format!("refused-{n}");
+        let action = format!("task-{n}");
+        assert_eq!(
+            app.webhook(&[("action", "task"), ("text", &text)]).await.0,
+            400
+        );
         let wrong = [
             ("user", LOGIN),
             ("token", "bad"),
@@ -395,16 +397,14 @@ async fn only_the_newest_refused_requests_are_kept_and_they_page_newest_first(op
 
     let listed: Vec<&RejectedRequest> = pages.iter().flatten().collect();
     assert_eq!(listed.len(), 5, "2 stored and 3 in memory: {listed:?}");
-    let stored: Vec<&str> = listed
+    let stored: Vec<String> = listed
         .iter()
         .filter(|request| request.authentication() == Authentication::Passed)
-        .map(|request| request.action.as_str())
+        .map(|request| String::from_utf8_lossy(&request.query).into_owned())
         .collect();
-    assert_eq!(
-        stored,
-        ["unknown-2", "unknown-1"],
-        "the newest two are kept"
-    );
+    assert_eq!(stored.len(), 2, "the newest two are kept: {stored:?}");
+    assert!(stored[0].contains("text=refused-2"), "{stored:?}");
+    assert!(stored[1].contains("text=refused-1"), "{stored:?}");
     let times: Vec<_> = listed
         .iter()
         .map(|request| {
@@ -421,4 +421,79 @@ async fn only_the_newest_refused_requests_are_kept_and_they_page_newest_first(op
     ids.dedup();
     assert_eq!(ids.len(), 5, "no request twice");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+}
+
+/// Roistat resends a refused request forever: an action this version does not know
+/// (`versions`, which Roistat's CMS modules answer, or anything added later) is
+/// answered ok and kept whole, once however often it is resent.
+async fn an_unknown_action_is_answered_ok_and_kept_whole_once(options: Options) {
+    let app = TestApp::spawn_with(options).await;
+    let versions = [
+        ("action", "versions"),
+        ("module", "1.2"),
+        ("text", "Привет"),
+    ];
+
+    let first = app.webhook(&versions).await;
+    let retry = app.webhook(&versions).await;
+    let other = app.webhook(&[("action", "launch"), ("id", "1")]).await;
+
+    for (status, body) in [&first, &retry, &other] {
+        assert_eq!(*status, 200);
+        assert_eq!(body["status"], "ok");
+    }
+    let events = app.stored_events().await;
+    let unknown: Vec<_> = events
+        .iter()
+        .filter_map(|event| match &event.event {
+            Some(Event::UnknownAction(unknown)) => Some((event, unknown)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unknown.len(),
+        2,
+        "a resent request is one event: {events:?}"
+    );
+    let (event, versions) = unknown[0];
+    assert_eq!(
+        (versions.integration.as_str(), versions.action.as_str()),
+        ("default", "versions")
+    );
+    let parameter = |name: &str, value: &str| Parameter {
+        name: name.into(),
+        value: value.into(),
+    };
+    assert_eq!(
+        versions.parameters,
+        vec![
+            parameter("action", "versions"),
+            parameter("module", "1.2"),
+            parameter("text", "Привет"),
+            parameter("user", LOGIN),
+        ],
+        "every parameter but the token"
+    );
+    assert_eq!(unknown[1].1.action, "launch");
+
+    // As any event: read again by its sequence, and chosen by its kind.
+    let mut client = app.grpc().await;
+    let request = GetEventRequest {
+        sequence: event.sequence,
+    };
+    assert_eq!(
+        &client.get_event(request).await.unwrap().into_inner(),
+        event
+    );
+    let mut only_unknown = app
+        .stream(StreamLeadsRequest {
+            kinds: vec![EventKind::UnknownAction as i32],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(next_event(&mut only_unknown).await.sequence, event.sequence);
+    assert_eq!(
+        next_event(&mut only_unknown).await.sequence,
+        unknown[1].0.sequence
+    );
 }

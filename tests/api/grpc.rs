@@ -1,11 +1,12 @@
 //! LeadService's unary calls, health and reflection.
 
-use roistat_leads::proto::{GetLeadRequest, ListLeadsRequest};
+use roistat_leads::proto::{GetEventRequest, GetLeadRequest, ListLeadsRequest};
 use tokio_stream::StreamExt;
 
 use crate::helpers::*;
 
 backend_tests!(
+    get_event_reads_every_kind_as_the_stream_sends_it,
     get_lead_refuses_unknown_and_empty_ids,
     list_leads_pages_through_leads_in_receive_order,
     list_leads_refuses_bad_arguments,
@@ -19,6 +20,48 @@ fn list(page_size: i32, page_token: &str) -> ListLeadsRequest {
         page_token: page_token.into(),
         ..Default::default()
     }
+}
+
+async fn get_event_reads_every_kind_as_the_stream_sends_it(options: Options) {
+    let app = TestApp::spawn_with(options).await;
+    assert_eq!(app.lead("7").await.0, 200);
+    let message = [("action", "message"), ("leadId", "7"), ("title", "t")];
+    let task = [
+        ("action", "task"),
+        ("element_id", "7"),
+        ("text", "Call back"),
+    ];
+    let call = [("action", "call"), ("id", "555"), ("order_id", "7")];
+    for event in [&message[..], &task[..], &call[..]] {
+        assert_eq!(app.webhook(event).await.0, 200, "{event:?}");
+    }
+    let streamed = app.stored_events().await;
+    assert_eq!(streamed.len(), 4, "a lead, a message, a task and a call");
+    let mut client = app.grpc().await;
+
+    for event in &streamed {
+        let request = GetEventRequest {
+            sequence: event.sequence,
+        };
+        let read = client.get_event(request).await.unwrap().into_inner();
+        assert_eq!(
+            &read, event,
+            "GetEvent({}) is what the stream sent",
+            event.sequence
+        );
+    }
+    let zero = client
+        .get_event(GetEventRequest { sequence: 0 })
+        .await
+        .unwrap_err();
+    let ahead = client
+        .get_event(GetEventRequest { sequence: 1_000 })
+        .await
+        .unwrap_err();
+
+    assert_eq!(zero.code(), tonic::Code::InvalidArgument);
+    assert_eq!(ahead.code(), tonic::Code::NotFound);
+    assert!(ahead.message().contains("1000"), "{}", ahead.message());
 }
 
 async fn get_lead_refuses_unknown_and_empty_ids(options: Options) {

@@ -631,6 +631,7 @@ pub fn lead_id(event: &LeadEvent) -> Option<&str> {
         Event::Message(message) => Some(&message.lead_id),
         Event::Task(task) => Some(&task.element_id),
         Event::Call(call) => Some(&call.call_id),
+        Event::UnknownAction(unknown) => Some(&unknown.action),
         Event::Heartbeat(_) => None,
     }
 }

@@ -109,7 +109,7 @@ pub(super) async fn insert_event<C: Conn>(
         |row| Ok((row.int(0)?, row.int(1)?)),
     )
     .await?;
-    let windowed = matches!(new.kind, EventKind::Message | EventKind::Task);
+    let windowed = new.kind.deduplicated_within_window();
     let window = i64::try_from(dedup_window.as_micros()).unwrap_or(i64::MAX);
     let sequence = tx.counters.sequences.peek();
     let args = [
