@@ -189,7 +189,12 @@ async fn a_list_page_is_bounded_in_bytes_as_well_as_in_items(options: Options) {
 
 #[tokio::test]
 async fn a_stream_that_stops_reading_does_not_hold_the_stop_past_the_drain() {
-    let app = TestApp::spawn_with(Options::default().args(["--shutdown-drain-ms", "300"])).await;
+    let app = TestApp::spawn_with(
+        Options::default()
+            .args(["--shutdown-drain-ms", "300"])
+            .in_a_process(),
+    )
+    .await;
     // More than the flow-control windows of a client that reads nothing.
     let text = "y".repeat(60_000);
     let ids: Vec<String> = (0..50).map(|n| n.to_string()).collect();
@@ -260,7 +265,7 @@ async fn an_empty_password_is_refused_at_start_unless_it_is_wanted() {
 
 #[tokio::test]
 async fn refusals_are_logged_briefly_and_not_all_of_a_flood() {
-    let app = TestApp::spawn_with(Options::default()).await;
+    let app = TestApp::spawn_with(Options::default().in_a_process()).await;
     let long_path = format!("/{}", "p".repeat(3_000));
     for _ in 0..60 {
         assert_eq!(app.get_raw(&long_path).await.0, 404);

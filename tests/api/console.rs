@@ -419,7 +419,7 @@ async fn a_search_finds_leads_by_every_key_and_pages_them(options: Options) {
 }
 
 async fn the_lead_view_tells_a_leads_whole_story(options: Options) {
-    let app = TestApp::spawn_with(options).await;
+    let app = TestApp::spawn_with(options.in_a_process()).await;
     let (status, _) = app
         .webhook(&[
             ("action", "lead"),

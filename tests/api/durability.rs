@@ -111,7 +111,7 @@ async fn check_after_restart(app: &TestApp, answers: &Answers) {
 }
 
 async fn leads_answered_ok_survive_sigkill_mid_load_exactly_once(options: Options) {
-    let mut app = TestApp::spawn_with(options).await;
+    let mut app = TestApp::spawn_with(options.in_a_process()).await;
     let answers = Arc::new(Mutex::new(Answers::default()));
     let enough = Arc::new(Notify::new());
     let mut load = start_load(&app, answers.clone(), enough.clone(), 150);
@@ -122,7 +122,7 @@ async fn leads_answered_ok_survive_sigkill_mid_load_exactly_once(options: Option
         sender.unwrap();
     }
 
-    let app = TestApp::spawn_with(app.options.clone()).await;
+    let app = TestApp::spawn_with(app.options.clone().in_a_process()).await;
     let answers = std::mem::take(&mut *answers.lock().unwrap());
     assert!(answers.ok.len() >= 150);
     check_after_restart(&app, &answers).await;

@@ -281,18 +281,24 @@ async fn a_grpc_token_guards_lead_service_but_not_health() {
 
 #[tokio::test]
 async fn how_lead_service_callers_are_let_in_is_logged_and_shown() {
-    let protected =
-        TestApp::spawn_with(Options::default().args(["--grpc-addr", "0.0.0.0:0"])).await;
+    let protected = TestApp::spawn_with(
+        Options::default()
+            .args(["--grpc-addr", "0.0.0.0:0"])
+            .in_a_process(),
+    )
+    .await;
     let insecure = TestApp::spawn_with(
         Options::default()
             .args(["--grpc-addr", "0.0.0.0:0"])
-            .arg("--grpc-insecure"),
+            .arg("--grpc-insecure")
+            .in_a_process(),
     )
     .await;
     let guarded = TestApp::spawn_with(
         Options::default()
             .args(["--grpc-addr", "0.0.0.0:0"])
-            .env("ROISTAT_LEADS_GRPC_TOKEN", "grpc-s3cret"),
+            .env("ROISTAT_LEADS_GRPC_TOKEN", "grpc-s3cret")
+            .in_a_process(),
     )
     .await;
     let check = |args: &[&str]| {

@@ -1,9 +1,14 @@
-//! Starts the real `roistat-leads` binary on random ports with its own database,
-//! and talks to it as Roistat (HTTP) and as an internal service (gRPC) would.
+//! Starts the service on random ports with its own database, and talks to it as
+//! Roistat (HTTP) and as an internal service (gRPC) would. The service runs in the
+//! test's own process (`Application::build` on port 0, from the same command line
+//! the binary parses), or, for what needs one (signals, SIGKILL, its log, a
+//! network namespace), as the real binary in a process of its own
+//! ([`Options::in_a_process`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub const LOGIN: &str = "demo";
@@ -207,6 +213,8 @@ pub struct Options {
     pub database: Arc<TestDatabase>,
     /// A command the service runs under (`ip netns exec NAME`), if any.
     pub wrapper: Vec<String>,
+    /// Run the binary in a process of its own.
+    pub process: bool,
 }
 
 impl Default for Options {
@@ -220,13 +228,18 @@ impl Options {
     pub fn on(database: Arc<TestDatabase>) -> Self {
         Self {
             args: vec![],
-            env: vec![
-                ("ROISTAT_USER".into(), LOGIN.into()),
-                ("ROISTAT_PASSWORD".into(), PASSWORD.into()),
-            ],
+            env: default_env(),
             database,
             wrapper: vec![],
+            process: false,
         }
+    }
+
+    /// Runs the real binary in a process of its own, for a test that signals or
+    /// kills it, reads its log, or sets what only a process has.
+    pub fn in_a_process(mut self) -> Self {
+        self.process = true;
+        self
     }
 
     /// Default options on a new database of `backend`; `None` when that backend
@@ -280,7 +293,7 @@ impl Options {
 
 /// A running service.
 pub struct TestApp {
-    child: Child,
+    running: Running,
     pub http_base: String,
     pub grpc_addr: String,
     /// The operator console's URL, unless it is off.
@@ -288,14 +301,139 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub options: Options,
     logs: Arc<Mutex<Vec<String>>>,
-    /// Copies the service's standard error into `logs` until it closes.
-    log_reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How the service under test runs.
+enum Running {
+    /// The binary, with a task copying its standard error into the logs until it
+    /// closes.
+    Process {
+        child: Child,
+        log_reader: Option<tokio::task::JoinHandle<()>>,
+    },
+    /// In the test's process, served by a task until `shutdown`.
+    InProcess {
+        shutdown: CancellationToken,
+        served: Option<tokio::task::JoinHandle<bool>>,
+    },
+}
+
+/// The environment every test's service gets unless the test changes it: the
+/// integration's login and password.
+fn default_env() -> Vec<(String, String)> {
+    vec![
+        ("ROISTAT_USER".into(), LOGIN.into()),
+        ("ROISTAT_PASSWORD".into(), PASSWORD.into()),
+    ]
+}
+
+/// The flags every test's service starts with unless the test gives them:
+/// random loopback ports and the test's database.
+fn default_flags(options: &Options) -> Vec<(&'static str, String)> {
+    [
+        ("--http-addr", "127.0.0.1:0".to_owned()),
+        ("--grpc-addr", "127.0.0.1:0".to_owned()),
+        ("--console-addr", "127.0.0.1:0".to_owned()),
+        ("--database-url", options.database.url.clone()),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| !options.args.iter().any(|arg| arg == flag))
+    .collect()
+}
+
+/// The test's environment as `serve`'s flags (the service in the test's process
+/// cannot have an environment of its own); `None` when a variable is not one of
+/// them.
+fn env_as_flags(options: &Options) -> Option<Vec<String>> {
+    use clap::CommandFactory;
+    let command = roistat_leads::cli::Cli::command();
+    let serve = command.find_subcommand("serve")?;
+    let mut flags = vec![];
+    for (name, value) in &options.env {
+        let arg = serve
+            .get_arguments()
+            .find(|arg| arg.get_env().is_some_and(|env| env == name.as_str()))?;
+        let long = format!("--{}", arg.get_long()?);
+        let given = |arg: &String| arg == &long || arg.starts_with(&format!("{long}="));
+        if options.args.iter().any(given) {
+            // A flag beats the environment.
+            continue;
+        }
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            if value == "true" {
+                flags.push(long);
+            }
+        } else {
+            flags.push(format!("{long}={value}"));
+        }
+    }
+    Some(flags)
 }
 
 impl TestApp {
-    /// Starts the binary with `options` and waits until it listens.
+    /// Starts the service with `options` and waits until it listens: in the test's
+    /// process unless the options ask for a process of its own, run it under a
+    /// wrapper, or set an environment of their own (which is then what the test is
+    /// about).
     pub async fn spawn_with(options: Options) -> Self {
-        let database = options.database.url.clone();
+        if !options.process
+            && options.wrapper.is_empty()
+            && options.env == default_env()
+            && let Some(env_flags) = env_as_flags(&options)
+        {
+            return Self::in_process(options, env_flags).await;
+        }
+        Self::spawn_process(options).await
+    }
+
+    /// `Application::build` from the command line `serve` would be given.
+    async fn in_process(options: Options, env_flags: Vec<String>) -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        use roistat_leads::cli::{Cli, Command as CliCommand};
+        let mut argv = vec!["roistat-leads".to_owned(), "serve".to_owned()];
+        for (flag, value) in default_flags(&options) {
+            argv.extend([flag.to_owned(), value]);
+        }
+        argv.extend(env_flags);
+        argv.extend(options.args.iter().cloned());
+        let matches = Cli::command()
+            .try_get_matches_from(&argv)
+            .unwrap_or_else(|error| panic!("the command line {argv:?}: {error}"));
+        let cli = Cli::from_arg_matches(&matches).expect("parsed");
+        let CliCommand::Serve(args) = cli.command else {
+            unreachable!("serve was asked for");
+        };
+        let sub = matches.subcommand().expect("serve").1.clone();
+        let settings = roistat_leads::config::load(args, &sub)
+            .unwrap_or_else(|error| panic!("the settings of {argv:?}: {error}"));
+        let (http_tls, grpc_tls) = (settings.http_tls.is_some(), settings.grpc_tls.is_some());
+        let app = roistat_leads::app::Application::build(settings)
+            .await
+            .unwrap_or_else(|error| panic!("the service did not start: {error:?}"));
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        let http_base = format!("{}://{}", scheme(http_tls), app.http_addr().expect("HTTP"));
+        let grpc_addr = format!("{}://{}", scheme(grpc_tls), app.grpc_addr().expect("gRPC"));
+        let console_base = app
+            .console_addr()
+            .map(|addr| format!("{}://{addr}", scheme(http_tls)));
+        let shutdown = app.shutdown_token();
+        let served = tokio::spawn(async move { app.run().await.is_ok() });
+        Self {
+            running: Running::InProcess {
+                shutdown,
+                served: Some(served),
+            },
+            http_base,
+            grpc_addr,
+            console_base,
+            http: reqwest::Client::new(),
+            options,
+            logs: Arc::default(),
+        }
+    }
+
+    /// Starts the binary with `options` and waits until it listens.
+    async fn spawn_process(options: Options) -> Self {
         let binary = env!("CARGO_BIN_EXE_roistat-leads");
         let mut command = match options.wrapper.split_first() {
             Some((program, args)) => {
@@ -306,17 +444,8 @@ impl TestApp {
             None => Command::new(binary),
         };
         command.arg("serve");
-        // Random loopback ports and the test's database, unless the test chose
-        // otherwise.
-        for (flag, value) in [
-            ("--http-addr", "127.0.0.1:0"),
-            ("--grpc-addr", "127.0.0.1:0"),
-            ("--console-addr", "127.0.0.1:0"),
-            ("--database-url", database.as_str()),
-        ] {
-            if !options.args.iter().any(|arg| arg == flag) {
-                command.args([flag, value]);
-            }
+        for (flag, value) in default_flags(&options) {
+            command.args([flag, value.as_str()]);
         }
         command
             .args(&options.args)
@@ -368,14 +497,26 @@ impl TestApp {
         };
         let (http, grpc, console) = addresses.clone().expect("addresses");
         Self {
-            child,
+            running: Running::Process {
+                child,
+                log_reader: Some(log_reader),
+            },
             http_base: http,
             grpc_addr: grpc,
             console_base: console,
             http: reqwest::Client::new(),
             options,
             logs,
-            log_reader: Some(log_reader),
+        }
+    }
+
+    /// The process of a service started with [`Options::in_a_process`].
+    fn child(&mut self, what: &str) -> &mut Child {
+        match &mut self.running {
+            Running::Process { child, .. } => child,
+            Running::InProcess { .. } => {
+                panic!("{what} needs the service in a process: use Options::in_a_process()")
+            }
         }
     }
 
@@ -386,14 +527,24 @@ impl TestApp {
         Self::spawn_with(self.options.clone()).await
     }
 
-    /// Sends SIGTERM and waits for the process to exit and its last log line.
+    /// Stops the service gracefully (SIGTERM to a process) and waits for it to end
+    /// (and, for a process, its last log line).
     pub async fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id().expect("running") as i32;
+        let (child, log_reader) = match &mut self.running {
+            Running::InProcess { shutdown, served } => {
+                shutdown.cancel();
+                let served = served.take().expect("served once");
+                let ok = within("the service to stop", served).await.unwrap_or(false);
+                return ExitStatus::from_raw(if ok { 0 } else { 1 << 8 });
+            }
+            Running::Process { child, log_reader } => (child, log_reader),
+        };
+        let pid = child.id().expect("running") as i32;
         kill(Pid::from_raw(pid), Signal::SIGTERM).expect("send SIGTERM");
-        let status = within("the process to exit", self.child.wait())
+        let status = within("the process to exit", child.wait())
             .await
             .expect("wait");
-        if let Some(reader) = self.log_reader.take() {
+        if let Some(reader) = log_reader.take() {
             let _ = within("the end of the logs", reader).await;
         }
         status
@@ -401,19 +552,27 @@ impl TestApp {
 
     /// Kills the process with SIGKILL, as a crash or an OOM kill would, and waits.
     pub async fn kill(&mut self) {
-        let pid = self.child.id().expect("running") as i32;
+        let child = self.child("SIGKILL");
+        let pid = child.id().expect("running") as i32;
         kill(Pid::from_raw(pid), Signal::SIGKILL).expect("send SIGKILL");
-        within("the process to die", self.child.wait())
+        within("the process to die", child.wait())
             .await
             .expect("wait");
     }
 
+    /// The service's log so far.
     pub fn logs(&self) -> Vec<String> {
+        if let Running::InProcess { .. } = self.running {
+            panic!("reading the log needs the service in a process: use Options::in_a_process()");
+        }
         self.logs.lock().unwrap().clone()
     }
 
     /// Waits until `count` log lines contain `text`.
     pub async fn wait_for_logs(&self, text: &str, count: usize) {
+        if let Running::InProcess { .. } = self.running {
+            panic!("reading the log needs the service in a process: use Options::in_a_process()");
+        }
         let seen = || {
             self.logs
                 .lock()
@@ -432,7 +591,10 @@ impl TestApp {
 
     /// Sends `signal` to the running process.
     pub fn signal(&self, signal: Signal) {
-        let pid = self.child.id().expect("running") as i32;
+        let Running::Process { child, .. } = &self.running else {
+            panic!("a signal needs the service in a process: use Options::in_a_process()");
+        };
+        let pid = child.id().expect("running") as i32;
         kill(Pid::from_raw(pid), signal).expect("send a signal");
     }
 
@@ -549,8 +711,12 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- service logs ---\n{}", self.logs().join("\n"));
+        match &self.running {
+            Running::InProcess { shutdown, .. } => shutdown.cancel(),
+            Running::Process { .. } if std::thread::panicking() => {
+                eprintln!("--- service logs ---\n{}", self.logs().join("\n"));
+            }
+            Running::Process { .. } => {}
         }
     }
 }

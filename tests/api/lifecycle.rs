@@ -55,7 +55,7 @@ async fn leads_survive_a_restart_and_a_stream_resumes_from_its_cursor(options: O
 }
 
 async fn an_unreadable_stored_row_is_an_internal_error_not_an_outage(options: Options) {
-    let app = TestApp::spawn_with(options.clone()).await;
+    let app = TestApp::spawn_with(options.clone().in_a_process()).await;
     let mut client = app.grpc().await;
     assert_eq!(app.lead("1").await.0, 200);
     client
@@ -122,7 +122,7 @@ async fn serve_without_credentials_exits_with_a_one_line_explanation() {
 }
 
 async fn sigterm_stops_the_service_with_exit_code_zero(options: Options) {
-    let mut app = TestApp::spawn_with(options).await;
+    let mut app = TestApp::spawn_with(options.in_a_process()).await;
     app.lead("1").await;
 
     let status = app.terminate().await;
@@ -132,7 +132,7 @@ async fn sigterm_stops_the_service_with_exit_code_zero(options: Options) {
 }
 
 async fn logs_carry_ids_but_no_lead_content_or_secrets(options: Options) {
-    let app = TestApp::spawn_with(options).await;
+    let app = TestApp::spawn_with(options.in_a_process()).await;
     let params = roistat_example_lead("77");
     let query: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
     app.webhook(&query).await;

@@ -108,7 +108,7 @@ async fn every_metric_is_described_and_present_from_start_up() {
         defined.len() >= 10,
         "the metric names were not found in the source: {defined:?}"
     );
-    let app = TestApp::spawn_with(Options::default()).await;
+    let app = TestApp::spawn_with(Options::default().in_a_process()).await;
     let scrape = app.scrape().await;
     let scraped = describe(&scrape);
 

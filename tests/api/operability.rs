@@ -63,8 +63,13 @@ fn sample(samples: &BTreeMap<String, f64>, name: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
-    let app =
-        TestApp::spawn_with(Options::default().arg("--metrics-addr").arg("127.0.0.1:0")).await;
+    let app = TestApp::spawn_with(
+        Options::default()
+            .arg("--metrics-addr")
+            .arg("127.0.0.1:0")
+            .in_a_process(),
+    )
+    .await;
     let metrics_base = {
         let line = app
             .logs()
@@ -160,7 +165,13 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
 
 #[tokio::test]
 async fn json_logs_parse_and_carry_request_ids() {
-    let app = TestApp::spawn_with(Options::default().arg("--log-format").arg("json")).await;
+    let app = TestApp::spawn_with(
+        Options::default()
+            .arg("--log-format")
+            .arg("json")
+            .in_a_process(),
+    )
+    .await;
     let token = token();
 
     let response = app

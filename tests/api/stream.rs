@@ -100,7 +100,7 @@ async fn only_new_skips_the_history(options: Options) {
 
 async fn a_subscriber_slower_than_the_live_buffer_catches_up_from_the_store(options: Options) {
     // A live buffer of one event: any subscriber that does not keep pace falls behind.
-    let app = TestApp::spawn_with(options.arg("--stream-buffer").arg("1")).await;
+    let app = TestApp::spawn_with(options.arg("--stream-buffer").arg("1").in_a_process()).await;
     let mut stream = app.stream(after(0)).await;
     let first = app.lead("0").await;
     assert_eq!(first.0, 200);

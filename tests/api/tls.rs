@@ -305,7 +305,8 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
             .args(["--grpc-tls-key", &path(&server.key)])
             .args(["--grpc-tls-client-ca", &path(&pki.ca())])
             // Beyond loopback: client certificates authenticate, so no warning.
-            .args(["--grpc-addr", "0.0.0.0:0"]),
+            .args(["--grpc-addr", "0.0.0.0:0"])
+            .in_a_process(),
     )
     .await;
     app.lead("1").await;
@@ -537,7 +538,8 @@ async fn sighup_reloads_the_certificates_and_a_broken_file_keeps_the_previous_on
                 &path(&cert),
                 "--grpc-tls-key",
                 &path(&key),
-            ]),
+            ])
+            .in_a_process(),
     )
     .await;
     let trusted_by = async |ca: &Pki| {
@@ -583,12 +585,16 @@ async fn certificate_expiry_is_a_metric_and_a_warning_when_near() {
     let later = time::macros::datetime!(2040-01-01 00:00:00 UTC);
     let (_live, Issued { cert, key }, install) = live_files();
     install(&pki.server_until("soon", Some(soon)));
-    let mut app = TestApp::spawn_with(Options::default().args([
-        "--http-tls-cert",
-        &path(&cert),
-        "--http-tls-key",
-        &path(&key),
-    ]))
+    let mut app = TestApp::spawn_with(
+        Options::default()
+            .args([
+                "--http-tls-cert",
+                &path(&cert),
+                "--http-tls-key",
+                &path(&key),
+            ])
+            .in_a_process(),
+    )
     .await;
     app.http = https_client(&pki);
     let expiry = async |app: &TestApp| {

@@ -183,7 +183,7 @@ async fn a_retried_lead_gets_the_same_answer_and_no_second_event(options: Option
 }
 
 async fn malformed_data_json_does_not_reject_the_lead(options: Options) {
-    let app = TestApp::spawn_with(options).await;
+    let app = TestApp::spawn_with(options.in_a_process()).await;
 
     let (status, body) = app
         .webhook(&[
