@@ -262,6 +262,7 @@ impl Application {
                 router,
                 limits,
                 http_tls.clone(),
+                true,
                 shutdown.clone(),
             )
             .await;
@@ -269,14 +270,16 @@ impl Application {
         };
         let metrics_server = async {
             if let Some(listener) = metrics_listener {
-                http::serve(listener, metrics_router, limits, None, shutdown.clone()).await;
+                let shutdown = shutdown.clone();
+                http::serve(listener, metrics_router, limits, None, false, shutdown).await;
             }
         };
         // With the webhook's certificate, when it has one.
         let console_server = async {
             if let Some(listener) = console_listener {
                 let tls = http_tls.clone();
-                http::serve(listener, console_router, limits, tls, shutdown.clone()).await;
+                let shutdown = shutdown.clone();
+                http::serve(listener, console_router, limits, tls, false, shutdown).await;
             }
         };
         let reload_tls = async {
@@ -369,6 +372,7 @@ fn relay_options(settings: &Settings) -> RelayOptions {
         rejected_keep: settings.rejected_keep,
         max_subscribers: settings.grpc_max_subscribers,
         max_consumers: settings.max_consumers,
+        integrations: settings.integrations.keys().cloned().collect(),
     }
 }
 

@@ -123,8 +123,15 @@ pub fn describe(settings: &Settings) -> String {
             credentials.login().unwrap_or("(any)")
         ));
         lines.push("token = \"********\"".to_owned());
-        if let Some(status) = settings.default_statuses.get(name) {
-            lines.push(format!("default_status = {status:?}"));
+        match settings.default_statuses.get(name) {
+            Some(status) => lines.push(format!("default_status = {status:?}")),
+            None => lines.push(
+                "# no default_status: until the CRM publishes a scheme (UpdateScheme), this \
+                 integration's orders export to Roistat with an empty status, which Roistat \
+                 cannot map to a status group (serve warns, and sets \
+                 roistat_leads_scheme_missing to 1)"
+                    .to_owned(),
+            ),
         }
     }
     lines.join("\n")

@@ -102,9 +102,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ROISTAT_LEADS_EXPORT_PAGE_SIZE", default_value_t = 1000)]
     pub export_page_size: u64,
 
-    /// How long an identical message or task (Roistat's retry of it) is one
-    /// event, from its first stored copy: 1h, 30m, 90s, 500ms; 0 stores every copy.
-    /// Calls are one event per call id for good.
+    /// How long an identical message, task, call or unknown action (Roistat's
+    /// retry of it) is one event, from its first stored copy: 1h, 30m, 90s, 500ms; 0
+    /// stores every copy. A call or task whose content changed is a new event.
     #[arg(
         long,
         env = "ROISTAT_LEADS_MESSAGE_DEDUP_WINDOW",

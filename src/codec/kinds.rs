@@ -14,6 +14,9 @@ pub struct KindForms {
     pub proto: proto::EventKind,
     /// The field of the `LeadEvent.event` oneof its body is sent in.
     pub field: u32,
+    /// The first of the four decoding fields of its message (`decoding_lossy`,
+    /// `raw_request`, `repeated_parameters`, `decoding_notes`, in that order).
+    pub decoding: u32,
 }
 
 /// The kinds, in the order of [`EventKind::ALL`].
@@ -22,26 +25,31 @@ pub const KINDS: [KindForms; 5] = [
         kind: EventKind::Lead,
         proto: proto::EventKind::Lead,
         field: proto::LEAD,
+        decoding: 18,
     },
     KindForms {
         kind: EventKind::Message,
         proto: proto::EventKind::Message,
         field: 11,
+        decoding: 7,
     },
     KindForms {
         kind: EventKind::Task,
         proto: proto::EventKind::Task,
         field: 13,
+        decoding: 6,
     },
     KindForms {
         kind: EventKind::Call,
         proto: proto::EventKind::Call,
         field: 14,
+        decoding: 13,
     },
     KindForms {
         kind: EventKind::UnknownAction,
         proto: proto::EventKind::UnknownAction,
         field: 15,
+        decoding: 4,
     },
 ];
 
@@ -139,6 +147,34 @@ mod tests {
                     )
                 });
             assert_eq!(row.kind.as_str(), field.name());
+
+            // Its message carries the decoding fields where the row says.
+            let message_name = field.type_name().rsplit('.').next().unwrap();
+            let message = file
+                .message_type
+                .iter()
+                .find(|message| message.name() == message_name)
+                .unwrap();
+            let number = |name: &str| {
+                message
+                    .field
+                    .iter()
+                    .find(|field| field.name() == name)
+                    .map(|field| field.number() as u32)
+            };
+            let names = [
+                "decoding_lossy",
+                "raw_request",
+                "repeated_parameters",
+                "decoding_notes",
+            ];
+            for (offset, name) in (0..).zip(names) {
+                assert_eq!(
+                    number(name),
+                    Some(row.decoding + offset),
+                    "{message_name}.{name}"
+                );
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use prost::encoding;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Call, DealMessage, EncodedEvent, EventBody, EventKind, Lead, Task, UnknownAction,
+    Call, DealMessage, Decoding, EncodedEvent, EventBody, EventKind, Lead, Task, UnknownAction,
 };
 use crate::proto::{self, EventFrame};
 
@@ -75,9 +75,27 @@ impl Writer {
         }
         self
     }
+
+    /// The four decoding fields every event message carries, from `first`:
+    /// `decoding_lossy`, `raw_request`, `repeated_parameters`, `decoding_notes`.
+    /// Nothing at all for a request read whole.
+    fn decoding(&mut self, first: u32, decoding: &Decoding) -> &mut Self {
+        if decoding.lossy() {
+            encoding::bool::encode(first, &true, &mut self.0);
+        }
+        if let Some(raw) = &decoding.raw_request {
+            encoding::message::encode(first + 1, &model::raw_request_proto(raw), &mut self.0);
+        }
+        for parameter in model::parameters_proto(&decoding.repeated) {
+            encoding::message::encode(first + 2, &parameter, &mut self.0);
+        }
+        encoding::string::encode_repeated(first + 3, &decoding.notes, &mut self.0);
+        self
+    }
 }
 
-/// A lead as stored and sent (fields 1 to 15 of `Lead`).
+/// A lead as stored and sent (all fields of `Lead` but `sequence` and
+/// `receive_time`).
 pub fn encode_lead(lead: &Lead) -> Vec<u8> {
     let mut out = Writer(Vec::with_capacity(
         256 + lead.text.len() + lead.data_json.len(),
@@ -96,7 +114,8 @@ pub fn encode_lead(lead: &Lead) -> Vec<u8> {
         .time(12, lead.create_time)
         .enumeration(13, source(lead.source) as i32)
         .str(14, &lead.manager_id)
-        .map(15, &lead.extra);
+        .map(15, &lead.extra)
+        .decoding(forms(EventKind::Lead).decoding, &lead.decoding);
     out.0
 }
 
@@ -107,7 +126,8 @@ fn encode_message(message: &DealMessage) -> Vec<u8> {
         .str(3, &message.title)
         .str(4, &message.text)
         .map(5, &message.extra)
-        .str(6, &message.resolved_lead_id);
+        .str(6, &message.resolved_lead_id)
+        .decoding(forms(EventKind::Message).decoding, &message.decoding);
     out.0
 }
 
@@ -117,7 +137,8 @@ fn encode_task(task: &Task) -> Vec<u8> {
         .str(2, &task.element_id)
         .time(3, task.deadline)
         .str(4, &task.text)
-        .map(5, &task.extra);
+        .map(5, &task.extra)
+        .decoding(forms(EventKind::Task).decoding, &task.decoding);
     out.0
 }
 
@@ -134,7 +155,8 @@ fn encode_call(call: &Call) -> Vec<u8> {
         .str(9, &call.order_id)
         .uint(10, call.duration.unwrap_or(0))
         .str(11, &call.file_url)
-        .map(12, &call.extra);
+        .map(12, &call.extra)
+        .decoding(forms(EventKind::Call).decoding, &call.decoding);
     out.0
 }
 
@@ -192,6 +214,19 @@ pub fn decode_lead(event: &EncodedEvent) -> Result<proto::Lead, DecodeError> {
     lead.sequence = event.sequence;
     lead.receive_time = Some(proto::timestamp(event.receive_time));
     Ok(lead)
+}
+
+/// The `manager_id` of a stored lead (field 14 of `Lead`), read without the rest;
+/// empty when it has none or cannot be read.
+pub fn lead_manager_id(body: &[u8]) -> String {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Manager {
+        #[prost(string, tag = "14")]
+        manager_id: String,
+    }
+    Manager::decode(body)
+        .map(|lead| lead.manager_id)
+        .unwrap_or_default()
 }
 
 /// The `LeadEvent` a stream sends for a stored event: its bytes, framed.

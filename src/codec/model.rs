@@ -1,10 +1,9 @@
 //! The events' protobuf messages to and from the domain model. Reading a stored
 //! event back into the domain model serves the console (and the tests) only.
 
-use crate::domain::LeadSource;
-use crate::domain::UnknownAction;
 #[cfg(any(test, feature = "console"))]
 use crate::domain::{Call, DealMessage, Lead, Task};
+use crate::domain::{Decoding, KeptRequest, LeadSource, UnknownAction};
 use crate::proto;
 #[cfg(any(test, feature = "console"))]
 use crate::proto::from_timestamp;
@@ -54,6 +53,11 @@ pub(super) fn lead(lead: proto::Lead) -> Lead {
         create_time: time(lead.create_time),
         manager_id: lead.manager_id,
         extra: lead.extra.into_iter().collect(),
+        decoding: decoding(
+            lead.raw_request,
+            lead.repeated_parameters,
+            lead.decoding_notes,
+        ),
     }
 }
 
@@ -79,6 +83,12 @@ pub fn lead_proto(lead: &Lead, sequence: u64, receive_time: time::OffsetDateTime
         extra: lead.extra.clone().into_iter().collect(),
         receive_time: Some(proto::timestamp(receive_time)),
         sequence,
+        decoding_lossy: lead.decoding.lossy(),
+        raw_request: lead.decoding.raw_request.as_ref().map(raw_request_proto),
+        repeated_parameters: parameters_proto(&lead.decoding.repeated),
+        decoding_notes: lead.decoding.notes.clone(),
+        history: vec![],
+        calls: vec![],
     }
 }
 
@@ -91,6 +101,11 @@ pub(super) fn message(message: proto::DealMessage) -> DealMessage {
         text: message.text,
         extra: message.extra.into_iter().collect(),
         resolved_lead_id: message.resolved_lead_id,
+        decoding: decoding(
+            message.raw_request,
+            message.repeated_parameters,
+            message.decoding_notes,
+        ),
     }
 }
 
@@ -102,6 +117,11 @@ pub(super) fn task(task: proto::Task) -> Task {
         deadline: time(task.deadline),
         text: task.text,
         extra: task.extra.into_iter().collect(),
+        decoding: decoding(
+            task.raw_request,
+            task.repeated_parameters,
+            task.decoding_notes,
+        ),
     }
 }
 
@@ -120,6 +140,11 @@ pub(super) fn call(call: proto::Call) -> Call {
         duration: Some(call.duration).filter(|seconds| *seconds > 0),
         file_url: call.file_url,
         extra: call.extra.into_iter().collect(),
+        decoding: decoding(
+            call.raw_request,
+            call.repeated_parameters,
+            call.decoding_notes,
+        ),
     }
 }
 
@@ -127,15 +152,57 @@ pub(super) fn unknown_action_proto(unknown: &UnknownAction) -> proto::UnknownAct
     proto::UnknownAction {
         integration: unknown.integration.clone(),
         action: unknown.action.clone(),
-        parameters: unknown
-            .parameters
-            .iter()
-            .map(|(name, value)| proto::Parameter {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect(),
+        parameters: parameters_proto(&unknown.parameters),
+        decoding_lossy: unknown.decoding.lossy(),
+        raw_request: unknown.decoding.raw_request.as_ref().map(raw_request_proto),
+        repeated_parameters: parameters_proto(&unknown.decoding.repeated),
+        decoding_notes: unknown.decoding.notes.clone(),
     }
+}
+
+/// Name and value pairs as the proto's `Parameter`s.
+pub(super) fn parameters_proto(pairs: &[(String, String)]) -> Vec<proto::Parameter> {
+    pairs
+        .iter()
+        .map(|(name, value)| proto::Parameter {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+pub(super) fn raw_request_proto(raw: &KeptRequest) -> proto::RawRequest {
+    proto::RawRequest {
+        query: raw.query.clone(),
+        body: raw.body.clone(),
+        content_type: raw.content_type.clone(),
+    }
+}
+
+/// The decoding fields of an event message as the domain's.
+#[cfg(any(test, feature = "console"))]
+fn decoding(
+    raw: Option<proto::RawRequest>,
+    repeated: Vec<proto::Parameter>,
+    notes: Vec<String>,
+) -> Decoding {
+    Decoding {
+        raw_request: raw.map(|raw| KeptRequest {
+            query: raw.query,
+            body: raw.body,
+            content_type: raw.content_type,
+        }),
+        repeated: pairs(repeated),
+        notes,
+    }
+}
+
+#[cfg(any(test, feature = "console"))]
+fn pairs(parameters: Vec<proto::Parameter>) -> Vec<(String, String)> {
+    parameters
+        .into_iter()
+        .map(|parameter| (parameter.name, parameter.value))
+        .collect()
 }
 
 #[cfg(any(test, feature = "console"))]
@@ -143,10 +210,11 @@ pub(super) fn unknown_action(unknown: proto::UnknownAction) -> UnknownAction {
     UnknownAction {
         integration: unknown.integration,
         action: unknown.action,
-        parameters: unknown
-            .parameters
-            .into_iter()
-            .map(|parameter| (parameter.name, parameter.value))
-            .collect(),
+        parameters: pairs(unknown.parameters),
+        decoding: decoding(
+            unknown.raw_request,
+            unknown.repeated_parameters,
+            unknown.decoding_notes,
+        ),
     }
 }

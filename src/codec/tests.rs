@@ -30,6 +30,26 @@ fn lead() -> Lead {
         source: LeadSource::Calltracking,
         manager_id: "7".to_owned(),
         extra: extra(),
+        decoding: Decoding::default(),
+    }
+}
+
+/// What a request read with losses carries.
+fn lossy() -> Decoding {
+    Decoding {
+        raw_request: Some(crate::domain::KeptRequest {
+            query: b"token=***&action=task&element_id=4711&text=a&text=Call+back&x=%FF".to_vec(),
+            body: vec![],
+            content_type: String::new(),
+        }),
+        repeated: vec![
+            ("text".to_owned(), "a".to_owned()),
+            ("text".to_owned(), "Call back".to_owned()),
+        ],
+        notes: vec![
+            "parameter \"text\" sent more than once".to_owned(),
+            "x: not UTF-8".to_owned(),
+        ],
     }
 }
 
@@ -41,6 +61,7 @@ fn message() -> DealMessage {
         text: "The client wrote again".to_owned(),
         extra: extra(),
         resolved_lead_id: String::new(),
+        decoding: Decoding::default(),
     }
 }
 
@@ -51,6 +72,7 @@ fn task() -> Task {
         deadline: Some(datetime!(2026-01-03 10:00 UTC)),
         text: "Call back".to_owned(),
         extra: extra(),
+        decoding: lossy(),
     }
 }
 
@@ -68,15 +90,26 @@ fn call() -> Call {
         duration: Some(95),
         file_url: "https://example.com/c-1.mp3".to_owned(),
         extra: extra(),
+        decoding: Decoding::default(),
     }
 }
 
-fn bodies() -> [EventBody; 4] {
+fn unknown_action() -> UnknownAction {
+    UnknownAction {
+        integration: "shop".to_owned(),
+        action: "versions".to_owned(),
+        parameters: vec![("action".to_owned(), "versions".to_owned())],
+        decoding: lossy(),
+    }
+}
+
+fn bodies() -> [EventBody; 5] {
     [
         EventBody::Lead(lead()),
         EventBody::Message(message()),
         EventBody::Task(task()),
         EventBody::Call(call()),
+        EventBody::UnknownAction(unknown_action()),
     ]
 }
 
@@ -94,7 +127,7 @@ fn every_kind_is_encoded_as_prost_encodes_its_message() {
         title: message.title.clone(),
         text: message.text.clone(),
         extra: message.extra.clone().into_iter().collect(),
-        resolved_lead_id: String::new(),
+        ..Default::default()
     };
     assert_eq!(
         encode_body(&EventBody::Message(message)),
@@ -108,6 +141,22 @@ fn every_kind_is_encoded_as_prost_encodes_its_message() {
         deadline: task.deadline.map(proto::timestamp),
         text: task.text.clone(),
         extra: task.extra.clone().into_iter().collect(),
+        decoding_lossy: true,
+        raw_request: Some(proto::RawRequest {
+            query: task.decoding.raw_request.clone().unwrap().query,
+            ..Default::default()
+        }),
+        repeated_parameters: vec![
+            proto::Parameter {
+                name: "text".to_owned(),
+                value: "a".to_owned(),
+            },
+            proto::Parameter {
+                name: "text".to_owned(),
+                value: "Call back".to_owned(),
+            },
+        ],
+        decoding_notes: task.decoding.notes.clone(),
     };
     assert_eq!(
         encode_body(&EventBody::Task(task)),
@@ -128,6 +177,7 @@ fn every_kind_is_encoded_as_prost_encodes_its_message() {
         duration: 95,
         file_url: call.file_url.clone(),
         extra: call.extra.clone().into_iter().collect(),
+        ..Default::default()
     };
     assert_eq!(
         encode_body(&EventBody::Call(call)),
@@ -149,6 +199,7 @@ fn every_kind_reads_back_as_it_was_stored() {
         text: String::new(),
         extra: BTreeMap::new(),
         resolved_lead_id: String::new(),
+        decoding: Decoding::default(),
     });
     assert!(encode_body(&empty).is_empty());
     assert_eq!(decode_body(EventKind::Message, &[]).unwrap(), empty);
@@ -172,6 +223,7 @@ fn a_lead_is_stored_byte_for_byte_as_pinned() {
         source: LeadSource::LeadHunter,
         manager_id: String::new(),
         extra: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+        decoding: Decoding::default(),
     };
     let expected: &[u8] = &[
         0x0a, 7, b'd', b'e', b'f', b'a', b'u', b'l', b't', // 1: integration

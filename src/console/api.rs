@@ -105,6 +105,7 @@ pub(super) async fn overview(
         "latest_sequence": overview.latest_sequence,
         "store_bytes": overview.store_bytes,
         "subscribers": overview.subscribers,
+        "scheme_missing": overview.scheme_missing,
     }))
     .into_response()
 }

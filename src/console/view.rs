@@ -6,7 +6,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::codec;
-use crate::domain::{Consumer, Deal, EncodedEvent, EventBody, FoundLead, RejectedRequest, Scheme};
+use crate::domain::{
+    Consumer, Deal, Decoding, EncodedEvent, EventBody, FoundLead, RejectedRequest, Scheme,
+};
 use crate::own_crm::answer::ExportOrder;
 use crate::relay::LeadView;
 
@@ -82,7 +84,32 @@ pub fn event(event: &EncodedEvent, order_id: Option<&str>) -> Value {
     if let (Value::Object(line), Value::Object(fields)) = (&mut line, fields) {
         line.extend(fields);
     }
+    if let Value::Object(line) = &mut line {
+        line.extend(decoding(decoded.decoding()));
+    }
     line
+}
+
+/// What an event says of its decoding: nothing for a request read whole; else
+/// that it was lossy, the notes, every value of a repeated name, and the request
+/// as it came (as text, bytes that are not UTF-8 shown as U+FFFD).
+fn decoding(decoding: &Decoding) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    if !decoding.lossy() {
+        return fields;
+    }
+    let raw = decoding.raw_request.as_ref().map(|raw| {
+        json!({
+            "query": String::from_utf8_lossy(&raw.query),
+            "body": String::from_utf8_lossy(&raw.body),
+            "content_type": raw.content_type,
+        })
+    });
+    fields.insert("decoding_lossy".into(), Value::Bool(true));
+    fields.insert("decoding_notes".into(), json!(decoding.notes));
+    fields.insert("repeated_parameters".into(), json!(decoding.repeated));
+    fields.insert("raw_request".into(), raw.unwrap_or(Value::Null));
+    fields
 }
 
 /// A search result.
@@ -118,7 +145,8 @@ fn deal(deal: &Deal, scheme: Option<&Scheme>) -> Value {
     })
 }
 
-/// Everything known about a lead.
+/// Everything known about a lead: the lead, its deal, its order in the export,
+/// what was filed under it (newest first) and the latest state of each call.
 pub fn lead(view: &LeadView) -> Value {
     let stored = match codec::decode_lead(&view.lead) {
         Ok(lead) => lead,
@@ -126,6 +154,21 @@ pub fn lead(view: &LeadView) -> Value {
             tracing::error!(%error, sequence = view.lead.sequence, "a stored lead cannot be read");
             return json!({ "unreadable": true, "sequence": view.lead.sequence });
         }
+    };
+    let events: Vec<Value> = view
+        .events
+        .iter()
+        .map(|event| self::event(event, None))
+        .collect();
+    let mut calls_seen = std::collections::HashSet::new();
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["kind"] == "call")
+        .filter(|event| calls_seen.insert(event["call_id"].to_string()))
+        .collect();
+    let decoded = match codec::decode_body(view.lead.kind, &view.lead.body) {
+        Ok(EventBody::Lead(lead)) => decoding(&lead.decoding),
+        _ => serde_json::Map::new(),
     };
     let source = codec::source_from_proto(stored.source).map(|source| source.as_str());
     let create_time = stored
@@ -138,7 +181,7 @@ pub fn lead(view: &LeadView) -> Value {
             "export": ExportOrder::of(order, default_status),
         })
     });
-    json!({
+    let mut lead = json!({
         "integration": stored.integration,
         "lead_id": stored.lead_id,
         "sequence": view.lead.sequence,
@@ -158,8 +201,13 @@ pub fn lead(view: &LeadView) -> Value {
         "extra": stored.extra,
         "deal": deal(&view.deal, view.scheme.as_ref()),
         "order": order,
-        "events": view.events.iter().map(|event| self::event(event, None)).collect::<Vec<_>>(),
-    })
+        "calls": calls,
+        "events": events,
+    });
+    if let Value::Object(lead) = &mut lead {
+        lead.extend(decoded);
+    }
+    lead
 }
 
 pub fn consumer(consumer: &Consumer, connected: usize) -> Value {

@@ -261,6 +261,8 @@ pub struct Task {
     pub deadline: Option<OffsetDateTime>,
     pub text: String,
     pub extra: BTreeMap<String, String>,
+    #[serde(default)]
+    pub decoding: super::Decoding,
 }
 
 /// A call Roistat's calltracking reports (`action=call`).
@@ -282,6 +284,8 @@ pub struct Call {
     pub duration: Option<u64>,
     pub file_url: String,
     pub extra: BTreeMap<String, String>,
+    #[serde(default)]
+    pub decoding: super::Decoding,
 }
 
 #[cfg(test)]

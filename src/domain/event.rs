@@ -83,12 +83,15 @@ impl EventKind {
     }
 
     /// Whether an identical copy is the same event only within the dedup window
-    /// (after it, a new one). A lead is one for good under its id, a call under its
-    /// call id.
+    /// (after it, a new one). A lead is one for good under its id; a call or task
+    /// whose content changed is a new event (its new state), an identical copy a
+    /// retry within the window.
     pub fn deduplicated_within_window(self) -> bool {
         match self {
-            EventKind::Message | EventKind::Task | EventKind::UnknownAction => true,
-            EventKind::Lead | EventKind::Call => false,
+            EventKind::Message | EventKind::Task | EventKind::Call | EventKind::UnknownAction => {
+                true
+            }
+            EventKind::Lead => false,
         }
     }
 
@@ -122,6 +125,17 @@ impl EventBody {
             EventBody::Task(task) => &task.integration,
             EventBody::Call(call) => &call.integration,
             EventBody::UnknownAction(unknown) => &unknown.integration,
+        }
+    }
+
+    /// How its request was read (what was lost, and the request when anything was).
+    pub fn decoding(&self) -> &super::Decoding {
+        match self {
+            EventBody::Lead(lead) => &lead.decoding,
+            EventBody::Message(message) => &message.decoding,
+            EventBody::Task(task) => &task.decoding,
+            EventBody::Call(call) => &call.decoding,
+            EventBody::UnknownAction(unknown) => &unknown.decoding,
         }
     }
 
@@ -169,11 +183,28 @@ impl EventBody {
                 )
             }
             EventBody::Task(task) => {
-                let deadline = task.deadline.map(|time| time.unix_timestamp().to_string());
-                let deadline = deadline.as_deref().unwrap_or_default();
-                format!("task:{}", digest(&[&task.element_id, deadline, &task.text]))
+                let deadline = unix_text(task.deadline);
+                let mut parts = vec![task.element_id.as_str(), &deadline, &task.text];
+                push_pairs(&mut parts, &task.extra);
+                format!("task:{}", digest(&parts))
             }
-            EventBody::Call(call) => format!("call:{}", call.call_id),
+            EventBody::Call(call) => {
+                let (date, duration) = (unix_text(call.date), text_of(call.duration));
+                let mut parts = vec![
+                    call.call_id.as_str(),
+                    &call.callee,
+                    &call.caller,
+                    &date,
+                    &call.visit,
+                    &call.marker,
+                    &call.status,
+                    &call.order_id,
+                    &duration,
+                    &call.file_url,
+                ];
+                push_pairs(&mut parts, &call.extra);
+                format!("call:{}", digest(&parts))
+            }
             EventBody::UnknownAction(unknown) => {
                 let mut parts = vec![unknown.action.as_str()];
                 for (name, value) in &unknown.parameters {
@@ -182,6 +213,23 @@ impl EventBody {
                 format!("unknown_action:{}", digest(&parts))
             }
         }
+    }
+}
+
+/// A time as Unix seconds in text; empty for none.
+fn unix_text(time: Option<OffsetDateTime>) -> String {
+    time.map(|time| time.unix_timestamp().to_string())
+        .unwrap_or_default()
+}
+
+fn text_of(number: Option<u64>) -> String {
+    number.map(|number| number.to_string()).unwrap_or_default()
+}
+
+/// Adds names and values to what a digest is taken of.
+fn push_pairs<'a>(parts: &mut Vec<&'a str>, pairs: &'a std::collections::BTreeMap<String, String>) {
+    for (name, value) in pairs {
+        parts.extend([name.as_str(), value.as_str()]);
     }
 }
 

@@ -123,6 +123,38 @@ impl fmt::Display for LeadSource {
     }
 }
 
+/// How a request was read when reading it lost something (a byte that was not
+/// UTF-8, a name sent more than once, a value kept only as text): the request as
+/// it came, every value of each repeated name, and what was lost. Empty (the
+/// default) for a request read whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decoding {
+    /// The query and body as they came, the token masked; only when `notes` is not
+    /// empty.
+    pub raw_request: Option<KeptRequest>,
+    /// Every value of each name sent more than once, in the order sent (the
+    /// event's fields hold the last).
+    pub repeated: Vec<(String, String)>,
+    /// What decoding lost, one note each, for the operator.
+    pub notes: Vec<String>,
+}
+
+impl Decoding {
+    /// Whether decoding lost anything: then the event carries the request as it came.
+    pub fn lossy(&self) -> bool {
+        !self.notes.is_empty()
+    }
+}
+
+/// A request's bytes as they came, the token masked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptRequest {
+    pub query: Vec<u8>,
+    pub body: Vec<u8>,
+    /// The body's content type as sent; empty without one.
+    pub content_type: String,
+}
+
 /// A lead as Roistat sent it with `action=lead`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lead {
@@ -147,6 +179,8 @@ pub struct Lead {
     pub manager_id: String,
     /// Every parameter the service does not know, as received.
     pub extra: BTreeMap<String, String>,
+    #[serde(default)]
+    pub decoding: Decoding,
 }
 
 impl Lead {
@@ -169,6 +203,8 @@ pub struct DealMessage {
     /// when neither matches.
     #[serde(default)]
     pub resolved_lead_id: String,
+    #[serde(default)]
+    pub decoding: Decoding,
 }
 
 /// A request whose action this version does not know, kept whole.
@@ -179,6 +215,8 @@ pub struct UnknownAction {
     pub action: String,
     /// Every parameter by name, the token left out.
     pub parameters: Vec<(String, String)>,
+    #[serde(default)]
+    pub decoding: Decoding,
 }
 
 /// A named, durable consumer of the lead stream and its position.

@@ -117,6 +117,8 @@ pub struct Order {
     pub lead_receive_time: OffsetDateTime,
     /// When its order id was fixed (answered to Roistat, or reported in `crm` mode).
     pub fixed_time: Option<OffsetDateTime>,
+    /// The manager Roistat chose for the lead (its `manager_id`); empty for none.
+    pub lead_manager_id: String,
 }
 
 impl Order {
@@ -133,6 +135,15 @@ impl Order {
             .create_time
             .or(self.lead_create_time)
             .unwrap_or(self.lead_receive_time)
+    }
+
+    /// The manager: as the CRM reports it, else the one Roistat chose for the lead.
+    pub fn manager_id(&self) -> Option<&str> {
+        self.deal
+            .details
+            .manager_id
+            .as_deref()
+            .or(Some(self.lead_manager_id.as_str()).filter(|id| !id.is_empty()))
     }
 
     /// The reported status, else `default`.

@@ -25,6 +25,20 @@ pub fn lead_event(event: &EncodedEvent) -> Result<proto::LeadEvent, Status> {
     })
 }
 
+/// The latest state of each call in a history that is newest first.
+pub fn latest_calls(history: &[proto::LeadEvent]) -> Vec<proto::Call> {
+    let mut seen = std::collections::HashSet::new();
+    history
+        .iter()
+        .filter_map(|event| match &event.event {
+            Some(proto::lead_event::Event::Call(call)) => Some(call.as_ref()),
+            _ => None,
+        })
+        .filter(|call| seen.insert(call.call_id.clone()))
+        .cloned()
+        .collect()
+}
+
 /// A source a request names; unknown or unspecified is refused.
 fn source_from_proto(value: i32) -> Result<LeadSource, Status> {
     codec::source_from_proto(value).ok_or_else(|| invalid("sources: unknown or unspecified source"))

@@ -70,7 +70,14 @@ impl LeadService for LeadApi {
         let request = request.into_inner();
         let key = lead_key(&request.integration, &request.lead_id)?;
         let lead = self.relay.get_lead(&key).await?;
-        Ok(Response::new(decode_lead(&lead)?))
+        let mut lead = decode_lead(&lead)?;
+        let history = self.relay.lead_history(&key).await?;
+        lead.history = history
+            .iter()
+            .map(convert::lead_event)
+            .collect::<Result<_, _>>()?;
+        lead.calls = convert::latest_calls(&lead.history);
+        Ok(Response::new(lead))
     }
 
     async fn get_event(

@@ -1,28 +1,18 @@
 //! A refused request: its HTTP status, from the one table of [`Error::codes`], and
 //! Roistat's error JSON. Every failure of the HTTP face is an [`Error`], from
-//! whichever layer refused it; what decoding a request can fail with is said as one
+//! whichever layer refused it; what reading a request can fail with is said as one
 //! here.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::own_crm::answer::ErrorAnswer;
-use crate::own_crm::{ActionError, DecodeError, ParseError};
+use crate::own_crm::{ActionError, ParseError};
 use crate::relay::Error;
 
 /// An error's HTTP status.
 pub fn status(error: &Error) -> StatusCode {
     StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-impl From<DecodeError> for Error {
-    fn from(error: DecodeError) -> Self {
-        match error {
-            DecodeError::ParamTooLarge => Error::TooLarge(error.to_string()),
-            DecodeError::UnsupportedBody(_) => Error::UnsupportedMedia(error.to_string()),
-            _ => Error::InvalidArgument(error.to_string()),
-        }
-    }
 }
 
 impl From<ParseError> for Error {

@@ -65,7 +65,23 @@ where
             HeaderValue::try_from(telemetry::request_id())
                 .unwrap_or_else(|_| HeaderValue::from_static("-"))
         });
-        if let Some(refusal) = head_refusal(&self.state.limits, &request) {
+        if let Some((refusal, label)) = head_refusal(&self.state.limits, &request) {
+            let source = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip().to_string())
+                .unwrap_or_default();
+            let status = refusal.http_status();
+            let record = refused(
+                "",
+                source,
+                request.uri().path(),
+                refusal.to_string(),
+                status,
+            );
+            self.state.relay.record_refused(record, label);
+            let outcome = super::webhook::outcome(super::error::status(&refusal));
+            telemetry::webhook_answered("", "unknown", outcome, std::time::Duration::ZERO);
             return FrontFuture::Refused {
                 response: Some(refusal.into_response()),
                 request_id,
@@ -132,17 +148,16 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for FrontFuture<F>
     }
 }
 
-/// An oversized URI (414) or header block (431), refused before any handler runs.
-fn head_refusal(limits: &Limits, request: &Request) -> Option<Error> {
+/// An oversized URI (414) or header block (431), refused before any handler runs,
+/// with its metric label.
+fn head_refusal(limits: &Limits, request: &Request) -> Option<(Error, &'static str)> {
     let uri_bytes = request
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if uri_bytes > limits.max_uri_bytes {
-        return Some(Error::UriTooLong(format!(
-            "request URI over {} bytes",
-            limits.max_uri_bytes
-        )));
+        let error = Error::UriTooLong(format!("request URI over {} bytes", limits.max_uri_bytes));
+        return Some((error, "uri_too_long"));
     }
     let headers = request.headers();
     let header_bytes: usize = headers
@@ -150,10 +165,11 @@ fn head_refusal(limits: &Limits, request: &Request) -> Option<Error> {
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if header_bytes > limits.max_header_bytes || headers.len() > limits.max_headers {
-        return Some(Error::HeadersTooLarge(format!(
+        let error = Error::HeadersTooLarge(format!(
             "request headers over {} bytes or {} fields",
             limits.max_header_bytes, limits.max_headers
-        )));
+        ));
+        return Some((error, "headers_too_large"));
     }
     None
 }

@@ -20,12 +20,14 @@ use crate::net::{HANDSHAKE_TIMEOUT, Limits, TlsEndpoint};
 
 /// Serves `router` (an axum router, or a service around one) on `listener` (over
 /// TLS when `tls` is given) until `shutdown` is cancelled, then stops accepting and
-/// waits for in-flight requests to finish.
+/// waits for in-flight requests to finish. With `webhook`, the requests hyper
+/// itself refuses are counted in the webhook's metrics.
 pub async fn serve<S>(
     listener: TcpListener,
     router: S,
     limits: Limits,
     tls: Option<Arc<TlsEndpoint>>,
+    webhook: bool,
     shutdown: CancellationToken,
 ) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
@@ -72,6 +74,7 @@ pub async fn serve<S>(
         tokio::spawn(async move {
             let result = match tls {
                 None => {
+                    let stream = HeadRefusals::new(stream, webhook);
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(connection).await
                 }
@@ -90,6 +93,7 @@ pub async fn serve<S>(
                     }
                     Some(true) => match tls.accept(stream).await {
                         Ok(stream) => {
+                            let stream = HeadRefusals::new(stream, webhook);
                             let connection =
                                 builder.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(connection).await
@@ -138,4 +142,139 @@ fn plain_http_refused() -> Response<Body> {
     );
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+pin_project_lite::pin_project! {
+    /// A connection whose requests hyper itself refuses (a request line or head
+    /// past what it can hold, a head it cannot parse) get the service's JSON error
+    /// body, as every other refusal does, instead of hyper's empty one, and are
+    /// counted. hyper writes such an answer as one buffer that starts with its
+    /// status line then `connection: close` and `content-length: 0`; that buffer is
+    /// replaced. The connection is closed after it, as hyper intends.
+    struct HeadRefusals<S> {
+        #[pin]
+        inner: S,
+        // A replacement being written, and how far, and the length of what it
+        // replaces (reported written once it is).
+        replacing: Option<(&'static [u8], usize, usize)>,
+        // Whether refusals count in the webhook's metrics.
+        webhook: bool,
+    }
+}
+
+impl<S> HeadRefusals<S> {
+    fn new(inner: S, webhook: bool) -> Self {
+        Self {
+            inner,
+            replacing: None,
+            webhook,
+        }
+    }
+}
+
+/// hyper's own refusals, the JSON answer each gets, and its metric labels.
+const HEAD_REFUSALS: [(&[u8], &[u8], &str); 3] = [
+    (
+        b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\n",
+        b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 67\r\n\r\n{\"status\":\"error\",\"error\":\"request URI over what the server reads\"}",
+        "uri_too_long",
+    ),
+    (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n",
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 71\r\n\r\n{\"status\":\"error\",\"error\":\"request headers over what the server reads\"}",
+        "headers_too_large",
+    ),
+    (
+        b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n",
+        b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 57\r\n\r\n{\"status\":\"error\",\"error\":\"not a valid HTTP/1.1 request\"}",
+        "malformed_request",
+    ),
+];
+
+impl<S: tokio::io::AsyncRead> tokio::io::AsyncRead for HeadRefusals<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite> tokio::io::AsyncWrite for HeadRefusals<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let mut this = self.project();
+        if this.replacing.is_none() {
+            let refusal = HEAD_REFUSALS
+                .iter()
+                .find(|(hyper, _, _)| buf.starts_with(hyper));
+            let Some((_, answer, label)) = refusal else {
+                return this.inner.poll_write(cx, buf);
+            };
+            if *this.webhook {
+                crate::telemetry::request_refused("before_token", label);
+                let outcome = super::webhook::outcome(status_of(answer));
+                crate::telemetry::webhook_answered("", "unknown", outcome, Duration::ZERO);
+            }
+            *this.replacing = Some((answer, 0, buf.len()));
+        }
+        while let Some((answer, written, replaced)) = this.replacing.as_mut() {
+            if *written == answer.len() {
+                let replaced = *replaced;
+                *this.replacing = None;
+                return Poll::Ready(Ok(replaced));
+            }
+            match this.inner.as_mut().poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(0)),
+                Poll::Ready(Ok(count)) => *written += count,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(0))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// The status of an answer's status line.
+fn status_of(answer: &[u8]) -> StatusCode {
+    answer
+        .get(9..12)
+        .and_then(|code| StatusCode::from_bytes(code).ok())
+        .unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_replacement_is_a_whole_json_answer() {
+        for (hyper, answer, _) in HEAD_REFUSALS {
+            let text = std::str::from_utf8(answer).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert_eq!(hyper[..12], answer[..12]);
+            let length = format!("content-length: {}", body.len());
+            assert!(head.contains(&length), "{head}");
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(json["status"], "error");
+        }
+    }
 }

@@ -129,7 +129,7 @@ pub const OUTCOMES: [&str; 13] = [
 ];
 
 /// Why requests are refused before the token check, as metric labels.
-pub const REFUSED_BEFORE_TOKEN: [&str; 8] = [
+pub const REFUSED_BEFORE_TOKEN: [&str; 14] = [
     "unknown_integration",
     "missing_token",
     "wrong_token",
@@ -138,6 +138,12 @@ pub const REFUSED_BEFORE_TOKEN: [&str; 8] = [
     "rate_limited",
     "unknown_path",
     "method_not_allowed",
+    "too_large",
+    "timeout",
+    "unreadable_body",
+    "uri_too_long",
+    "headers_too_large",
+    "malformed_request",
 ];
 
 /// A status as a metric label.
@@ -180,17 +186,17 @@ async fn handle(state: &HttpState, integration: &str, request: Request) -> Answe
         let error = Error::NotFound(message);
         return Answered::before_action(refuse(error, "unknown_integration", ""));
     };
-    let (raw, unreadable) = match read(request, &state.limits).await {
-        Ok(raw) => (raw, None),
-        // The body could not be read: the query alone may still authenticate it.
-        Err((query, error)) => {
-            let body_kind = BodyKind::None;
-            let raw = RawRequest {
-                query,
-                body: vec![],
-                body_kind,
+    // A body over the limit (or not sent in time) is refused whatever carries the
+    // token: saying so reveals nothing, and nothing was read to keep.
+    let raw = match read(request, &state.limits).await {
+        Ok(raw) => raw,
+        Err(error) => {
+            let label = match error {
+                Error::TooLarge(_) => "too_large",
+                Error::Timeout(_) => "timeout",
+                _ => "unreadable_body",
             };
-            (raw, Some(error))
+            return Answered::before_action(refuse(error, label, integration));
         }
     };
     let sent = raw.action();
@@ -210,10 +216,7 @@ async fn handle(state: &HttpState, integration: &str, request: Request) -> Answe
             action: named,
         };
     }
-    let (action, result) = match unreadable {
-        Some(error) => (named, Err(error)),
-        None => authenticated(state, integration, &raw, named).await,
-    };
+    let (action, result) = authenticated(state, integration, &raw).await;
     let response = match result {
         Ok(response) => response,
         Err(error) => {
@@ -229,22 +232,18 @@ async fn handle(state: &HttpState, integration: &str, request: Request) -> Answe
     Answered { response, action }
 }
 
-/// Decodes an authenticated request and carries out its action; the action, when
-/// the request names one (`named`, as sent, when it cannot be decoded).
+/// Decodes an authenticated request (which never fails: what cannot be read is
+/// noted and kept) and carries out its action; the action, when it names one.
 async fn authenticated(
     state: &HttpState,
     integration: &str,
     raw: &RawRequest,
-    named: Option<Action>,
 ) -> (Option<Action>, Result<Response, Error>) {
-    let params = match raw.decode() {
-        Ok(params) => params,
-        Err(error) => return (named, Err(error.into())),
-    };
+    let params = raw.decode();
     match Action::of(&params) {
         Ok(action) => (
             Some(action),
-            dispatch(state, integration, action, &params).await,
+            dispatch(state, integration, action, &params, raw).await,
         ),
         Err(error) => (None, Err(error.into())),
     }
@@ -275,9 +274,9 @@ fn rejected(
     }
 }
 
-/// The request as it came. When its body cannot be read (too large, too slow),
-/// the query alone, with the error.
-async fn read(request: Request, limits: &Limits) -> Result<RawRequest, (Vec<u8>, Error)> {
+/// The request as it came; an error when its body cannot be read (too large, too
+/// slow).
+async fn read(request: Request, limits: &Limits) -> Result<RawRequest, Error> {
     let (parts, body) = request.into_parts();
     let query = parts.uri.query().unwrap_or_default().as_bytes().to_vec();
     if parts.method != Method::POST {
@@ -285,21 +284,26 @@ async fn read(request: Request, limits: &Limits) -> Result<RawRequest, (Vec<u8>,
             query,
             body: vec![],
             body_kind: BodyKind::None,
+            content_type: String::new(),
         });
     }
+    let content_type_sent = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .unwrap_or_default();
     let body_kind = match content_type(&parts.headers).as_deref() {
         Some("application/json") => BodyKind::Json,
         None | Some("application/x-www-form-urlencoded") | Some("text/plain") => BodyKind::Form,
         Some(other) => BodyKind::Unsupported(other.to_owned()),
     };
-    match read_body(body, &parts.headers, limits).await {
-        Ok(body) => Ok(RawRequest {
-            query,
-            body: body.to_vec(),
-            body_kind,
-        }),
-        Err(error) => Err((query, error)),
-    }
+    let body = read_body(body, &parts.headers, limits).await?;
+    Ok(RawRequest {
+        query,
+        body: body.to_vec(),
+        body_kind,
+        content_type: content_type_sent,
+    })
 }
 
 /// The media type of a request, lowercased, without parameters.

@@ -61,7 +61,9 @@ pub struct Pagination {
     pub limit: u64,
 }
 
-/// An order as `action=export` lists it.
+/// An order as `action=export` lists it. What is not known is `null`, as the
+/// public receivers send it (yii2-roistat's `OrderEntity`, the 1C-Bitrix module):
+/// a `0` or `""` would tell Roistat a value, and may overwrite one it has.
 #[derive(Debug, Serialize)]
 pub struct ExportOrder<'a> {
     pub id: &'a str,
@@ -69,13 +71,15 @@ pub struct ExportOrder<'a> {
     /// Unix seconds, as a string.
     pub date_create: String,
     pub status: &'a str,
-    /// A JSON number written from the stored decimal: never through a float.
-    pub price: Box<RawValue>,
-    pub cost: Box<RawValue>,
-    /// The visit number.
-    pub roistat: &'a str,
-    pub client_id: &'a str,
-    pub manager_id: &'a str,
+    /// A JSON number written from the stored decimal: never through a float;
+    /// `null` until the CRM reports one.
+    pub price: Option<Box<RawValue>>,
+    pub cost: Option<Box<RawValue>>,
+    /// The visit number; `null` for a lead without one.
+    pub roistat: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    /// The CRM's manager, else the lead's own `manager_id`; `null` for neither.
+    pub manager_id: Option<&'a str>,
     pub fields: &'a BTreeMap<String, String>,
 }
 
@@ -89,11 +93,11 @@ impl<'a> ExportOrder<'a> {
             name: order.name(),
             date_create: order.date_create().unix_timestamp().to_string(),
             status: order.status(default_status),
-            price: money_json(details.price),
-            cost: money_json(details.cost),
-            roistat: &order.visit,
-            client_id: details.client_id.as_deref().unwrap_or_default(),
-            manager_id: details.manager_id.as_deref().unwrap_or_default(),
+            price: details.price.map(money_json),
+            cost: details.cost.map(money_json),
+            roistat: Some(order.visit.as_str()).filter(|visit| !visit.is_empty()),
+            client_id: details.client_id.as_deref(),
+            manager_id: order.manager_id(),
             fields: &details.fields,
         }
     }
@@ -143,10 +147,9 @@ pub struct ClientsAnswer<'a> {
     pub pagination: Pagination,
 }
 
-/// A decimal amount as a JSON number; 0 when the CRM reported none.
-pub fn money_json(amount: Option<Money>) -> Box<RawValue> {
-    let text = amount.map_or_else(|| "0".to_owned(), |amount| amount.to_string());
-    RawValue::from_string(text)
+/// A decimal amount as a JSON number.
+pub fn money_json(amount: Money) -> Box<RawValue> {
+    RawValue::from_string(amount.to_string())
         .unwrap_or_else(|_| RawValue::from_string("0".to_owned()).expect("0 is JSON"))
 }
 

@@ -7,19 +7,20 @@ mod decode;
 mod parse;
 mod raw;
 mod token;
+mod values;
 
 use std::fmt;
 
 pub use decode::{
-    DecodeError, MAX_NAME_BYTES, MAX_PARAMS, MAX_VALUE_BYTES, Params, decode_form, decode_json,
-    form_credentials,
+    MAX_NAME_BYTES, MAX_PARAMS, MAX_VALUE_BYTES, Params, decode_form, decode_json, form_credentials,
 };
 pub use parse::{
-    ParseError, parse_call, parse_export, parse_lead, parse_message, parse_roistat_time,
-    parse_task, parse_unknown_action,
+    ParseError, parse_call, parse_export, parse_lead, parse_message, parse_task,
+    parse_unknown_action,
 };
 pub use raw::{BodyKind, KEPT_BYTES, RawRequest};
 pub use token::{AuthError, Credentials, CredentialsError, token};
+pub use values::{parse_number, parse_roistat_time};
 
 /// What a request asks for: the `action` parameter of the own-CRM protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,16 +1,20 @@
 //! Turns the parameters of a Roistat request into leads, deal messages, tasks,
 //! calls and export queries.
 //! Roistat's quirks live here: a `+` lost in a phone, `created_date` with a space,
-//! `data` as a JSON string, the body of a message named `text` or `message`.
+//! `data` as a JSON string, the body of a message named `text` or `message`, times
+//! with or without an offset, numbers written `42.0`. A value that cannot be read
+//! is kept as sent in `extra`, and noted in the event's decoding notes: it never
+//! costs the request.
 
 use std::collections::BTreeMap;
 
-use time::{
-    OffsetDateTime, PrimitiveDateTime, format_description::FormatItem, macros::format_description,
-};
+use time::OffsetDateTime;
 
 use super::Params;
-use crate::domain::{Call, DealMessage, ExportQuery, Lead, LeadSource, Task, UnknownAction};
+use super::values::{Lenient, parse_number, parse_roistat_time};
+use crate::domain::{
+    Call, DealMessage, Decoding, ExportQuery, Lead, LeadSource, Task, UnknownAction,
+};
 
 /// Longest id accepted for a lead: Roistat's are short numbers.
 const MAX_ID_LEN: usize = 256;
@@ -83,8 +87,8 @@ pub enum ParseError {
     },
 }
 
-/// Parses `action=lead`. Only a missing or unusable `id` rejects the lead: a malformed
-/// `data` or `created_date` is kept as received rather than losing the lead.
+/// Parses `action=lead`. Only a missing or unusable `id` makes it no lead: a
+/// malformed `data` or `created_date` is kept as received rather than losing it.
 pub fn parse_lead(integration: &str, params: &Params) -> Result<Lead, ParseError> {
     let lead_id = params.required_id("id")?;
     let title = params.text("title");
@@ -96,21 +100,9 @@ pub fn parse_lead(integration: &str, params: &Params) -> Result<Lead, ParseError
         );
         (String::new(), BTreeMap::new())
     });
-    let mut extra = params.extra(LEAD_PARAMS);
-    let create_time = match params.get("created_date").map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => {
-            let parsed = parse_roistat_time(raw);
-            if parsed.is_none() {
-                tracing::warn!(
-                    lead_id,
-                    "lead has an unreadable `created_date`; kept in extra"
-                );
-                extra.insert("created_date".to_owned(), raw.to_owned());
-            }
-            parsed
-        }
-    };
+    let mut values = Lenient::new(params, params.extra(LEAD_PARAMS));
+    let create_time = values.time("created_date");
+    let (extra, decoding) = values.finish();
     Ok(Lead {
         integration: integration.to_owned(),
         lead_id,
@@ -127,6 +119,7 @@ pub fn parse_lead(integration: &str, params: &Params) -> Result<Lead, ParseError
         create_time,
         manager_id: params.text("manager_id").trim().to_owned(),
         extra,
+        decoding,
     })
 }
 
@@ -146,63 +139,89 @@ pub fn parse_message(integration: &str, params: &Params) -> Result<DealMessage, 
         text,
         extra: params.extra(MESSAGE_PARAMS),
         resolved_lead_id: String::new(),
+        decoding: Decoding::default(),
     })
 }
 
 /// Parses `action=task`: `element_id` (the deal), `deadline` (UTC) and `text`.
 pub fn parse_task(integration: &str, params: &Params) -> Result<Task, ParseError> {
+    let element_id = params.required_id("element_id")?;
+    let mut values = Lenient::new(params, params.extra(TASK_PARAMS));
+    let deadline = values.time("deadline");
+    let (extra, decoding) = values.finish();
     Ok(Task {
         integration: integration.to_owned(),
-        element_id: params.required_id("element_id")?,
-        deadline: required_time(params, "deadline")?,
+        element_id,
+        deadline,
         text: params.text("text"),
-        extra: params.extra(TASK_PARAMS),
+        extra,
+        decoding,
     })
 }
 
-/// Keeps a request whose action this version does not know: its action as sent
-/// and every parameter but the token.
-pub fn parse_unknown_action(integration: &str, params: &Params) -> UnknownAction {
+/// Keeps a request whose action this version does not know (or that lacks what
+/// its action needs, `why`): its action as sent and every parameter but the token.
+pub fn parse_unknown_action(
+    integration: &str,
+    params: &Params,
+    why: Option<&ParseError>,
+) -> UnknownAction {
+    let action = params.get("action").unwrap_or_default().to_owned();
+    let notes = why
+        .map(|error| {
+            let action = if action.is_empty() { "lead" } else { &action };
+            format!("not read as action {action}: {error}; kept as an unknown action")
+        })
+        .into_iter()
+        .collect();
     UnknownAction {
         integration: integration.to_owned(),
-        action: params.get("action").unwrap_or_default().to_owned(),
+        action,
         parameters: params
             .iter()
             .filter(|(name, _)| *name != "token")
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect(),
+        decoding: Decoding {
+            notes,
+            ..Decoding::default()
+        },
     }
 }
 
 /// Parses `action=call`, a call Roistat's calltracking reports.
 pub fn parse_call(integration: &str, params: &Params) -> Result<Call, ParseError> {
+    let call_id = params.required_id("id")?;
+    let mut values = Lenient::new(params, params.extra(CALL_PARAMS));
+    let date = values.time("date");
+    let duration = values.count("duration");
+    let (extra, decoding) = values.finish();
     Ok(Call {
         integration: integration.to_owned(),
-        call_id: params.required_id("id")?,
+        call_id,
         callee: params.text("callee").trim().to_owned(),
         caller: params.text("caller").trim().to_owned(),
-        date: required_time(params, "date")?,
+        date,
         visit: params.text("visit").trim().to_owned(),
         marker: params.text("marker"),
         status: params.text("status").trim().to_owned(),
         order_id: params.text("order_id").trim().to_owned(),
-        duration: parse_count("duration", params.get("duration"))?,
+        duration,
         file_url: params.text("file_url").trim().to_owned(),
-        extra: params.extra(CALL_PARAMS),
+        extra,
+        decoding,
     })
 }
 
+/// Parses the paging of `export` and `export_clients`: a read, refused (it loses
+/// no data) when its values cannot be read.
 pub fn parse_export(params: &Params) -> Result<ExportQuery, ParseError> {
     let since = match params.get("date").map(str::trim) {
         None | Some("") => OffsetDateTime::UNIX_EPOCH,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .and_then(|seconds| OffsetDateTime::from_unix_timestamp(seconds).ok())
-            .ok_or(ParseError::Invalid {
-                name: "date",
-                reason: "must be a Unix time in seconds",
-            })?,
+        Some(raw) => parse_roistat_time(raw).ok_or(ParseError::Invalid {
+            name: "date",
+            reason: "must be a Unix time in seconds",
+        })?,
     };
     let limit = parse_count("limit", params.get("limit"))?;
     if limit == Some(0) {
@@ -216,22 +235,6 @@ pub fn parse_export(params: &Params) -> Result<ExportQuery, ParseError> {
         offset: parse_count("offset", params.get("offset"))?.unwrap_or(0),
         limit,
     })
-}
-
-/// A time parameter that may be absent but, when present, must be readable.
-fn required_time(
-    params: &Params,
-    name: &'static str,
-) -> Result<Option<OffsetDateTime>, ParseError> {
-    match params.get(name).map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(raw) => parse_roistat_time(raw)
-            .map(Some)
-            .ok_or(ParseError::Invalid {
-                name,
-                reason: "must be a time such as 2019-01-01T11:11:11 (UTC)",
-            }),
-    }
 }
 
 /// Splits `data` into the landing page and the other form fields; `None` when it is
@@ -260,22 +263,6 @@ fn split_data(raw: &str) -> Option<(String, BTreeMap<String, String>)> {
     Some((page, fields))
 }
 
-/// Reads Roistat's times: `2015-06-28 09:12:54` (UTC), also with a `T` separator,
-/// a trailing `Z`, or without seconds.
-pub fn parse_roistat_time(raw: &str) -> Option<OffsetDateTime> {
-    const FORMATS: &[&[FormatItem<'static>]] = &[
-        format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
-        format_description!("[year]-[month]-[day] [hour]:[minute]"),
-        format_description!("[year]-[month]-[day]T[hour]:[minute]"),
-    ];
-    let raw = raw.trim().trim_end_matches('Z');
-    FORMATS
-        .iter()
-        .find_map(|format| PrimitiveDateTime::parse(raw, format).ok())
-        .map(PrimitiveDateTime::assume_utc)
-}
-
 /// Restores the `+` of an international number that reached us as a space
 /// (a sender that did not percent-encode `+79990001122`).
 fn restore_phone(raw: &str) -> String {
@@ -288,11 +275,11 @@ fn restore_phone(raw: &str) -> String {
     }
 }
 
-/// A parameter that must be a non-negative integer, if present.
+/// A paging parameter: a non-negative number, if present.
 fn parse_count(name: &'static str, raw: Option<&str>) -> Result<Option<u64>, ParseError> {
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(text) => text.parse().map(Some).map_err(|_| ParseError::Invalid {
+        Some(text) => parse_number(text).map(Some).ok_or(ParseError::Invalid {
             name,
             reason: "must be a non-negative integer",
         }),
@@ -359,6 +346,11 @@ mod tests {
         .unwrap();
         assert_eq!(lead.create_time, None);
         assert_eq!(lead.extra["created_date"], "yesterday");
+        assert_eq!(
+            lead.decoding.notes.len(),
+            1,
+            "a value kept only as text is a loss"
+        );
     }
 
     #[test]
@@ -389,22 +381,6 @@ mod tests {
             parse_message("default", &params(&[("text", "a")])),
             Err(ParseError::Missing("leadId"))
         );
-    }
-
-    #[test]
-    fn times_in_roistat_forms() {
-        for raw in [
-            "2019-01-01 11:11:11",
-            "2019-01-01T11:11:11",
-            "2019-01-01T11:11:11Z",
-        ] {
-            assert_eq!(
-                parse_roistat_time(raw).unwrap().unix_timestamp(),
-                1_546_341_071,
-                "{raw}"
-            );
-        }
-        assert_eq!(parse_roistat_time("01.01.2019"), None);
     }
 
     mod properties {
@@ -453,6 +429,8 @@ mod export_tests {
         assert_eq!((query.offset, query.limit), (20, Some(10)));
         let first = parse_export(&params(&[("date", "0")])).unwrap();
         assert_eq!((first.offset, first.limit), (0, None));
+        let lenient = parse_export(&params(&[("offset", "20.0"), ("limit", " 10 ")])).unwrap();
+        assert_eq!((lenient.offset, lenient.limit), (20, Some(10)));
         for bad in [
             ("date", "yesterday"),
             ("offset", "-1"),
@@ -475,20 +453,38 @@ mod export_tests {
         )
         .unwrap();
         assert_eq!(task.deadline.unwrap().unix_timestamp(), 1_546_341_071);
-        assert!(
-            parse_task(
-                "default",
-                &params(&[("element_id", "1"), ("deadline", "soon")])
-            )
-            .is_err()
-        );
+        assert!(!task.decoding.lossy());
+        let unreadable = parse_task(
+            "default",
+            &params(&[("element_id", "1"), ("deadline", "soon")]),
+        )
+        .unwrap();
+        assert_eq!(unreadable.deadline, None);
+        assert_eq!(unreadable.extra["deadline"], "soon");
+        assert!(unreadable.decoding.lossy());
         let call = parse_call(
             "default",
             &params(&[("id", "7"), ("duration", "42"), ("status", "ANSWER")]),
         )
         .unwrap();
         assert_eq!((call.call_id.as_str(), call.duration), ("7", Some(42)));
-        assert!(parse_call("default", &params(&[("id", "7"), ("duration", "long")])).is_err());
+        let long = parse_call("default", &params(&[("id", "7"), ("duration", "long")])).unwrap();
+        assert_eq!(
+            (long.duration, long.extra["duration"].as_str()),
+            (None, "long")
+        );
+        let fraction = parse_call(
+            "default",
+            &params(&[
+                ("id", "7"),
+                ("duration", "42.0"),
+                ("date", "2016-06-19T00:32:12+0000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(fraction.duration, Some(42));
+        assert_eq!(fraction.date.unwrap().unix_timestamp(), 1_466_296_332);
+        assert!(!fraction.decoding.lossy());
         assert_eq!(
             parse_call("default", &params(&[])),
             Err(ParseError::Missing("id"))

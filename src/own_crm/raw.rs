@@ -3,7 +3,8 @@
 //! for its content is told apart from one with the wrong token), and it can be
 //! kept for the operator with the token masked.
 
-use super::decode::{self, DecodeError, Params, form_pairs};
+use super::decode::{self, Params, form_pairs};
+use crate::domain::KeptRequest;
 
 /// How a request's body is encoded, as its content type says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,7 @@ pub enum BodyKind {
     Form,
     /// `application/json`.
     Json,
-    /// Anything else: refused.
+    /// Anything else: kept as sent, not read.
     Unsupported(String),
 }
 
@@ -24,6 +25,8 @@ pub struct RawRequest {
     pub query: Vec<u8>,
     pub body: Vec<u8>,
     pub body_kind: BodyKind,
+    /// The body's content type as sent; empty without one.
+    pub content_type: String,
 }
 
 /// The most of a request kept for the operator: query and body together.
@@ -31,20 +34,39 @@ pub const KEPT_BYTES: usize = 64 * 1024;
 
 impl RawRequest {
     /// The parameters: the query's, then the body's, whose values win (as in PHP's
-    /// `$_REQUEST`, which Roistat's own modules read).
-    pub fn decode(&self) -> Result<Params, DecodeError> {
+    /// `$_REQUEST`, which Roistat's own modules read). What cannot be read is noted
+    /// in them, never refused.
+    pub fn decode(&self) -> Params {
         let mut params = Params::new();
-        decode::decode_form(&self.query, &mut params)?;
+        decode::decode_form(&self.query, "query", &mut params);
         match &self.body_kind {
             BodyKind::None => {}
             _ if self.body.is_empty() => {}
-            BodyKind::Form => decode::decode_form(&self.body, &mut params)?,
-            BodyKind::Json => decode::decode_json(&self.body, &mut params)?,
-            BodyKind::Unsupported(kind) => {
-                return Err(DecodeError::UnsupportedBody(kind.clone()));
-            }
+            BodyKind::Form => decode::decode_form(&self.body, "body", &mut params),
+            BodyKind::Json => decode::decode_json(&self.body, &mut params),
+            BodyKind::Unsupported(kind) => params.note(format!(
+                "a body of content type {kind:?} is not read: send a query string, a form \
+                 or a JSON object"
+            )),
         }
-        Ok(params)
+        params
+    }
+
+    /// The request as it came, every token masked, whole: what an event whose
+    /// decoding lost something keeps.
+    pub fn kept(&self) -> KeptRequest {
+        KeptRequest {
+            query: mask_form(&self.query),
+            body: self.masked_body(),
+            content_type: self.content_type.clone(),
+        }
+    }
+
+    fn masked_body(&self) -> Vec<u8> {
+        match self.body_kind {
+            BodyKind::Json => mask_json(&self.body),
+            _ => mask_form(&self.body),
+        }
     }
 
     /// `user` and `token`, read leniently (invalid UTF-8 replaced, the rest of the
@@ -75,10 +97,7 @@ impl RawRequest {
     /// [`KEPT_BYTES`] together.
     pub fn masked(&self) -> (Vec<u8>, Vec<u8>) {
         let query = mask_form(&self.query);
-        let body = match self.body_kind {
-            BodyKind::Json => mask_json(&self.body),
-            _ => mask_form(&self.body),
-        };
+        let body = self.masked_body();
         let query_len = query.len().min(KEPT_BYTES);
         let body_len = body.len().min(KEPT_BYTES - query_len);
         (query[..query_len].to_vec(), body[..body_len].to_vec())
@@ -201,6 +220,7 @@ mod tests {
             query: query.as_bytes().to_vec(),
             body: body.as_bytes().to_vec(),
             body_kind,
+            content_type: String::new(),
         }
     }
 
@@ -208,7 +228,7 @@ mod tests {
     fn credentials_come_from_the_body_first_and_survive_bad_values() {
         let request = raw("user=q&token=qq&name=%FF", "token=bb&x=%FE", BodyKind::Form);
         assert_eq!(request.credentials(), (Some("q".into()), Some("bb".into())));
-        assert!(request.decode().is_err());
+        assert!(request.decode().lossy());
         let json = raw(
             "",
             r#"{"user":"u","token":"t","id":"\uD800"}"#,

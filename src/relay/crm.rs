@@ -9,6 +9,7 @@ use crate::domain::{
     validate_id,
 };
 use crate::store::{ExportKind, ExportWindow};
+use crate::telemetry;
 
 /// A page of an export walk, with what Roistat needs around it.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +88,9 @@ impl LeadRelay {
             )));
         }
         let update_time = self.store.put_scheme(integration, &scheme).await?;
+        if self.configured(integration) {
+            telemetry::scheme_missing(integration, scheme.statuses.is_empty());
+        }
         tracing::info!(
             integration,
             statuses = scheme.statuses.len(),
@@ -135,6 +139,32 @@ impl LeadRelay {
                 .map(|status| status.id.clone())
                 .unwrap_or_default(),
         }
+    }
+
+    /// Whether orders of `integration` export without a status: it has neither a
+    /// default status nor a published scheme with one. Roistat cannot map an empty
+    /// status to a status group.
+    pub async fn scheme_missing(&self, integration: &str) -> Result<bool, Error> {
+        let scheme = self.scheme_for_roistat(integration).await?;
+        Ok(self.default_status(integration, &scheme).is_empty())
+    }
+
+    /// The configured integrations whose orders export without a status.
+    pub async fn integrations_without_status(&self) -> Result<Vec<String>, Error> {
+        let mut missing = vec![];
+        for integration in &self.options.integrations {
+            if self.scheme_missing(integration).await? {
+                missing.push(integration.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    fn configured(&self, integration: &str) -> bool {
+        self.options
+            .integrations
+            .iter()
+            .any(|name| name == integration)
     }
 
     /// Creates or replaces a client.

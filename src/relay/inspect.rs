@@ -43,6 +43,8 @@ pub struct Overview {
     pub latest_sequence: u64,
     pub store_bytes: u64,
     pub subscribers: usize,
+    /// Integrations whose orders export without a status.
+    pub scheme_missing: Vec<String>,
 }
 
 /// Streams of named consumers open on this replica, by name.
@@ -94,6 +96,11 @@ impl LeadRelay {
         Ok(self.store.search_leads(search).await?)
     }
 
+    /// The messages, tasks and calls filed under a lead, newest first.
+    pub async fn lead_history(&self, key: &LeadKey) -> Result<Vec<EncodedEvent>, Error> {
+        Ok(self.store.events_about(key, EVENTS_ABOUT).await?)
+    }
+
     /// One lead, its deal, what was filed under it, and its order in the export.
     pub async fn lead_view(&self, key: &LeadKey) -> Result<LeadView, Error> {
         let lead = self.get_lead(key).await?;
@@ -103,7 +110,7 @@ impl LeadRelay {
             .get_scheme(&key.integration)
             .await?
             .map(|(scheme, _)| scheme);
-        let events = self.store.events_about(key, EVENTS_ABOUT).await?;
+        let events = self.lead_history(key).await?;
         let order = match self.store.export_order(key).await? {
             Some(order) => {
                 let scheme = self.scheme_for_roistat(&key.integration).await?;
@@ -150,6 +157,7 @@ impl LeadRelay {
             latest_sequence: self.store.latest_sequence().await?,
             store_bytes: self.store.store_bytes().await?,
             subscribers: self.subscribers(),
+            scheme_missing: self.integrations_without_status().await?,
         })
     }
 

@@ -19,7 +19,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Deal, EncodedEvent, EventBody, Lead, LeadKey, OrderIdMode, SearchKeys};
+use crate::domain::{
+    Deal, DealMessage, EncodedEvent, EventBody, Lead, LeadKey, OrderIdMode, SearchKeys,
+};
 use crate::store::{LeadStore, NewEvent, NewLead};
 use crate::{codec, telemetry};
 
@@ -67,6 +69,8 @@ pub struct RelayOptions {
     pub max_subscribers: usize,
     /// The most named consumers.
     pub max_consumers: u32,
+    /// The configured integrations (watched for a status to export orders with).
+    pub integrations: Vec<String>,
 }
 
 impl Default for RelayOptions {
@@ -80,6 +84,7 @@ impl Default for RelayOptions {
             rejected_keep: 1_000,
             max_subscribers: 10_000,
             max_consumers: 1_000,
+            integrations: vec![crate::domain::DEFAULT_INTEGRATION.to_owned()],
         }
     }
 }
@@ -204,6 +209,19 @@ impl LeadRelay {
             "event stored"
         );
         Ok(receipt.sequence)
+    }
+
+    /// Stores a message once (as [`LeadRelay::receive_event`]) and returns the
+    /// order id to answer: the one fixed for the lead its `leadId` names by its
+    /// Roistat id, else `leadId` as sent (an order id itself, or a lead this
+    /// service has not seen).
+    pub async fn receive_message(&self, message: DealMessage) -> Result<String, Error> {
+        let key = LeadKey::new(&message.integration, message.lead_id.clone());
+        self.receive_event(EventBody::Message(message)).await?;
+        let deal = self.store.get_deal(&key).await?;
+        Ok(deal
+            .and_then(|deal| deal.answered_order_id)
+            .unwrap_or(key.lead_id))
     }
 
     /// Warns, once per integration and name, that Roistat sent an action this

@@ -1,7 +1,8 @@
-//! Readiness, and the consumer figures of the metrics, kept fresh in the
-//! background: probes and scrapes read what is known and cost nothing, however
-//! often they come.
+//! Readiness, the consumer figures of the metrics, and whether every integration
+//! has a status to export orders with, kept fresh in the background: probes and
+//! scrapes read what is known and cost nothing, however often they come.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,10 @@ const STALE_AFTER: Duration = Duration::from_secs(5);
 /// How often the consumers' figures are read for the metrics.
 const CONSUMERS_EVERY: Duration = Duration::from_secs(2);
 const CONSUMERS_PAGE: u32 = 1_000;
+/// How often each integration's status to export with is looked at.
+const SCHEMES_EVERY: Duration = Duration::from_secs(60);
+/// While an integration has none, how often that is said again at `warn`.
+const SCHEME_WARN_EVERY: Duration = Duration::from_secs(3600);
 
 /// The outcome of the latest check of the write path.
 #[derive(Default)]
@@ -62,10 +67,45 @@ impl LeadRelay {
                 tokio::time::sleep(CONSUMERS_EVERY).await;
             }
         };
+        let schemes = async {
+            let mut warned = HashMap::new();
+            loop {
+                self.watch_schemes(&mut warned).await;
+                tokio::time::sleep(SCHEMES_EVERY).await;
+            }
+        };
         tokio::select! {
             () = self.shutdown.cancelled() => {}
             () = readiness => {}
             () = consumers => {}
+            () = schemes => {}
+        }
+    }
+
+    /// Sets each integration's `scheme_missing` metric, and warns (at start, then
+    /// once an hour while it lasts) of one whose orders export without a status.
+    async fn watch_schemes(&self, warned: &mut HashMap<String, Instant>) {
+        for integration in &self.options.integrations {
+            let Ok(missing) = self.scheme_missing(integration).await else {
+                continue;
+            };
+            telemetry::scheme_missing(integration, missing);
+            if !missing {
+                warned.remove(integration);
+                continue;
+            }
+            let due = warned
+                .get(integration)
+                .is_none_or(|at| at.elapsed() >= SCHEME_WARN_EVERY);
+            if due {
+                warned.insert(integration.clone(), Instant::now());
+                tracing::warn!(
+                    integration,
+                    "orders of this integration export to Roistat with an empty status, which \
+                     Roistat cannot map to a status group: set its default_status \
+                     (--default-status) or have the CRM publish a scheme (UpdateScheme)"
+                );
+            }
         }
     }
 

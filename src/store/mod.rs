@@ -190,10 +190,11 @@ pub trait LeadWrites: Send + Sync + 'static {
     /// the deal. [`StoreError::NotFound`] for an unknown lead.
     async fn assign_order_id(&self, key: &LeadKey, mode: OrderIdMode) -> Result<Deal, StoreError>;
 
-    /// Stores a message, task or call once: the same call sent again is a retry,
-    /// as is an identical message or task within `dedup_window` of its first stored
-    /// copy (zero: every copy is stored). A message is filed under the lead it
-    /// names: by the answered order id first, then by the Roistat lead id.
+    /// Stores a message, task, call or unknown action once: an identical copy
+    /// within `dedup_window` of its first stored copy is a retry (zero: every copy
+    /// is stored); a copy whose content differs is a new event. A message is filed
+    /// under the lead it names: by the answered order id first, then by the
+    /// Roistat lead id.
     async fn insert_event(
         &self,
         event: NewEvent,

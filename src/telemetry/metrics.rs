@@ -25,6 +25,7 @@ pub const LAG: &str = "roistat_leads_subscriber_lag_events";
 pub const CONSUMER_PENDING: &str = "roistat_leads_consumer_pending";
 pub const TLS_EXPIRY: &str = "roistat_leads_tls_certificate_expiry_timestamp_seconds";
 pub const BUILD_INFO: &str = "roistat_leads_build_info";
+pub const SCHEME_MISSING: &str = "roistat_leads_scheme_missing";
 
 /// The label values known before any traffic, for the series present from start-up.
 #[derive(Debug, Clone, Default)]
@@ -143,7 +144,15 @@ pub fn install_metrics(known: &KnownLabels) {
         Unit::Count,
         "Always 1; the version label says which version runs."
     );
+    describe_gauge!(
+        SCHEME_MISSING,
+        Unit::Count,
+        "1 while an integration's orders export to Roistat with an empty status (it has neither a default status nor a published scheme with one), else 0."
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for integration in &known.integrations {
+        metrics::gauge!(SCHEME_MISSING, "integration" => integration.clone()).set(0.0);
+    }
     metrics::gauge!(READY).set(0.0);
     metrics::gauge!(SUBSCRIBERS).set(0.0);
     metrics::counter!(AUTH_FAILURES).absolute(0);
@@ -279,6 +288,15 @@ pub fn webhook_answered(
             metrics::histogram!(INGEST_SECONDS, "action" => action).record(seconds);
         }
     }
+}
+
+/// Whether an integration's orders export without a status.
+pub fn scheme_missing(integration: &str, missing: bool) {
+    metrics::gauge!(SCHEME_MISSING, "integration" => integration.to_owned()).set(if missing {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// A webhook request refused, before or after the token check, and why.

@@ -145,12 +145,22 @@ async fn a_value_no_store_can_keep_fails_its_own_call_only(options: Options) {
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     }
     assert_eq!(status, 200);
-    assert_eq!(lookup, 400, "an id with a control character is refused");
+    assert_eq!(
+        lookup, 200,
+        "a message whose id has a control character is kept (as an unknown action)"
+    );
+    // An action named with a NUL is kept too: the name is the sender's to choose.
+    let (unknown, _) = app
+        .get_raw(&format!(
+            "/webhook?user={LOGIN}&token={token}&action=x%00y&text=t"
+        ))
+        .await;
+    assert_eq!(unknown, 200);
     let events = app.stored_events().await;
     assert_eq!(
         events.len(),
-        41,
-        "every lead of the batches, and the NUL one"
+        43,
+        "every lead of the batches, the NUL one, the message and the unknown action"
     );
 }
 

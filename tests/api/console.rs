@@ -57,6 +57,13 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, value)| value.as_str())
 }
 
+/// A console API answer, as JSON.
+pub async fn console_api(app: &TestApp, path: &str) -> Value {
+    let url = format!("{}{path}", console(app));
+    let response = within(path, app.http.get(url).send()).await.unwrap();
+    within(path, response.json()).await.unwrap()
+}
+
 fn console_port(app: &TestApp) -> u16 {
     console(app)
         .rsplit(':')
@@ -443,27 +450,8 @@ async fn the_lead_view_tells_a_leads_whole_story(options: Options) {
         .webhook(&[("action", "lead"), ("id", "91"), ("title", "Other")])
         .await;
     assert_eq!(status, 200);
-    let lead: Value = app
-        .http
-        .get(format!(
-            "{}/api/lead?integration=default&lead_id=90",
-            console(&app)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let overview: Value = app
-        .http
-        .get(format!("{}/api/overview", console(&app)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lead = console_api(&app, "/api/lead?integration=default&lead_id=90").await;
+    let overview = console_api(&app, "/api/overview").await;
 
     assert_eq!(lead["title"], "Sofa");
     assert_eq!(lead["fields"]["city"], "Moscow");

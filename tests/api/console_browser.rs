@@ -203,6 +203,67 @@ async fn the_lead_view_shows_the_stored_lead_the_answer_and_the_reported_deal() 
 }
 
 #[tokio::test]
+async fn a_lossy_lead_shows_the_request_as_it_came_and_its_calls_latest_state() {
+    let Some(browser) = Browser::start("console_browser::lossy").await else {
+        return;
+    };
+    let app = TestApp::spawn_with(Options::default()).await;
+    let token = token();
+    // A name cut mid-character and sent twice, with markup in it.
+    let (status, _) = app
+        .get_raw(&format!(
+            "/webhook?user={LOGIN}&token={token}&action=lead&id=77&name=%3Cb%3EOlga%3C%2Fb%3E\
+             &name=%D0%9E%D0"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    for (status, duration, file) in [("ACTIVE", "", ""), ("ANSWER", "61", "https://rec/77.mp3")] {
+        let (code, _) = app
+            .webhook(&[
+                ("action", "call"),
+                ("id", "c-77"),
+                ("order_id", "77"),
+                ("status", status),
+                ("duration", duration),
+                ("file_url", file),
+            ])
+            .await;
+        assert_eq!(code, 200);
+    }
+
+    browser
+        .goto(&format!("{}/#/lead/default/77", console(&app)))
+        .await;
+    browser.wait_for_text("#view", "Read with losses").await;
+    let page = browser.text_of("#view").await;
+    for shown in [
+        "lossy",
+        "sent more than once",
+        "not UTF-8",
+        "<b>Olga</b>",
+        "token=***",
+        "Calls, latest state",
+        "https://rec/77.mp3",
+        "Call ACTIVE",
+        "Call ANSWER",
+    ] {
+        assert!(
+            page.contains(shown),
+            "{shown:?} is not on the page:\n{page}"
+        );
+    }
+    assert!(!page.contains(&token), "the token is never shown");
+    let bold = browser
+        .execute(
+            "return document.querySelectorAll('#view b').length;",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(bold, 0, "what the visitor sent is text, not markup");
+    finish(browser, "lossy-lead").await;
+}
+
+#[tokio::test]
 async fn a_consumers_pending_count_drops_after_it_acks() {
     let Some(browser) = Browser::start("console_browser::consumers").await else {
         return;
@@ -261,13 +322,14 @@ async fn a_refused_request_shows_with_its_reason() {
         ])
         .await;
     assert_eq!(status, 401);
-    // A task that names no element: refused after the token check.
-    let (status, _) = app
-        .webhook(&[("action", "task"), ("text", "teleport")])
-        .await;
+    // A request that names no action, no id and no leadId: refused after the
+    // token check.
+    let (status, _) = app.webhook(&[("text", "teleport")]).await;
     assert_eq!(status, 400);
     browser.goto(&format!("{}/#/requests", console(&app))).await;
-    browser.wait_for_text("#view table", "element_id").await;
+    browser
+        .wait_for_text("#view table", "missing parameter: action")
+        .await;
     let requests = browser.text_of("#view table").await;
 
     assert!(

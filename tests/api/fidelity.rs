@@ -99,7 +99,8 @@ async fn a_lead_answered_and_never_reported_is_exported_with_the_default_status(
     assert_eq!(order["roistat"], "9");
     assert_eq!(
         (order["price"].to_string(), order["cost"].to_string()),
-        ("0".into(), "0".into())
+        ("null".into(), "null".into()),
+        "never reported: null, which overwrites nothing Roistat has"
     );
     assert_eq!(export["statuses"].as_array().unwrap().len(), 2);
     assert_eq!(export["managers"][0]["name"], "Anna");
@@ -302,10 +303,13 @@ async fn list(app: &TestApp, authentication: Authentication) -> Vec<RejectedRequ
 async fn refused_requests_are_kept_and_listed_without_their_token(options: Options) {
     let app = TestApp::spawn_with(options).await;
     let token = token();
-    let (unreadable, _) = app.webhook(&[("action", "task"), ("text", "x")]).await;
+    // After the token check only two things are refused: a request that names no
+    // action and has neither `id` nor `leadId`, and a read whose paging cannot be
+    // read (a refused read loses nothing).
+    let (unreadable, _) = app.webhook(&[("name", "x")]).await;
     let (invalid, _) = app
         .get_raw(&format!(
-            "/webhook?user={LOGIN}&token={token}&action=lead&id=2&name=%FF"
+            "/webhook?user={LOGIN}&token={token}&action=export&date=yesterday"
         ))
         .await;
     let (wrong, _) = app
@@ -323,11 +327,15 @@ async fn refused_requests_are_kept_and_listed_without_their_token(options: Optio
     assert_eq!((unreadable, invalid, wrong), (400, 400, 401));
     assert_eq!(stored.len(), 2, "{stored:?}");
     // Newest first.
-    assert!(stored[0].reason.contains("UTF-8"), "{:?}", stored[0]);
-    assert!(stored[1].reason.contains("element_id"), "{:?}", stored[1]);
+    assert!(stored[0].reason.contains("date"), "{:?}", stored[0]);
+    assert_eq!(
+        (stored[0].action.as_str(), stored[0].http_status),
+        ("export", 400)
+    );
+    assert!(stored[1].reason.contains("action"), "{:?}", stored[1]);
     assert_eq!(
         (stored[1].action.as_str(), stored[1].http_status),
-        ("task", 400)
+        ("", 400)
     );
     assert_eq!(stored[1].integration, "default");
     assert_eq!(stored[1].source_address, "127.0.0.1");
@@ -354,13 +362,11 @@ async fn only_the_newest_refused_requests_are_kept_and_they_page_newest_first(op
     let app = TestApp::spawn_with(options.args(["--rejected-keep", "2"])).await;
     let mut client = app.grpc().await;
     for n in 0..3 {
-        // A task that names no element: refused after the token check.
+        // A request that names no action, no id and no leadId: refused after the
+        // token check.
         let text = format!("refused-{n}");
         let action = format!("task-{n}");
-        assert_eq!(
-            app.webhook(&[("action", "task"), ("text", &text)]).await.0,
-            400
-        );
+        assert_eq!(app.webhook(&[("text", &text)]).await.0, 400);
         let wrong = [
             ("user", LOGIN),
             ("token", "bad"),

@@ -13,7 +13,10 @@ use sqlx::Connection;
 
 use crate::helpers::*;
 
-backend_tests!(a_store_written_by_release_0003_reads_back_as_written);
+backend_tests!(
+    a_store_written_by_release_0003_reads_back_as_written,
+    a_store_written_by_release_0007_reads_back_as_written,
+);
 
 /// Loads a fixture into the test's database, before the service first opens it.
 async fn load_fixture(options: &Options, name: &str) {
@@ -221,7 +224,8 @@ async fn a_store_written_by_release_0003_reads_back_as_written(options: Options)
     assert_eq!(seed["date_create"], "1435482774", "the lead's created_date");
     assert_eq!(seed["roistat"], "9");
     assert_eq!(seed["status"], "1", "the scheme's first status");
-    assert_eq!(seed["price"].to_string(), "0");
+    assert_eq!(seed["price"], Value::Null, "never reported");
+    assert_eq!(seed["manager_id"], "12", "the lead's own manager");
     // They entered the export now, so that Roistat's next walk, which asks only for
     // what changed since it last looked, picks them up.
     let since = (time::OffsetDateTime::now_utc().unix_timestamp() - 60).to_string();
@@ -241,4 +245,110 @@ async fn a_store_written_by_release_0003_reads_back_as_written(options: Options)
         .await;
     let next = next_event(&mut stream).await;
     assert_eq!((lead_id(&next), next.sequence), (Some("30"), 14));
+}
+
+/// A store written by the release whose last migration is 0007, with every kind of
+/// event it had (a lead, a lead with an unreadable `created_date`, a message, a
+/// task, a call, an unknown action, a lead sent as JSON), opens unchanged and reads
+/// back as written; what is new (a call's next state, a lead's history and latest
+/// calls, the lead's own manager in the export) works on it.
+async fn a_store_written_by_release_0007_reads_back_as_written(options: Options) {
+    load_fixture(&options, "store-0007").await;
+    let app = TestApp::spawn_with(options.clone()).await;
+    let mut client = app.grpc().await;
+
+    let events = app.stored_events().await;
+    let sequences: Vec<u64> = events.iter().map(|event| event.sequence).collect();
+    assert_eq!(sequences, (1..=7).collect::<Vec<_>>());
+    let seed = lead_of(&events[0]);
+    assert_eq!(
+        (
+            seed.lead_id.as_str(),
+            seed.name.as_str(),
+            seed.manager_id.as_str()
+        ),
+        ("6", "Роберт", "12")
+    );
+    assert_eq!(seed.text, "Line 1\nLine 2");
+    assert_eq!(seed.phone, "+11230001122");
+    assert_eq!(seed.create_time.unwrap().seconds, 1_435_482_774);
+    assert!(!seed.decoding_lossy && seed.raw_request.is_none());
+    let unreadable = lead_of(&events[1]);
+    assert_eq!(unreadable.extra["created_date"], "yesterday");
+    assert!(
+        !unreadable.decoding_lossy,
+        "a store is read as written: no loss is made up after the fact"
+    );
+    let Some(Event::Message(message)) = &events[2].event else {
+        panic!("{:?}", events[2]);
+    };
+    assert_eq!(
+        (message.lead_id.as_str(), message.resolved_lead_id.as_str()),
+        ("6", "6")
+    );
+    let Some(Event::Task(task)) = &events[3].event else {
+        panic!("{:?}", events[3]);
+    };
+    assert_eq!(task.deadline.unwrap().seconds, 1_546_341_071);
+    let Some(Event::Call(call)) = &events[4].event else {
+        panic!("{:?}", events[4]);
+    };
+    assert_eq!(
+        (call.call_id.as_str(), call.status.as_str(), call.duration),
+        ("c-1", "ANSWER", 61)
+    );
+    let Some(Event::UnknownAction(unknown)) = &events[5].event else {
+        panic!("{:?}", events[5]);
+    };
+    assert_eq!(unknown.action, "versions");
+    assert_eq!(unknown.parameters.len(), 3, "{unknown:?}");
+    let json = lead_of(&events[6]);
+    assert_eq!(
+        (json.lead_id.as_str(), json.page.as_str()),
+        ("8", "https://shop/")
+    );
+    assert_eq!(json.source(), LeadSource::Jivosite);
+
+    // The call's next state is a new event; its lead shows it beside the history.
+    let (status, _) = app
+        .webhook(&[
+            ("action", "call"),
+            ("id", "c-1"),
+            ("order_id", "6"),
+            ("status", "ANSWER"),
+            ("duration", "61"),
+            ("file_url", "https://example.com/c-1-final.mp3"),
+        ])
+        .await;
+    assert_eq!(status, 200);
+    let lead = client
+        .get_lead(GetLeadRequest {
+            lead_id: "6".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lead.calls.len(), 1);
+    assert_eq!(lead.calls[0].file_url, "https://example.com/c-1-final.mp3");
+    assert_eq!(
+        lead.history.len(),
+        4,
+        "the message, the task and both calls"
+    );
+
+    // The export: the lead's own manager, nulls for what was never reported.
+    let (status, export) = app.webhook(&[("action", "export"), ("date", "0")]).await;
+    assert_eq!(status, 200);
+    let orders = export["orders"].as_array().unwrap();
+    let seed = orders.iter().find(|order| order["id"] == "6").unwrap();
+    assert_eq!(seed["manager_id"], "12");
+    assert_eq!(
+        (&seed["price"], &seed["cost"]),
+        (&Value::Null, &Value::Null)
+    );
+    let message = app
+        .webhook(&[("action", "message"), ("leadId", "6"), ("text", "again")])
+        .await;
+    assert_eq!(message.1["order_id"], "6");
 }

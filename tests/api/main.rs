@@ -14,6 +14,7 @@ mod helpers;
 mod lifecycle;
 mod metrics;
 mod namespace;
+mod never_refused;
 mod operability;
 mod protected;
 mod replicas;

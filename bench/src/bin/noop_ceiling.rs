@@ -28,10 +28,10 @@ async fn main() -> anyhow::Result<()> {
             let credentials = credentials.clone();
             async move {
                 let mut params = Params::new();
-                let parsed = decode_form(query.unwrap_or_default().as_bytes(), &mut params);
+                decode_form(query.unwrap_or_default().as_bytes(), "query", &mut params);
                 let verified = credentials.verify(params.get("user"), params.get("token"));
-                match (parsed, verified, parse_lead("default", &params)) {
-                    (Ok(()), Ok(()), Ok(lead)) => {
+                match (verified, parse_lead("default", &params)) {
+                    (Ok(()), Ok(lead)) => {
                         serde_json::to_string(&OrderAnswer::ok(&lead.lead_id)).unwrap()
                     }
                     _ => r#"{"status":"error"}"#.to_owned(),

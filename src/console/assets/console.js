@@ -82,13 +82,36 @@ function scopeQuery() {
 function eventRow(event, fresh) {
   return el('tr', { class: fresh ? 'new' : null, 'data-sequence': event.sequence },
     el('td', {}, when(event.time)),
-    el('td', {}, el('span', { class: 'kind', text: event.kind })),
+    el('td', {}, el('span', { class: 'kind', text: event.kind }), lossyBadge(event)),
     el('td', { text: event.source || '' }),
     el('td', { text: event.name || '' }),
     el('td', { text: event.phone || '' }),
     el('td', { text: event.title || '' }),
     el('td', {}, leadLink(event.integration, event.resolved_lead_id || event.lead_id)),
     el('td', {}, withCopy(event.order_id)));
+}
+
+// Marks an event whose request was read with losses (kept whole beside it).
+function lossyBadge(event) {
+  return event.decoding_lossy
+    ? el('span', { class: 'kind lossy', title: (event.decoding_notes || []).join('\n'), text: 'lossy' })
+    : null;
+}
+
+// How a lossy request was read: the notes, repeated names, and the request as it came.
+function decodingSection(event) {
+  if (!event.decoding_lossy) return null;
+  const raw = event.raw_request || { query: '', body: '', content_type: '' };
+  return el('section', { class: 'decoding' },
+    el('h2', { text: 'Read with losses: the request as it came' }),
+    el('ul', {}, (event.decoding_notes || []).map((note) => el('li', { text: note }))),
+    (event.repeated_parameters || []).length
+      ? table(['Repeated name', 'Value (in the order sent)'], event.repeated_parameters.map(([k, v]) =>
+        el('tr', {}, el('td', {}, el('code', { text: k })), el('td', { text: v }))))
+      : null,
+    fieldList([['Content type', raw.content_type]]),
+    el('h3', { text: 'Query' }), el('pre', { class: 'raw', text: raw.query }),
+    el('h3', { text: 'Body' }), el('pre', { class: 'raw', text: raw.body }));
 }
 
 const EVENT_HEADERS = ['Time', 'Kind', 'Source', 'Name', 'Phone', 'Title', 'Lead', 'Order id'];
@@ -211,6 +234,7 @@ async function showLead(root, integration, leadId) {
       ['Source', lead.source], ['Visit', withCopy(lead.visit)], ['Title', lead.title], ['Text', lead.text],
       ['Name', lead.name], ['Phone', lead.phone], ['E-mail', lead.email], ['Page', lead.page],
       ['Manager id', lead.manager_id],
+      ['Read', lead.decoding_lossy ? el('span', {}, lossyBadge(lead), ' the request as it came is below') : 'whole'],
     ]),
     el('h2', { text: 'What Roistat was answered' }),
     fieldList([
@@ -227,14 +251,21 @@ async function showLead(root, integration, leadId) {
     el('h3', { text: 'Deal fields' }), mapTable(deal.fields),
     el('h2', { text: 'In Roistat’s export now' }),
     order ? el('pre', { text: JSON.stringify(order.export, null, 2) }) : el('p', { class: 'muted', text: 'Not in the export: its order id is not fixed yet.' }),
-    el('h2', { text: 'Messages, tasks and calls about it' }),
+    el('h2', { text: 'Calls, latest state' }),
+    (lead.calls || []).length === 0 ? el('p', { class: 'muted', text: 'none' })
+      : table(['Call id', 'Status', 'Caller', 'Duration (s)', 'Recording', 'As of'], lead.calls.map((call) => el('tr', { 'data-call': call.call_id },
+        el('td', {}, el('code', { text: call.call_id })), el('td', { text: call.title || '' }),
+        el('td', { text: call.phone || '' }), el('td', { text: call.duration === null || call.duration === undefined ? '' : call.duration }),
+        el('td', { text: call.file_url || '' }), el('td', {}, when(call.time))))),
+    el('h2', { text: 'Messages, tasks and calls about it (history, newest first)' }),
     lead.events.length === 0 ? el('p', { class: 'muted', text: 'none' })
-      : table(['Time', 'Kind', 'Title', 'Text'], lead.events.map((event) => el('tr', {},
-        el('td', {}, when(event.time)), el('td', {}, el('span', { class: 'kind', text: event.kind })),
+      : table(['Time', 'Kind', 'Title', 'Text'], lead.events.map((event) => el('tr', { 'data-sequence': event.sequence },
+        el('td', {}, when(event.time)), el('td', {}, el('span', { class: 'kind', text: event.kind }), lossyBadge(event)),
         el('td', { text: event.title || '' }), el('td', { text: event.text || '' })))),
     el('h2', { text: 'Form fields (data)' }), mapTable(lead.fields),
     el('h2', { text: 'data, as received' }), pretty(lead.data_json),
-    el('h2', { text: 'Other parameters (extra)' }), mapTable(lead.extra));
+    el('h2', { text: 'Other parameters (extra)' }), mapTable(lead.extra),
+    decodingSection(lead));
 }
 
 // Consumers: where each named consumer stands.
@@ -325,7 +356,12 @@ async function showOverview(root) {
     const o = await api('/api/overview?' + scopeQuery());
     const total = o.minutes.reduce((sum, m) => sum + m.count, 0);
     const ms = (seconds) => (seconds === null || seconds === undefined ? '—' : '≤ ' + (seconds * 1000).toFixed(1) + ' ms');
+    const missing = o.scheme_missing || [];
     root.append(
+      missing.length === 0 ? null : el('p', { class: 'error scheme-missing', role: 'alert' },
+        'No status to export orders with in ', el('strong', { text: missing.join(', ') }),
+        ': Roistat gets an empty status it cannot map to a status group. Set default_status ',
+        '(--default-status) or have the CRM publish a scheme (UpdateScheme).'),
       el('div', { class: 'cards' },
         card('Leads, last 24 h', total), card('Latest sequence', o.latest_sequence),
         card('Store size', bytes(o.store_bytes)), card('Live subscribers', o.subscribers),

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::writes::Tx;
 use super::{from_json, from_micros, now_micros, to_db_sequence, to_json, to_micros};
+use crate::codec;
 use crate::domain::{Client, ClientRecord, Deal, DealReport, LeadKey, Order, OrderIdMode, Scheme};
 use crate::store::db::{Arg, Conn, DbError, Row, query_opt, scalar};
 use crate::store::{ExportKind, ExportWindow, StoreError};
@@ -289,7 +290,8 @@ const ORDERS_WALK: &str = "WITH latest AS ( \
        WHERE integration = $1 AND version <= $2 GROUP BY lead_id) \
      SELECT l.lead_id, l.deal_id, l.order_id, \
        COALESCE(v.update_time, l.order_time) AS update_time, v.payload, \
-       l.receive_time, l.visit, l.title, l.create_time, l.order_time \
+       l.receive_time, l.visit, l.title, l.create_time, l.order_time, \
+       (SELECT e.body FROM events e WHERE e.sequence = l.sequence) AS lead_body \
      FROM leads l \
      LEFT JOIN latest ON latest.lead_id = l.lead_id \
      LEFT JOIN deal_versions v ON v.integration = $1 AND v.lead_id = l.lead_id \
@@ -310,10 +312,12 @@ pub(super) async fn export_orders<C: Conn>(
 }
 
 /// The columns of an order: lead id, deal id, order id, update time, deal details,
-/// receive time, visit, title, create time, when its id was fixed.
+/// receive time, visit, title, create time, when its id was fixed, the lead's body
+/// (for what only it holds: the lead's own manager).
 pub(super) const ORDER_COLUMNS: &str = "l.lead_id, l.deal_id, l.order_id, \
        COALESCE(v.update_time, l.order_time) AS update_time, v.payload, \
-       l.receive_time, l.visit, l.title, l.create_time, l.order_time";
+       l.receive_time, l.visit, l.title, l.create_time, l.order_time, \
+       (SELECT e.body FROM events e WHERE e.sequence = l.sequence) AS lead_body";
 
 /// An order from the columns of [`ORDER_COLUMNS`].
 pub(super) fn order_from_row(integration: &str, row: &dyn Row) -> Result<Order, DbError> {
@@ -328,6 +332,10 @@ pub(super) fn order_from_row(integration: &str, row: &dyn Row) -> Result<Order, 
         title: row.text(7)?.to_owned(),
         lead_create_time: row.opt_int(8)?.map(from_micros),
         fixed_time: row.opt_int(9)?.map(from_micros),
+        lead_manager_id: row
+            .opt_bytes(10)?
+            .map(codec::lead_manager_id)
+            .unwrap_or_default(),
     })
 }
 

@@ -48,7 +48,8 @@ pub(super) async fn append_event<C: Conn>(
     subject_id: &str,
     lead_ref: &str,
 ) -> Result<(), DbError> {
-    let key = LeadKey::new(&event.integration, subject_id);
+    // An unknown action's name is the sender's to choose.
+    let key = LeadKey::new(&event.integration, super::column_text(subject_id));
     let lead_ref = Some(lead_ref).filter(|id| !id.is_empty());
     let source = event.source.map(|source| source.as_str());
     let micros = super::to_micros(event.receive_time);
@@ -90,9 +91,9 @@ async fn resolve_lead<C: Conn>(
 }
 
 /// Stores a message, task or call unless it is a copy of one already stored; a
-/// copy gets the first delivery's sequence. Calls are copies of the same call id
-/// for good; an identical message or task is a copy only within `dedup_window` of
-/// the first stored copy (zero: every copy is stored).
+/// copy gets the first delivery's sequence. An identical message, task, call or
+/// unknown action is a copy only within `dedup_window` of the first stored copy
+/// (zero: every copy is stored); one whose content differs is a new event.
 pub(super) async fn insert_event<C: Conn>(
     conn: &mut C,
     new: &NewEvent,
