@@ -2,8 +2,8 @@
 # Run:   docker run -p 8080:8080 -p 50051:50051 -v roistat-leads:/data \
 #          -e ROISTAT_USER=demo -e ROISTAT_PASSWORD=secret \
 #          -e ROISTAT_LEADS_GRPC_TOKEN=$(openssl rand -hex 32) roistat-leads
-# No token is baked in: without one, LeadService answers loopback peers only
-# (protected mode), which, inside a container, is no client at all.
+# No token is baked in: without one (or client certificates, or
+# ROISTAT_LEADS_GRPC_INSECURE=true), a gRPC address beyond loopback refuses to start.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src

@@ -7,7 +7,9 @@
 #   3. webhook -> gRPC subscriber latency at a fixed 1,000 leads/s, three runs, and a
 #      fourth during a flood of 10,000 /readyz requests spread over it
 #   4. fan-out to 10,000 StreamLeads subscribers: memory per idle subscriber, and the
-#      time from each event's commit to its last subscriber
+#      time from each event's commit to its last subscriber; then 2,000 connections
+#      that each send a 1 MiB body one byte short and stall: resident memory, and a
+#      real webhook's answer meanwhile
 #   5. replay of a 1,000,000-event store to one client that decodes every event,
 #      the disk a stored lead takes, and the console's search on that store
 #   6. PostgreSQL: ingest with one replica and with two on the same server, and the
@@ -106,6 +108,11 @@ record "$(cat "$OUT/flood.txt")"
 
 echo "== 4. fan-out to $SUBSCRIBERS subscribers" | tee -a "$RESULTS"
 record "$("$BENCH" fanout --http http://127.0.0.1:18181 --grpc http://127.0.0.1:18182 --pid "$SERVICE" --subscribers "$SUBSCRIBERS" --events 100)"
+stop_service
+
+echo "== 4b. 2,000 connections each sending a 1 MiB body one byte short, and stalling" | tee -a "$RESULTS"
+start_service "sqlite://$OUT/stall.db"
+record "$("$BENCH" stall --http http://127.0.0.1:18181 --pid "$SERVICE" --connections 2000)"
 stop_service
 
 echo "== 5. replay of $REPLAY_EVENTS events, and disk per lead (SQLite)" | tee -a "$RESULTS"

@@ -54,6 +54,17 @@ pub enum StartError {
     },
 }
 
+impl StartError {
+    /// The exit code of a start that failed: 2 for what the operator must change
+    /// (another service holds the database), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Store(OpenError::Locked(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// A started application: store open, listeners bound, servers assembled, not yet
 /// serving.
 pub struct Application {
@@ -125,23 +136,6 @@ impl Application {
                  token or client certificates; anyone who can reach it can read every lead \
                  and report deals"
             );
-        } else if grpc_options.protected() && !grpc_addr.ip().is_loopback() {
-            tracing::info!(
-                %grpc_addr,
-                "protected mode: LeadService answers loopback peers only; set --grpc-token \
-                 or --grpc-tls-client-ca to serve others"
-            );
-        }
-        if let Some(listener) = &console_listener
-            && let Ok(addr) = listener.local_addr()
-            && settings.console.token.is_none()
-            && !addr.ip().is_loopback()
-        {
-            tracing::info!(
-                console_addr = %addr,
-                "the console answers loopback visitors only; set --console-token to let \
-                 visitors log in from elsewhere"
-            );
         }
         let console_router = console_router(&relay, &settings);
         let rate_limit = settings
@@ -150,6 +144,9 @@ impl Application {
         let http_state = Arc::new(HttpState {
             relay: relay.clone(),
             integrations: Arc::new(settings.integrations),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                settings.limits.body_budget_bytes,
+            )),
             limits: settings.limits,
             export_page_size: settings.export_page_size,
             access: Arc::new(settings.access),
@@ -371,6 +368,7 @@ fn relay_options(settings: &Settings) -> RelayOptions {
         default_statuses: settings.default_statuses.clone(),
         rejected_keep: settings.rejected_keep,
         max_subscribers: settings.grpc_max_subscribers,
+        max_console_feeds: settings.console.max_feeds,
         max_consumers: settings.max_consumers,
         integrations: settings.integrations.keys().cloned().collect(),
     }
@@ -404,6 +402,7 @@ fn console_router(relay: &LeadRelay, settings: &Settings) -> Router {
         ConsoleOptions {
             integrations: settings.integrations.keys().cloned().collect(),
             token: settings.console.token.clone(),
+            allowed_hosts: settings.console.allowed_hosts.clone(),
             tls: settings.http_tls.is_some(),
         },
     )

@@ -63,7 +63,7 @@ async fn serve(settings: config::Settings) -> ExitCode {
         Ok(app) => app,
         Err(error) => {
             tracing::error!("cannot start: {}", causes(&error));
-            return ExitCode::FAILURE;
+            return ExitCode::from(error.exit_code());
         }
     };
     let shutdown = app.shutdown_token();

@@ -36,6 +36,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Connections that each send a webhook body one byte short of what they
+    /// declare and stall, before any token is checked: the service's resident
+    /// memory while they hold, and a real webhook's answer meanwhile.
+    Stall {
+        #[arg(long)]
+        http: String,
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 2000)]
+        connections: usize,
+        #[arg(long, default_value_t = 1024 * 1024)]
+        body_bytes: usize,
+    },
     /// Webhook → gRPC subscriber latency at a fixed rate.
     E2e {
         #[arg(long)]
@@ -154,7 +167,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
@@ -213,6 +226,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Disk { database_url } => store::disk(&database_url).await,
         Command::Createdb { admin_url, name } => store::createdb(&admin_url, &name).await,
         Command::Search { console, repeat } => probes::search(&console, repeat).await,
+        Command::Stall {
+            http,
+            pid,
+            connections,
+            body_bytes,
+        } => probes::stall(&http, pid, connections, body_bytes).await,
         Command::Flood {
             url,
             requests,

@@ -142,3 +142,95 @@ pub async fn startup(binary: &str, database_url: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `connections` connections each declare a body of `body_bytes`, send all of it
+/// but the last byte, and stall (no token anywhere but in that body). Reports the
+/// service's resident memory while they hold, the answers they got (the budget's
+/// 503s), and the time a real webhook takes meanwhile.
+pub async fn stall(
+    http: &str,
+    pid: u32,
+    connections: usize,
+    body_bytes: usize,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = http.trim_start_matches("http://").to_owned();
+    let before = crate::rss_kib(pid)?;
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nhost: bench\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+         content-length: {body_bytes}\r\n\r\n"
+    );
+    let body = vec![b'x'; body_bytes - 1];
+    let mut held = JoinSet::new();
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<bool>(connections);
+    // Closed once the figures are taken: every connection then ends.
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    for _ in 0..connections {
+        let (address, head, body) = (address.clone(), head.clone(), body.clone());
+        let (sent_tx, release) = (sent_tx.clone(), release.clone());
+        held.spawn(async move {
+            let Ok(mut socket) = tokio::net::TcpStream::connect(&address).await else {
+                let _ = sent_tx.send(false).await;
+                return;
+            };
+            let (mut reader, mut writer) = socket.split();
+            let mut answer = [0u8; 12];
+            // The body goes out until the service answers (the budget's 503, which
+            // stops reading it) or it is all sent but the last byte.
+            let sending = async {
+                writer.write_all(head.as_bytes()).await?;
+                writer.write_all(&body).await
+            };
+            let answered = tokio::select! {
+                _ = sending => false,
+                read = reader.read_exact(&mut answer) => read.is_ok(),
+            };
+            // The whole body sits in the socket's buffers: a refusal may come now.
+            let answered = answered
+                || tokio::time::timeout(Duration::from_millis(500), reader.read_exact(&mut answer))
+                    .await
+                    .is_ok_and(|read| read.is_ok());
+            let _ = sent_tx
+                .send(!(answered && answer.starts_with(b"HTTP/1.1 503")))
+                .await;
+            let _ = release.acquire().await;
+            drop(socket);
+        });
+    }
+    drop(sent_tx);
+    // Held: no answer, the service waits for the last byte; refused: answered 503.
+    let (mut stalled, mut refused) = (0, 0);
+    // One word from each connection (they stay open, and so do their senders).
+    for _ in 0..connections {
+        let Some(held_body) = sent_rx.recv().await else {
+            break;
+        };
+        if held_body {
+            stalled += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    let during = crate::rss_kib(pid)?;
+    let started = Instant::now();
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "{http}/webhook?user=bench&token={}&action=lead&id=stall-probe",
+            std::env::var("TOKEN").unwrap_or_default()
+        ))
+        .send()
+        .await?;
+    let status = answer.status().as_u16();
+    let elapsed = started.elapsed();
+    release.close();
+    while held.join_next().await.is_some() {}
+    println!(
+        "stall connections={connections} body_bytes={body_bytes} held_unanswered={stalled} \
+         answered_503={refused} rss_before_mib={:.1} rss_during_mib={:.1} \
+         webhook_status={status} webhook_ms={:.1}",
+        before as f64 / 1024.0,
+        during as f64 / 1024.0,
+        elapsed.as_secs_f64() * 1000.0
+    );
+    Ok(())
+}

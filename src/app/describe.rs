@@ -30,10 +30,20 @@ pub fn describe(settings: &Settings) -> String {
             if settings.console.token.is_some() {
                 "\"********\"  # visitors log in with it"
             } else {
-                "\"\"  # none: loopback visitors only"
+                "\"\"  # none: a loopback address, loopback Host names only"
             }
         ),
+        format!(
+            "console_allowed_hosts = {:?}",
+            settings.console.allowed_hosts
+        ),
+        format!("console_max_feeds = {}", settings.console.max_feeds),
         format!("database_url = {:?}", mask_url(&settings.database_url)),
+        format!("http_max_connections = {}", settings.limits.max_connections),
+        format!(
+            "http_body_budget_bytes = {}",
+            settings.limits.body_budget_bytes
+        ),
         format!(
             "rate_limit = {}",
             settings
@@ -172,21 +182,43 @@ fn describe_tls(what: &str, tls: Option<&ServerTls>) -> String {
     lines.join("\n")
 }
 
-/// A database URL with its password hidden.
+/// A database URL with every form of its password hidden: in the user info
+/// (which ends at the last `@` before the path: a password may hold `@`), and as a
+/// `password=` query parameter.
 fn mask_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:********@{host}")
-            } else {
-                format!("{scheme}://{user}@{host}")
-            }
-        }
-        None => url.to_owned(),
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let authority_end = authority_and_path
+        .find('/')
+        .unwrap_or(authority_and_path.len());
+    let (authority, path) = authority_and_path.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:********@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let query = query.map(|query| {
+        query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                    format!("{name}=********")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(query) => format!("{scheme}://{authority}{path}?{query}"),
+        None => format!("{scheme}://{authority}{path}"),
     }
 }
 
@@ -203,6 +235,18 @@ mod tests {
         assert_eq!(
             mask_url("sqlite://roistat-leads.db"),
             "sqlite://roistat-leads.db"
+        );
+        assert_eq!(
+            mask_url("postgres://app:p@ss@w0rd@db:5432/leads?sslmode=require"),
+            "postgres://app:********@db:5432/leads?sslmode=require"
+        );
+        assert_eq!(
+            mask_url("postgres://db/leads?user=app&password=s3cret&sslmode=require"),
+            "postgres://db/leads?user=app&password=********&sslmode=require"
+        );
+        assert_eq!(
+            mask_url("postgres://app@db/leads?PASSWORD=s3cret"),
+            "postgres://app@db/leads?PASSWORD=********"
         );
     }
 }

@@ -28,7 +28,13 @@ pub struct ServeArgs {
     pub http_addr: SocketAddr,
 
     /// Address of the gRPC server (LeadService, health, reflection).
-    #[arg(long, env = "ROISTAT_LEADS_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    /// Without --grpc-token, --grpc-tls-client-ca or --grpc-insecure it must be a
+    /// loopback address (the service refuses to start otherwise).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
     pub grpc_addr: SocketAddr,
 
     /// Serve GET /metrics on this address instead of the HTTP server's.
@@ -37,7 +43,9 @@ pub struct ServeArgs {
 
     /// Address of the operator console (a web page: live leads, search, a lead's
     /// story, consumers, refused requests), or `off`. Without --console-token it
-    /// answers loopback peers only.
+    /// must be a loopback address (the service refuses to start otherwise) and
+    /// answers only requests whose Host is localhost, 127.0.0.1, [::1] or one of
+    /// --console-allowed-hosts.
     #[arg(
         long,
         env = "ROISTAT_LEADS_CONSOLE_ADDR",
@@ -47,9 +55,27 @@ pub struct ServeArgs {
     pub console_addr: Listen,
 
     /// A token the console's visitors log in with (a form; the session is a signed
-    /// cookie valid for 12 hours); with it, the console answers every peer.
+    /// cookie valid for 12 hours), at least 24 characters; with it, the console may
+    /// listen on any address and answers every peer that logs in.
     #[arg(long, env = "ROISTAT_LEADS_CONSOLE_TOKEN", hide_env_values = true, value_parser = secret)]
     pub console_token: Option<SecretString>,
+
+    /// Host names (comma-separated) the console answers besides localhost,
+    /// 127.0.0.1 and [::1] when it has no token: a request with any other Host gets
+    /// 421, so a web page whose name is rebound to 127.0.0.1 cannot read leads
+    /// through an operator's browser.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_CONSOLE_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub console_allowed_hosts: Vec<String>,
+
+    /// Console live feeds (the live view of an open browser tab) at once; more are
+    /// refused with 503. Apart from --grpc-max-subscribers.
+    #[arg(long, env = "ROISTAT_LEADS_CONSOLE_MAX_FEEDS", default_value_t = 32)]
+    pub console_max_feeds: u64,
 
     /// Where leads are stored: sqlite://PATH (the file is created if missing) or
     /// postgres://USER:PASSWORD@HOST:PORT/DATABASE.
@@ -130,8 +156,9 @@ pub struct ServeArgs {
     pub grpc_token: Option<SecretString>,
 
     /// Serve LeadService to any peer that reaches it, without --grpc-token or
-    /// --grpc-tls-client-ca. Without either (and without this), LeadService
-    /// answers loopback peers only (protected mode); health and reflection stay open.
+    /// --grpc-tls-client-ca. Without one of the three, --grpc-addr must be a
+    /// loopback address (a peer's loopback address proves nothing when a proxy or
+    /// sidecar shares the host).
     #[arg(long, env = "ROISTAT_LEADS_GRPC_INSECURE")]
     pub grpc_insecure: bool,
 
@@ -221,6 +248,25 @@ pub struct ServeArgs {
         value_name = "CIDR"
     )]
     pub webhook_allow: Vec<IpNet>,
+
+    /// HTTP connections open at once (per listener: webhook, console, metrics);
+    /// past it, new connections wait in the kernel's backlog, not in memory.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_HTTP_MAX_CONNECTIONS",
+        default_value_t = 4096
+    )]
+    pub http_max_connections: u64,
+
+    /// Bytes of webhook request bodies being read at once, across connections
+    /// (each counts for its declared length, else the 1 MiB limit); past it, a
+    /// request with a body gets 503 with Retry-After before its body is read.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_HTTP_BODY_BUDGET_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub http_body_budget_bytes: u64,
 
     /// Proxies whose X-Forwarded-For is believed (CIDRs, comma-separated).
     #[arg(

@@ -2,8 +2,8 @@
 //! event back into the domain model serves the console (and the tests) only.
 
 #[cfg(any(test, feature = "console"))]
-use crate::domain::{Call, DealMessage, Lead, Task};
-use crate::domain::{Decoding, KeptRequest, LeadSource, UnknownAction};
+use crate::domain::{Call, DealMessage, Decoding, Lead, Task};
+use crate::domain::{KeptRequest, LeadSource, UnknownAction};
 use crate::proto;
 #[cfg(any(test, feature = "console"))]
 use crate::proto::from_timestamp;

@@ -4,11 +4,16 @@
 //! whatever its source.
 
 mod credentials;
+mod error;
 mod file;
+
+pub use error::ConfigError;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
+
+use crate::net::is_loopback;
 use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -20,8 +25,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::cli::ServeArgs;
 use crate::domain::OrderIdMode;
-use crate::net::{AccessPolicy, Limits, ServerTls, TlsError};
-use crate::own_crm::{Credentials, CredentialsError};
+use crate::net::{AccessPolicy, Limits, ServerTls};
+use crate::own_crm::Credentials;
 use crate::telemetry::LogFormat;
 use credentials::{default_statuses, integrations, one_of, read_secret};
 use file::FileConfig;
@@ -87,72 +92,13 @@ pub struct Settings {
 #[derive(Debug, Clone, Default)]
 pub struct ConsoleSettings {
     pub addr: Option<SocketAddr>,
-    /// Visitors log in with it; without it, loopback peers only.
+    /// Visitors log in with it; without it, a loopback address only.
     pub token: Option<SecretString>,
-}
-
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", path.display())]
-    File {
-        path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    #[error("{key} (--{}) must be from {range}, not {value}", key.replace('_', "-"))]
-    OutOfRange {
-        key: &'static str,
-        range: String,
-        value: String,
-    },
-    #[error("{key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
-    #[error("{0}: give either a password or a token, not both")]
-    PasswordAndToken(String),
-    #[error("{0}: no password or token")]
-    NoSecret(String),
-    #[error("{what}: {source}")]
-    Credentials {
-        what: String,
-        #[source]
-        source: CredentialsError,
-    },
-    #[error("{0}: give the value or the file, not both")]
-    ValueAndFile(String),
-    #[error("integration name {0:?}: use 1 to 64 of a-z 0-9 - _")]
-    IntegrationName(String),
-    #[error("integration {0:?} is declared twice")]
-    DuplicateIntegration(String),
-    #[error(
-        "no Roistat credentials: set ROISTAT_USER and ROISTAT_PASSWORD (or ROISTAT_TOKEN), \
-         pass --roistat-user and --roistat-password (or --roistat-token), \
-         or declare integrations in --config"
-    )]
-    NoCredentials,
-    #[error("the gRPC token must not be empty")]
-    EmptyGrpcToken,
-    #[error(
-        "{0}: the Roistat password is empty, so every request would carry the login alone \
-         (token md5(login)) and anyone who knows the login could send leads: set a password \
-         in Roistat's integration settings and give it here, or pass --allow-empty-password \
-         (ROISTAT_LEADS_ALLOW_EMPTY_PASSWORD=true) if an empty one is really wanted"
-    )]
-    EmptyPassword(String),
-    #[error("give both {0}_cert and {0}_key, or neither")]
-    TlsPair(&'static str),
-    #[error(
-        "{0}_client_ca needs {0}_cert and {0}_key: client certificates are checked only over TLS"
-    )]
-    ClientCaWithoutTls(&'static str),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
+    /// Without a token, the Host names answered besides the loopback ones,
+    /// lowercased.
+    pub allowed_hosts: Vec<String>,
+    /// Live feeds open at once.
+    pub max_feeds: usize,
 }
 
 /// The bounds of each number a setting may take.
@@ -165,6 +111,10 @@ mod bounds {
     pub const EXPORT_PAGE_SIZE: RangeInclusive<u64> = 1..=10_000;
     pub const REJECTED_KEEP: RangeInclusive<u64> = 0..=1_000_000;
     pub const GRPC_MAX_SUBSCRIBERS: RangeInclusive<u64> = 1..=1_000_000;
+    pub const CONSOLE_MAX_FEEDS: RangeInclusive<u64> = 1..=10_000;
+    pub const HTTP_MAX_CONNECTIONS: RangeInclusive<u64> = 16..=1_000_000;
+    /// At least one whole body (1 MiB), at most 4 GiB.
+    pub const HTTP_BODY_BUDGET_BYTES: RangeInclusive<u64> = 1024 * 1024..=4 * 1024 * 1024 * 1024;
     pub const GRPC_MAX_CONCURRENT_STREAMS: RangeInclusive<u64> = 1..=100_000;
     pub const GRPC_MESSAGE_BYTES: RangeInclusive<u64> = 64 * 1024..=256 * 1024 * 1024;
     pub const GRPC_MAX_PAGE_BYTES: RangeInclusive<u64> = 16 * 1024..=256 * 1024 * 1024;
@@ -217,6 +167,10 @@ fn checked<T: PartialOrd + Display>(
 
 /// The effective settings: flags and environment (as parsed into `args`, with
 /// `matches` telling which values are mere defaults), then the file, then defaults.
+/// The shortest console token accepted: it is what stands between the network and
+/// every lead.
+pub const MIN_CONSOLE_TOKEN_CHARS: usize = 24;
+
 pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigError> {
     let file = match &args.config {
         Some(path) => FileConfig::read(path)?,
@@ -284,7 +238,13 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
     let integrations = integrations(&args, &file, allow_empty_password)?;
     let default_statuses = default_statuses(&args, &file)?;
     let grpc_token = grpc_token(&args, &file)?;
-    let console = console(&args, &file, explicit("console_addr"))?;
+    let console = console(
+        &args,
+        &file,
+        explicit("console_addr"),
+        explicit("console_allowed_hosts"),
+        explicit("console_max_feeds"),
+    )?;
     let order_id_mode = pick!(order_id)
         .parse()
         .map_err(|reason| ConfigError::Invalid {
@@ -313,9 +273,22 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
             .clone()
             .or_else(|| file.grpc_tls_client_ca.clone()),
     )?;
+    let grpc_addr = pick!(grpc_addr);
+    let client_ca = grpc_tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca_path().is_some());
+    if !is_loopback(grpc_addr.ip()) && grpc_token.is_none() && !client_ca && !grpc_insecure {
+        return Err(ConfigError::GrpcOpen(grpc_addr));
+    }
+    if let Some(addr) = console.addr
+        && !is_loopback(addr.ip())
+        && console.token.is_none()
+    {
+        return Err(ConfigError::ConsoleOpen(addr));
+    }
     Ok(Settings {
         http_addr: pick!(http_addr),
-        grpc_addr: pick!(grpc_addr),
+        grpc_addr,
         metrics_addr: args.metrics_addr.or(file.metrics_addr),
         database_url,
         integrations,
@@ -354,6 +327,9 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
         },
         limits: Limits {
             drain,
+            max_connections: bounded!(http_max_connections, bounds::HTTP_MAX_CONNECTIONS) as usize,
+            body_budget_bytes: bounded!(http_body_budget_bytes, bounds::HTTP_BODY_BUDGET_BYTES)
+                as usize,
             ..Limits::default()
         },
         console,
@@ -366,6 +342,8 @@ fn console(
     args: &ServeArgs,
     file: &FileConfig,
     explicit_addr: bool,
+    explicit_hosts: bool,
+    explicit_feeds: bool,
 ) -> Result<ConsoleSettings, ConfigError> {
     let addr = match (&file.console_addr, explicit_addr) {
         (Some(addr), false) => {
@@ -382,12 +360,41 @@ fn console(
     if token.as_ref().is_some_and(is_blank) {
         return Err(ConfigError::Invalid {
             key: "console_token",
-            reason: "is empty: set a token, or none for loopback visitors only".to_owned(),
+            reason: "is empty: set a token, or none to listen on a loopback address only"
+                .to_owned(),
         });
     }
+    if let Some(token) = &token
+        && token.expose_secret().trim().chars().count() < MIN_CONSOLE_TOKEN_CHARS
+    {
+        return Err(ConfigError::Invalid {
+            key: "console_token",
+            reason: format!(
+                "is shorter than {MIN_CONSOLE_TOKEN_CHARS} characters: anyone who can reach \
+                 the console could guess it; make one with `openssl rand -hex 32`"
+            ),
+        });
+    }
+    let allowed_hosts = if explicit_hosts {
+        args.console_allowed_hosts.clone()
+    } else {
+        file.console_allowed_hosts.clone().unwrap_or_default()
+    };
+    let max_feeds = if explicit_feeds {
+        args.console_max_feeds
+    } else {
+        file.console_max_feeds.unwrap_or(args.console_max_feeds)
+    };
+    let max_feeds = checked("console_max_feeds", max_feeds, bounds::CONSOLE_MAX_FEEDS)? as usize;
     Ok(ConsoleSettings {
         addr: addr.0,
         token,
+        max_feeds,
+        allowed_hosts: allowed_hosts
+            .iter()
+            .map(|host| host.trim().to_ascii_lowercase())
+            .filter(|host| !host.is_empty())
+            .collect(),
     })
 }
 

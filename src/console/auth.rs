@@ -14,11 +14,28 @@ use axum::response::{IntoResponse, Redirect, Response};
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use time::OffsetDateTime;
 
 use super::{LOGIN, Shared};
 use crate::net::rate_key;
+
+/// Past this many remembered addresses, the login limiter forgets those whose
+/// budget is full again.
+const PRUNE_LOGIN_LIMITER_AT: usize = 4096;
+
+/// The key sessions are signed with: HKDF-SHA256 of the token (RFC 5869), bound to
+/// this use by its `info`.
+fn session_key(token: &SecretString) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(
+        Some(b"roistat-leads console"),
+        token.expose_secret().as_bytes(),
+    )
+    .expand(b"session cookie v1", &mut key)
+    .expect("32 bytes is a valid HKDF-SHA256 length");
+    key
+}
 
 /// How long a session lasts.
 pub const SESSION_HOURS: i64 = 12;
@@ -35,14 +52,7 @@ pub(super) struct Auth {
 
 impl Auth {
     pub fn new(token: Option<&SecretString>, secure: bool) -> Self {
-        let token = token.map(|token| {
-            let key = Sha256::new()
-                .chain_update(b"roistat-leads console session\0")
-                .chain_update(token.expose_secret().as_bytes())
-                .finalize()
-                .into();
-            (token.clone(), key)
-        });
+        let token = token.map(|token| (token.clone(), session_key(token)));
         // Five attempts at once, then one every six seconds, per address.
         let quota = governor::Quota::per_minute(NonZeroU32::new(10).expect("non-zero"))
             .allow_burst(NonZeroU32::new(5).expect("non-zero"));
@@ -160,12 +170,13 @@ pub(super) async fn login(
     if !console.auth.has_token() {
         return Redirect::to("/").into_response();
     }
-    if console
-        .auth
-        .attempts
-        .check_key(&rate_key(peer.ip()))
-        .is_err()
-    {
+    let attempts = &console.auth.attempts;
+    // Addresses whose budget is full again are forgotten, so that the limiter
+    // holds at most about this many between prunes.
+    if attempts.len() >= PRUNE_LOGIN_LIMITER_AT {
+        attempts.retain_recent();
+    }
+    if attempts.check_key(&rate_key(peer.ip())).is_err() {
         tracing::warn!(peer = %peer.ip(), "console login attempts rate limited");
         return Redirect::to("/login?limited=1").into_response();
     }

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::api::error;
 use super::{Shared, view};
 use crate::domain::{EncodedEvent, EventFilter, EventKind, LeadKey};
-use crate::relay::{LeadRelay, StreamItem, StreamRequest, StreamStart};
+use crate::relay::{Audience, LeadRelay, StreamItem, StreamRequest, StreamStart};
 
 /// Events a new feed starts with, before the live ones.
 const BACKLOG: u64 = 100;
@@ -60,6 +60,7 @@ pub(super) async fn feed(
         start: Some(StreamStart::After(after)),
         consumer: None,
         filter,
+        audience: Audience::ConsoleFeed,
     };
     let items = match console.relay.stream(request, BUFFER).await {
         Ok(items) => items,

@@ -5,26 +5,27 @@
 //! Content-Security-Policy that allows no inline script. It is read-only, and reads
 //! through the relay only.
 //!
-//! Who may open it: without a token, loopback peers only (as LeadService's protected
-//! mode); with one, every visitor logs in through a form (`auth`).
+//! Who may open it: without a token it listens on a loopback address only (the
+//! settings refuse any other) and answers only requests whose `Host` is a loopback
+//! name or one allowed by name, so that a web page whose name is rebound to
+//! 127.0.0.1 cannot read it through an operator's browser; with a token, every
+//! visitor logs in through a form (`auth`).
 
 mod api;
 mod auth;
 mod live;
 mod view;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use secrecy::SecretString;
 
-use crate::net::is_loopback;
 use crate::relay::LeadRelay;
 
 pub use auth::SESSION_HOURS;
@@ -44,8 +45,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub struct ConsoleOptions {
     /// The integrations an operator chooses among.
     pub integrations: Vec<String>,
-    /// Visitors log in with it; `None`: loopback visitors only.
+    /// Visitors log in with it; `None`: a loopback listener, and loopback `Host`
+    /// names only.
     pub token: Option<SecretString>,
+    /// Without a token, `Host` names answered besides the loopback ones.
+    pub allowed_hosts: Vec<String>,
     /// Served over TLS: the session cookie is marked `Secure`.
     pub tls: bool,
 }
@@ -54,6 +58,7 @@ struct Console {
     relay: LeadRelay,
     integrations: Vec<String>,
     auth: auth::Auth,
+    allowed_hosts: Vec<String>,
 }
 
 type Shared = Arc<Console>;
@@ -64,6 +69,7 @@ pub fn router(relay: LeadRelay, options: ConsoleOptions) -> Router {
         relay,
         integrations: options.integrations,
         auth: auth::Auth::new(options.token.as_ref(), options.tls),
+        allowed_hosts: options.allowed_hosts,
     });
     let app = Router::new()
         .route("/", get(index))
@@ -103,18 +109,15 @@ async fn admit(State(console): State<Shared>, request: Request, next: Next) -> R
     next.run(request).await
 }
 
-/// What every answer gets: the loopback rule without a token, and the headers that
+/// What every answer gets: without a token, the `Host` rule; and the headers that
 /// keep a browser strict.
 async fn guard(State(console): State<Shared>, request: Request, next: Next) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip());
-    let mut response = if !console.auth.has_token() && !peer.is_some_and(is_loopback) {
+    let foreign = !console.auth.has_token() && !console.host_allowed(&request);
+    let mut response = if foreign {
         (
-            StatusCode::FORBIDDEN,
+            StatusCode::MISDIRECTED_REQUEST,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            PROTECTED,
+            FOREIGN_HOST,
         )
             .into_response()
     } else {
@@ -140,10 +143,38 @@ async fn guard(State(console): State<Shared>, request: Request, next: Next) -> R
     response
 }
 
-/// The answer to a peer the loopback rule keeps out.
-pub const PROTECTED: &str = "this console answers loopback visitors only, since it has no \
-     --console-token: set --console-token (ROISTAT_LEADS_CONSOLE_TOKEN) to let visitors \
-     log in from elsewhere\n";
+impl Console {
+    /// Whether a request names this console by a loopback name (`localhost`,
+    /// `127.0.0.1`, `[::1]`, any port) or an allowed one. The `Host` is what a
+    /// browser sends for the name it resolved: a page whose name was rebound to
+    /// 127.0.0.1 still sends its own.
+    fn host_allowed(&self, request: &Request) -> bool {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .or_else(|| request.uri().host())
+            .unwrap_or_default();
+        let name = host_name(host).to_ascii_lowercase();
+        matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+            || self.allowed_hosts.contains(&name)
+    }
+}
+
+/// A `Host` value without its port.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// The answer to a request for another name (DNS rebinding, or a name not allowed).
+pub const FOREIGN_HOST: &str = "this console has no --console-token, so it answers only \
+     requests for localhost, 127.0.0.1 or [::1] (or a name given with \
+     --console-allowed-hosts): a web page whose name resolves to this machine must not \
+     read it through your browser\n";
 
 fn page(body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
@@ -175,4 +206,18 @@ async fn icon() -> Response {
 
 async fn not_found() -> Response {
     api::error(StatusCode::NOT_FOUND, "no such page")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn the_host_name_is_read_without_its_port() {
+        assert_eq!(host_name("localhost:8081"), "localhost");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:8081"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("evil.example:80"), "evil.example");
+    }
 }

@@ -11,7 +11,7 @@ use crate::domain::{
     LeadSource, Manager, Money, OrderIdMode, RejectedRequest, Scheme, SchemeEntry,
 };
 use crate::proto::{self, from_timestamp, timestamp};
-use crate::relay::{Error, StreamRequest, StreamStart};
+use crate::relay::{Audience, Error, StreamRequest, StreamStart};
 
 /// A stored event as StreamLeads sends it: the stream's own frame, read back. One
 /// that cannot be read is an internal error, logged.
@@ -83,6 +83,7 @@ pub fn stream_request(request: proto::StreamLeadsRequest) -> Result<StreamReques
                 .map(kind_from_proto)
                 .collect::<Result<_, _>>()?,
         },
+        audience: Audience::Subscriber,
     })
 }
 

@@ -1,9 +1,8 @@
 //! The gRPC server: LeadService behind its gate (a bearer token, client
-//! certificates, or protected mode: loopback peers only), health and reflection
+//! certificates, or a loopback listener the settings hold it to), health and reflection
 //! open, HTTP/2 and TCP keepalive, bounds on what a caller can make it hold,
 //! optionally over TLS.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use tonic_health::server::HealthReporter;
 
 use super::LeadApi;
 use super::stream::LeadRoutes;
-use crate::net::{TlsEndpoint, is_loopback};
+use crate::net::TlsEndpoint;
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::proto::lead_service_server::LeadServiceServer;
 use crate::relay::{Error, LeadRelay};
@@ -68,12 +67,6 @@ impl Default for GrpcOptions {
 }
 
 impl GrpcOptions {
-    /// Protected mode: with neither a token nor client certificates, and no
-    /// explicit opt-out, LeadService answers loopback peers only.
-    pub fn protected(&self) -> bool {
-        self.token.is_none() && !self.client_certificates && !self.insecure
-    }
-
     /// How LeadService callers are let in, in words.
     pub fn mode(&self) -> &'static str {
         match (&self.token, self.client_certificates, self.insecure) {
@@ -81,7 +74,7 @@ impl GrpcOptions {
             (Some(_), false, _) => "bearer token",
             (None, true, _) => "client certificates",
             (None, false, true) => "insecure: any peer",
-            (None, false, false) => "protected: loopback peers only",
+            (None, false, false) => "none: a loopback listener only",
         }
     }
 }
@@ -201,11 +194,11 @@ impl GrpcServer {
 }
 
 /// Who may call LeadService: a bearer token (checked in constant time) when one is
-/// set; else, in protected mode, loopback peers only.
+/// set. Without one, the listener is what admits (client certificates, or a
+/// loopback address, which the settings hold it to).
 #[derive(Clone)]
 struct Gate {
     expected: Option<Arc<str>>,
-    protected: bool,
 }
 
 impl Gate {
@@ -215,21 +208,8 @@ impl Gate {
                 .token
                 .as_ref()
                 .map(|token| Arc::from(format!("Bearer {}", token.expose_secret()).as_str())),
-            protected: options.protected(),
         }
     }
-}
-
-/// The answer to a peer that protected mode keeps out.
-pub const PROTECTED: &str = "this service answers LeadService calls from loopback peers only, \
-     since it has neither --grpc-token nor --grpc-tls-client-ca: set --grpc-token \
-     (ROISTAT_LEADS_GRPC_TOKEN) and send \"authorization: Bearer <token>\", set \
-     --grpc-tls-client-ca for client certificates, or serve every peer with \
-     --grpc-insecure (ROISTAT_LEADS_GRPC_INSECURE=true)";
-
-/// Whether protected mode admits a peer: loopback only.
-pub fn admits(peer: Option<SocketAddr>) -> bool {
-    peer.is_some_and(|peer| is_loopback(peer.ip()))
 }
 
 impl tonic::service::Interceptor for Gate {
@@ -246,43 +226,6 @@ impl tonic::service::Interceptor for Gate {
                 Err(Error::Unauthenticated("missing or wrong bearer token".into()).into())
             };
         }
-        if self.protected && !admits(request.remote_addr()) {
-            return Err(Error::PermissionDenied(PROTECTED.into()).into());
-        }
         Ok(request)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protected_mode_admits_loopback_peers_only() {
-        let peer = |text: &str| Some(text.parse::<SocketAddr>().unwrap());
-        assert!(admits(peer("127.0.0.1:5000")));
-        assert!(admits(peer("127.1.2.3:5000")));
-        assert!(admits(peer("[::1]:5000")));
-        assert!(admits(peer("[::ffff:127.0.0.1]:5000")));
-        assert!(!admits(peer("192.0.2.1:5000")));
-        assert!(!admits(peer("[2001:db8::1]:5000")));
-        assert!(!admits(peer("[::ffff:192.0.2.1]:5000")));
-        assert!(!admits(None), "a peer of unknown address is not loopback");
-    }
-
-    #[test]
-    fn protected_mode_is_on_unless_callers_are_authenticated_or_it_is_waived() {
-        let token = || Some(SecretString::from("t".to_owned()));
-        let options = |token, client_certificates, insecure| GrpcOptions {
-            token,
-            client_certificates,
-            insecure,
-            ..GrpcOptions::default()
-        };
-        assert!(options(None, false, false).protected());
-        assert!(!options(token(), false, false).protected());
-        assert!(!options(None, true, false).protected());
-        assert!(!options(None, false, true).protected());
-        assert!(PROTECTED.contains("--grpc-token") && PROTECTED.contains("--grpc-insecure"));
     }
 }

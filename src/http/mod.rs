@@ -32,6 +32,8 @@ pub struct HttpState {
     /// Credentials by integration; "default" is served at plain /webhook.
     pub integrations: Arc<BTreeMap<String, Credentials>>,
     pub limits: Limits,
+    /// Bytes of webhook bodies that may be read at once (`Limits::body_budget_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
     /// Orders or clients per export page when Roistat gives no `limit`.
     pub export_page_size: u64,
     /// Which source addresses may call the webhook, and whose `X-Forwarded-For`

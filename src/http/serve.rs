@@ -13,6 +13,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
@@ -47,7 +48,18 @@ pub async fn serve<S>(
         .max_headers(limits.max_headers * 2);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // A connection is accepted only with a place free: past the cap, new ones wait
+    // in the kernel's backlog, costing this process nothing.
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     loop {
+        let place = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            place = connections.clone().acquire_owned() => match place {
+                Ok(place) => place,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -71,7 +83,10 @@ pub async fn serve<S>(
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
+        let handshakes = handshakes.clone();
         tokio::spawn(async move {
+            // Held until the connection ends.
+            let _place = place;
             let result = match tls {
                 None => {
                     let stream = HeadRefusals::new(stream, webhook);
@@ -91,15 +106,15 @@ pub async fn serve<S>(
                         let connection = builder.serve_connection(TokioIo::new(stream), refusal);
                         watcher.watch(connection).await
                     }
-                    Some(true) => match tls.accept(stream).await {
-                        Ok(stream) => {
+                    Some(true) => match handshake(&tls, stream, &handshakes).await {
+                        Some(stream) => {
                             let stream = HeadRefusals::new(stream, webhook);
                             let connection =
                                 builder.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(connection).await
                         }
-                        Err(error) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                        None => {
+                            tracing::debug!(%peer, "TLS handshake failed or timed out");
                             return;
                         }
                     },
@@ -117,6 +132,23 @@ pub async fn serve<S>(
     {
         tracing::warn!("in-flight HTTP requests did not finish in time");
     }
+}
+
+/// A TLS handshake, one of at most `max_handshakes` under way; `None` when it fails
+/// or (waiting for a place included) does not finish within the handshake time.
+async fn handshake(
+    tls: &TlsEndpoint,
+    stream: tokio::net::TcpStream,
+    handshakes: &Semaphore,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let shaken = async {
+        let _place = handshakes.acquire().await.ok()?;
+        tls.accept(stream).await.ok()
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, shaken)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Whether a connection's first byte opens a TLS handshake (a record of type 22);

@@ -2,20 +2,22 @@
 //! dispatch its action. A request refused after the token check is kept with what
 //! it carried; one refused before it is counted and remembered without it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::actions::dispatch;
 use super::layers::{self, Client};
 use super::{HttpState, Shared};
 use crate::domain::{DEFAULT_INTEGRATION, RejectedRequest};
 use crate::net::Limits;
-use crate::own_crm::{Action, AuthError, BodyKind, RawRequest};
+use crate::own_crm::{Action, AuthError, BodyKind, RawRequest, form_credentials};
 use crate::relay::{Error, bounded, refused};
 use crate::telemetry;
 
@@ -129,7 +131,7 @@ pub const OUTCOMES: [&str; 13] = [
 ];
 
 /// Why requests are refused before the token check, as metric labels.
-pub const REFUSED_BEFORE_TOKEN: [&str; 14] = [
+pub const REFUSED_BEFORE_TOKEN: [&str; 15] = [
     "unknown_integration",
     "missing_token",
     "wrong_token",
@@ -144,6 +146,7 @@ pub const REFUSED_BEFORE_TOKEN: [&str; 14] = [
     "uri_too_long",
     "headers_too_large",
     "malformed_request",
+    "body_budget",
 ];
 
 /// A status as a metric label.
@@ -186,35 +189,41 @@ async fn handle(state: &HttpState, integration: &str, request: Request) -> Answe
         let error = Error::NotFound(message);
         return Answered::before_action(refuse(error, "unknown_integration", ""));
     };
-    // A body over the limit (or not sent in time) is refused whatever carries the
-    // token: saying so reveals nothing, and nothing was read to keep.
-    let raw = match read(request, &state.limits).await {
-        Ok(raw) => raw,
+    // A token in the query is checked before any body is read: a request with the
+    // wrong one costs no more than its head.
+    let query = request.uri().query().unwrap_or_default().as_bytes();
+    if let (user, Some(token)) = form_credentials(query)
+        && let Err(error) = credentials.verify(user.as_deref(), Some(&token))
+    {
+        let named = Action::named(&RawRequest::query_only(query.to_vec()).action());
+        return unauthenticated(refuse, error, integration, named);
+    }
+    // A body over the limit, over the budget of bodies read at once, or not sent in
+    // time is refused whatever carries the token: saying so reveals nothing, and
+    // nothing was read to keep.
+    let (raw, _budget) = match read(request, &state.limits, &state.body_budget).await {
+        Ok(read) => read,
         Err(error) => {
             let label = match error {
                 Error::TooLarge(_) => "too_large",
                 Error::Timeout(_) => "timeout",
+                Error::Unavailable(_) => "body_budget",
                 _ => "unreadable_body",
             };
-            return Answered::before_action(refuse(error, label, integration));
+            let mut response = refuse(error, label, integration);
+            if label == "body_budget" {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            return Answered::before_action(response);
         }
     };
     let sent = raw.action();
     let named = Action::named(&sent);
     let (user, token) = raw.credentials();
     if let Err(error) = credentials.verify(user.as_deref(), token.as_deref()) {
-        telemetry::auth_failed();
-        let label = match error {
-            AuthError::MissingToken => "missing_token",
-            AuthError::WrongToken => "wrong_token",
-            AuthError::WrongUser => "wrong_user",
-        };
-        let error = Error::Unauthenticated(error.to_string());
-        let response = refuse(error, label, integration);
-        return Answered {
-            response,
-            action: named,
-        };
+        return unauthenticated(refuse, error, integration, named);
     }
     let (action, result) = authenticated(state, integration, &raw).await;
     let response = match result {
@@ -230,6 +239,27 @@ async fn handle(state: &HttpState, integration: &str, request: Request) -> Answe
         }
     };
     Answered { response, action }
+}
+
+/// A request refused for its credentials: counted, remembered without what it
+/// carried, answered 401.
+fn unauthenticated(
+    refuse: impl Fn(Error, &'static str, &str) -> Response,
+    error: AuthError,
+    integration: &str,
+    action: Option<Action>,
+) -> Answered {
+    telemetry::auth_failed();
+    let label = match error {
+        AuthError::MissingToken => "missing_token",
+        AuthError::WrongToken => "wrong_token",
+        AuthError::WrongUser => "wrong_user",
+    };
+    let error = Error::Unauthenticated(error.to_string());
+    Answered {
+        response: refuse(error, label, integration),
+        action,
+    }
 }
 
 /// Decodes an authenticated request (which never fails: what cannot be read is
@@ -274,19 +304,31 @@ fn rejected(
     }
 }
 
-/// The request as it came; an error when its body cannot be read (too large, too
-/// slow).
-async fn read(request: Request, limits: &Limits) -> Result<RawRequest, Error> {
+/// The request as it came, and its share of the body budget (held while the body
+/// is); an error when its body cannot be read (too large, too slow, over the
+/// budget).
+async fn read(
+    request: Request,
+    limits: &Limits,
+    budget: &Arc<Semaphore>,
+) -> Result<(RawRequest, Option<OwnedSemaphorePermit>), Error> {
     let (parts, body) = request.into_parts();
     let query = parts.uri.query().unwrap_or_default().as_bytes().to_vec();
     if parts.method != Method::POST {
-        return Ok(RawRequest {
-            query,
-            body: vec![],
-            body_kind: BodyKind::None,
-            content_type: String::new(),
-        });
+        return Ok((RawRequest::query_only(query), None));
     }
+    let declared = declared_length(&parts.headers);
+    if declared.is_some_and(|length| length > limits.max_body_bytes as u64) {
+        return Err(too_large(limits));
+    }
+    // Each body counts for what it says it is, else for the most it may be.
+    let share = declared.map_or(limits.max_body_bytes, |length| length as usize);
+    let share = u32::try_from(share.max(1)).unwrap_or(u32::MAX);
+    let Ok(permit) = budget.clone().try_acquire_many_owned(share) else {
+        return Err(Error::Unavailable(
+            "too many request bodies are being read at once; retry shortly".into(),
+        ));
+    };
     let content_type_sent = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -297,13 +339,14 @@ async fn read(request: Request, limits: &Limits) -> Result<RawRequest, Error> {
         None | Some("application/x-www-form-urlencoded") | Some("text/plain") => BodyKind::Form,
         Some(other) => BodyKind::Unsupported(other.to_owned()),
     };
-    let body = read_body(body, &parts.headers, limits).await?;
-    Ok(RawRequest {
+    let body = read_body(body, limits).await?;
+    let raw = RawRequest {
         query,
         body: body.to_vec(),
         body_kind,
         content_type: content_type_sent,
-    })
+    };
+    Ok((raw, Some(permit)))
 }
 
 /// The media type of a request, lowercased, without parameters.
@@ -313,20 +356,19 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
     (!essence.is_empty()).then(|| essence.to_ascii_lowercase())
 }
 
-async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    limits: &Limits,
-) -> Result<axum::body::Bytes, Error> {
-    let too_large =
-        || Error::TooLarge(format!("request body over {} bytes", limits.max_body_bytes));
-    let declared = headers
+/// The body's length as its head declares it.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limits.max_body_bytes as u64) {
-        return Err(too_large());
-    }
+        .and_then(|value| value.parse::<u64>().ok())
+}
+
+fn too_large(limits: &Limits) -> Error {
+    Error::TooLarge(format!("request body over {} bytes", limits.max_body_bytes))
+}
+
+async fn read_body(body: Body, limits: &Limits) -> Result<axum::body::Bytes, Error> {
     let reading = axum::body::to_bytes(body, limits.max_body_bytes);
     match tokio::time::timeout(limits.body_timeout, reading).await {
         Err(_) => Err(Error::Timeout("request body not received in time".into())),
@@ -335,7 +377,7 @@ async fn read_body(
             let over_limit = std::error::Error::source(&error)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
             if over_limit {
-                Err(too_large())
+                Err(too_large(limits))
             } else {
                 Err(Error::InvalidArgument(
                     "request body could not be read".into(),

@@ -1,5 +1,5 @@
-//! Who a peer is: whether it is this machine (protected mode serves loopback peers
-//! only), and, for the webhook, an optional allowlist of source networks and which
+//! Who a peer is: whether an address is this machine (what an unauthenticated
+//! listener is held to), and, for the webhook, an optional allowlist of source networks and which
 //! proxies are trusted to say, in `X-Forwarded-For`, whom they forward.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

@@ -12,6 +12,15 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_body_bytes: usize,
+    /// Connections open at once per HTTP server; past it, new ones wait in the
+    /// kernel's backlog (not accepted).
+    pub max_connections: usize,
+    /// Bytes of webhook bodies being read at once, across connections; past it, a
+    /// request with a body is answered 503 before its body is read.
+    pub body_budget_bytes: usize,
+    /// TLS handshakes under way at once; past it, a new one waits (within its
+    /// handshake time).
+    pub max_handshakes: usize,
     /// Time allowed for a request's head (slow clients are cut off).
     pub header_timeout: Duration,
     /// Time allowed for reading a request's body.
@@ -27,6 +36,9 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_body_bytes: 1024 * 1024,
+            max_connections: 4096,
+            body_budget_bytes: 64 * 1024 * 1024,
+            max_handshakes: 256,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(10),

@@ -20,6 +20,8 @@ use tokio_stream::{Stream, StreamExt};
 
 /// Longest time a client gets to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes under way at once on the gRPC listener.
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// Why TLS cannot be set up from the files given.
 #[derive(Debug, thiserror::Error)]
@@ -272,9 +274,15 @@ impl TlsEndpoint {
         S: Stream<Item = std::io::Result<TcpStream>> + Send + 'static,
     {
         let (ready, handshaken) = mpsc::channel(64);
+        // Past this many handshakes under way, the next connection is not taken
+        // from the kernel's backlog until one ends (each ends within its time).
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             tokio::pin!(tcp);
             loop {
+                let Ok(place) = handshakes.clone().acquire_owned().await else {
+                    break;
+                };
                 let accepted = tokio::select! {
                     _ = ready.closed() => break,
                     accepted = tcp.next() => accepted,
@@ -291,6 +299,7 @@ impl TlsEndpoint {
                 };
                 let (endpoint, ready) = (self.clone(), ready.clone());
                 tokio::spawn(async move {
+                    let _place = place;
                     let peer = stream.peer_addr().ok();
                     match endpoint.accept(stream).await {
                         Ok(stream) => {

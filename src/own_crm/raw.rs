@@ -33,6 +33,16 @@ pub struct RawRequest {
 pub const KEPT_BYTES: usize = 64 * 1024;
 
 impl RawRequest {
+    /// A request with a query and no body (a GET).
+    pub fn query_only(query: Vec<u8>) -> Self {
+        Self {
+            query,
+            body: vec![],
+            body_kind: BodyKind::None,
+            content_type: String::new(),
+        }
+    }
+
     /// The parameters: the query's, then the body's, whose values win (as in PHP's
     /// `$_REQUEST`, which Roistat's own modules read). What cannot be read is noted
     /// in them, never refused.
@@ -56,17 +66,28 @@ impl RawRequest {
     /// decoding lost something keeps.
     pub fn kept(&self) -> KeptRequest {
         KeptRequest {
-            query: mask_form(&self.query),
+            query: self.masked_query(),
             body: self.masked_body(),
             content_type: self.content_type.clone(),
         }
     }
 
+    /// The query with every `token` value masked, and every other occurrence of
+    /// the token sent.
+    fn masked_query(&self) -> Vec<u8> {
+        mask_value(mask_form(&self.query), self.credentials().1.as_deref())
+    }
+
+    /// The body with every `token` value masked (as a form field, a JSON member
+    /// whatever escapes its name uses), and every other occurrence of the token
+    /// sent, whatever the content type.
     fn masked_body(&self) -> Vec<u8> {
-        match self.body_kind {
+        let masked = match self.body_kind {
             BodyKind::Json => mask_json(&self.body),
-            _ => mask_form(&self.body),
-        }
+            BodyKind::Form | BodyKind::None => mask_form(&self.body),
+            BodyKind::Unsupported(_) => self.body.clone(),
+        };
+        mask_value(masked, self.credentials().1.as_deref())
     }
 
     /// `user` and `token`, read leniently (invalid UTF-8 replaced, the rest of the
@@ -96,7 +117,7 @@ impl RawRequest {
     /// The query and body with every `token` value replaced by `***`, at most
     /// [`KEPT_BYTES`] together.
     pub fn masked(&self) -> (Vec<u8>, Vec<u8>) {
-        let query = mask_form(&self.query);
+        let query = self.masked_query();
         let body = self.masked_body();
         let query_len = query.len().min(KEPT_BYTES);
         let body_len = body.len().min(KEPT_BYTES - query_len);
@@ -104,19 +125,48 @@ impl RawRequest {
     }
 }
 
-/// `user` and `token` of a JSON object body, read whatever else it holds: parsed
-/// when it parses, else found by a scan of the text.
+/// `user` and `token` of a JSON object body, read whatever else it holds: from a
+/// pass over the object that keeps nothing else (no tree of the rest is built
+/// before the token is checked) when it parses, else found by a scan of the text.
 fn json_credentials(body: &[u8]) -> (Option<String>, Option<String>) {
     let text = String::from_utf8_lossy(body);
-    let Ok(serde_json::Value::Object(object)) = serde_json::from_str(&text) else {
-        return (scan_member(body, b"user"), scan_member(body, b"token"));
-    };
-    let text = |name: &str| match object.get(name)? {
-        serde_json::Value::String(text) => Some(text.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
-    };
-    (text("user"), text("token"))
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
+    match serde::Deserializer::deserialize_map(&mut deserializer, CredentialsVisitor) {
+        Ok(found) => found,
+        Err(_) => (scan_member(body, b"user"), scan_member(body, b"token")),
+    }
+}
+
+/// The `user` and `token` members of a JSON object; every other value is skipped
+/// as it is read.
+struct CredentialsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CredentialsVisitor {
+    type Value = (Option<String>, Option<String>);
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut user, mut token) = (None, None);
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let slot = match name.as_ref() {
+                "user" => &mut user,
+                "token" => &mut token,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = match map.next_value::<serde_json::Value>()? {
+                serde_json::Value::String(text) => Some(text),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            };
+        }
+        Ok((user, token))
+    }
 }
 
 /// The value of the first `"name": value` member in JSON text that may not parse.
@@ -159,36 +209,64 @@ fn mask_form(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A JSON body with the value of every `"token"` member replaced, found by a scan
-/// of the text, so that even a body that does not parse keeps no token.
+/// A JSON body with the value of every member named `token` replaced (its name
+/// compared once unescaped, so `"to\u006ben"` is one too), found by a scan of the
+/// text, so that even a body that does not parse keeps no token.
 fn mask_json(input: &[u8]) -> Vec<u8> {
-    const KEY: &[u8] = b"\"token\"";
     let mut out = Vec::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(at) = rest.windows(KEY.len()).position(|window| window == KEY) {
-        let after_key = at + KEY.len();
-        out.extend_from_slice(&rest[..after_key]);
-        rest = &rest[after_key..];
-        let spaces = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
-        if rest.get(spaces) != Some(&b':') {
+    let mut at = 0;
+    while at < input.len() {
+        if input[at] != b'"' {
+            out.push(input[at]);
+            at += 1;
             continue;
         }
-        let value_start = spaces
+        let string_len = json_value_len(&input[at..]);
+        let string = &input[at..at + string_len];
+        out.extend_from_slice(string);
+        at += string_len;
+        let spaces = input[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+        let is_token_key = input.get(at + spaces) == Some(&b':')
+            && serde_json::from_slice::<String>(string).is_ok_and(|name| name == "token");
+        if !is_token_key {
+            continue;
+        }
+        let value_start = at
+            + spaces
             + 1
-            + rest[spaces + 1..]
+            + input[at + spaces + 1..]
                 .iter()
                 .take_while(|b| b.is_ascii_whitespace())
                 .count();
-        out.extend_from_slice(&rest[..value_start]);
-        rest = &rest[value_start..];
-        let value_len = json_value_len(rest);
+        out.extend_from_slice(&input[at..value_start]);
+        at = value_start + json_value_len(&input[value_start..]);
         out.push(b'"');
         out.extend_from_slice(MASK);
         out.push(b'"');
-        rest = &rest[value_len..];
     }
-    out.extend_from_slice(rest);
     out
+}
+
+/// Bytes with every occurrence of the token's value (ASCII case ignored) masked,
+/// wherever it stands: a part of a body no parser reads, a name written with
+/// escapes. A value shorter than 8 bytes is not a token worth a search.
+fn mask_value(mut bytes: Vec<u8>, token: Option<&str>) -> Vec<u8> {
+    let Some(token) = token.map(str::as_bytes).filter(|token| token.len() >= 8) else {
+        return bytes;
+    };
+    let mut at = 0;
+    while at + token.len() <= bytes.len() {
+        if bytes[at..at + token.len()].eq_ignore_ascii_case(token) {
+            bytes.splice(at..at + token.len(), MASK.iter().copied());
+            at += MASK.len();
+        } else {
+            at += 1;
+        }
+    }
+    bytes
 }
 
 /// The length of the JSON scalar at the start of `input`: a string with its
@@ -258,6 +336,36 @@ mod tests {
         );
         let broken = raw("", r#"{"token":"secret"#, BodyKind::Json);
         assert_eq!(broken.masked().1, br#"{"token":"***""#);
+        // A name written with escapes; a string that only looks like a key.
+        let escaped = raw(
+            "",
+            r#"{"to\u006ben":"0123456789abcdef","text":"\"token\"","n":1}"#,
+            BodyKind::Json,
+        );
+        assert_eq!(
+            escaped.kept().body,
+            br#"{"to\u006ben":"***","text":"\"token\"","n":1}"#
+        );
+        // Whatever carries the token, every occurrence of its value.
+        let token = "0123456789ABCDEF0123456789abcdef";
+        let elsewhere = RawRequest {
+            query: format!("token={token}&x=1").into_bytes(),
+            body: format!(
+                "<lead><token>{token}</token><copy>{}</copy></lead>",
+                token.to_lowercase()
+            )
+            .into_bytes(),
+            body_kind: BodyKind::Unsupported("application/xml".into()),
+            content_type: "application/xml".into(),
+        };
+        let kept = elsewhere.kept();
+        assert_eq!(kept.query, b"token=***&x=1");
+        assert_eq!(
+            kept.body,
+            b"<lead><token>***</token><copy>***</copy></lead>"
+        );
+        let (_, body) = elsewhere.masked();
+        assert_eq!(body, kept.body);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use crm::{ExportPage, OrdersExport};
 pub use error::Error;
 pub use inspect::{ConsumerView, LeadView, Overview};
 pub use rejected::{REFUSED_KEPT, RejectedCursor, RejectedPage, bounded, refused};
-pub use stream::{StreamItem, StreamRequest, StreamStart};
+pub use stream::{Audience, StreamItem, StreamRequest, StreamStart};
 
 /// The relay: one per process, cheap to share.
 #[derive(Clone)]
@@ -67,6 +67,8 @@ pub struct RelayOptions {
     pub rejected_keep: u32,
     /// The most StreamLeads subscribers at once.
     pub max_subscribers: usize,
+    /// The most console live feeds at once.
+    pub max_console_feeds: usize,
     /// The most named consumers.
     pub max_consumers: u32,
     /// The configured integrations (watched for a status to export orders with).
@@ -83,6 +85,7 @@ impl Default for RelayOptions {
             default_statuses: BTreeMap::new(),
             rejected_keep: 1_000,
             max_subscribers: 10_000,
+            max_console_feeds: 32,
             max_consumers: 1_000,
             integrations: vec![crate::domain::DEFAULT_INTEGRATION.to_owned()],
         }

@@ -247,7 +247,9 @@ pub fn refused(
         authenticated: false,
         path: bounded(path, 256),
         action: String::new(),
-        reason,
+        // A reason may echo what the caller sent (an integration's name): bounded,
+        // so the ring is bounded in bytes as well as in count.
+        reason: bounded(&reason, 256),
         status,
         query: vec![],
         body: vec![],

@@ -40,6 +40,19 @@ pub struct StreamRequest {
     /// A named, durable consumer; `None` for an ephemeral stream.
     pub consumer: Option<String>,
     pub filter: EventFilter,
+    /// Whose seats it takes.
+    pub audience: Audience,
+}
+
+/// Who a stream is for: each has its own bound, so that one cannot take the
+/// other's seats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Audience {
+    /// A StreamLeads subscriber (`--grpc-max-subscribers`).
+    #[default]
+    Subscriber,
+    /// The console's live view (`--console-max-feeds`).
+    ConsoleFeed,
 }
 
 /// What a stream carries.
@@ -62,9 +75,12 @@ pub(super) struct Streams {
     consumers: Arc<dyn ConsumerStore>,
     heartbeat: Duration,
     max_subscribers: usize,
+    max_console_feeds: usize,
     max_consumers: u32,
-    /// Open subscribers.
+    /// Open StreamLeads subscribers.
     pub(super) subscribers: Arc<AtomicUsize>,
+    /// Open console feeds.
+    pub(super) console_feeds: Arc<AtomicUsize>,
     /// Streams of named consumers open here.
     pub(super) connected: Arc<Connected>,
     shutdown: CancellationToken,
@@ -82,8 +98,10 @@ impl Streams {
             consumers,
             heartbeat: options.heartbeat,
             max_subscribers: options.max_subscribers,
+            max_console_feeds: options.max_console_feeds,
             max_consumers: options.max_consumers,
             subscribers: Arc::default(),
+            console_feeds: Arc::default(),
             connected: Arc::default(),
             shutdown,
         }
@@ -119,7 +137,18 @@ impl Streams {
             validate_consumer_name(name)?;
         }
         // Counted from here; the guard goes with the subscriber's task.
-        let seat = Seat::take(&self.subscribers, self.max_subscribers)?;
+        let seat = match request.audience {
+            Audience::Subscriber => Seat::take(
+                &self.subscribers,
+                self.max_subscribers,
+                "StreamLeads subscribers are open, the most allowed (--grpc-max-subscribers)",
+            )?,
+            Audience::ConsoleFeed => Seat::take(
+                &self.console_feeds,
+                self.max_console_feeds,
+                "console live feeds are open, the most allowed (--console-max-feeds)",
+            )?,
+        };
         // Subscribed before reading the store, so nothing committed in between is missed.
         let live = self.log.subscribe();
         let explicit = match request.start {
@@ -304,16 +333,16 @@ impl Streams {
 struct Seat(Arc<AtomicUsize>);
 
 impl Seat {
-    /// A place among at most `max`; RESOURCE_EXHAUSTED when all are taken.
-    fn take(count: &Arc<AtomicUsize>, max: usize) -> Result<Self, Error> {
+    /// A place among at most `max`; RESOURCE_EXHAUSTED when all are taken (`what`
+    /// says which are all open).
+    fn take(count: &Arc<AtomicUsize>, max: usize, what: &str) -> Result<Self, Error> {
         let taken = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
             (open < max).then_some(open + 1)
         });
         match taken {
             Ok(_) => Ok(Self(count.clone())),
             Err(open) => Err(Error::ResourceExhausted(format!(
-                "{open} StreamLeads subscribers are open, the most allowed \
-                 (--grpc-max-subscribers): retry later"
+                "{open} {what}: retry later"
             ))),
         }
     }

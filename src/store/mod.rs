@@ -387,6 +387,12 @@ pub async fn open(url: &str, feed_capacity: usize) -> Result<Arc<dyn LeadStore>,
 pub enum OpenError {
     #[error("this build has no {0} store: it was built without the `{1}` feature")]
     NotBuilt(&'static str, &'static str),
+    #[error(
+        "another process has this SQLite database open: {} is locked (one service per \
+         database file; run replicas on PostgreSQL)",
+        .0.display()
+    )]
+    Locked(std::path::PathBuf),
     #[error("unsupported database URL scheme {0:?}: expected sqlite://PATH or postgres://...")]
     UnsupportedScheme(String),
     #[error("invalid database URL")]

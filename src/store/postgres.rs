@@ -68,10 +68,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<PostgresStor
     let options = PgConnectOptions::from_str(url)
         .map_err(|error| OpenError::InvalidUrl(error.into()))?
         .application_name("roistat-leads")
-        .options([
-            ("statement_timeout", STATEMENT_TIMEOUT_MS),
-            ("synchronous_commit", "on"),
-        ]);
+        .options([("statement_timeout", STATEMENT_TIMEOUT_MS)]);
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -181,7 +178,10 @@ struct PgWriteSide {
 impl WriteSide for PgWriteSide {
     type Conn = PgConn<Box<PgConnection>>;
 
-    const BEGIN: &'static str = "BEGIN";
+    /// Every write transaction commits durably whatever the server's, database's or
+    /// role's default, and whatever a pooler in between does with a session's
+    /// settings: the transaction sets it itself (in the same round trip).
+    const BEGIN: &'static str = "BEGIN; SET LOCAL synchronous_commit = on";
 
     async fn connection(&mut self) -> Result<&mut PgConn<Box<PgConnection>>, DbError> {
         if self.conn.is_none() {
@@ -353,6 +353,14 @@ where
     const SIZE_QUERY: &'static str = "SELECT pg_database_size(current_database())";
 
     async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
+        if args.is_empty() {
+            // Without arguments, over the simple protocol: nothing to prepare, and
+            // several statements (a transaction's start) in one round trip.
+            let done = sqlx::Executor::execute(&mut *self.0, sql)
+                .await
+                .map_err(pg_error)?;
+            return Ok(done.rows_affected());
+        }
         let query = args
             .iter()
             .fold(sqlx::query(sql), |query, arg| bind(query, *arg));

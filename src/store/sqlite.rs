@@ -40,6 +40,9 @@ pub(super) type SqliteStore = SqlStore<SqliteBackend>;
 pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore, OpenError> {
     let path =
         migrate::database_path(url).map_err(|reason| OpenError::InvalidUrl(reason.into()))?;
+    // One service per file: a second one's writes would interleave with this one's
+    // (and its log pages with those gathered here).
+    let lock = lock_beside(&path)?;
     let mut migrator = migrate::connect(&path).map_err(OpenError::Connect)?;
     migrate::run(&mut migrator).map_err(|error| OpenError::Migrate(error.into()))?;
     drop(migrator);
@@ -86,6 +89,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore,
         .map_err(|error| OpenError::Connect(DbError::Unavailable(Arc::new(error))))?;
     Ok(SqlStore {
         backend: SqliteBackend {
+            _lock: lock,
             path,
             idle: std::sync::Mutex::new(readers),
             permits: Semaphore::new(READ_CONNECTIONS),
@@ -98,8 +102,31 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore,
     })
 }
 
+/// Takes the lock file beside the database (`PATH.lock`), held while the store is
+/// open: [`OpenError::Locked`] at once when another process holds it.
+fn lock_beside(path: &Path) -> Result<std::fs::File, OpenError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| OpenError::Connect(DbError::Unavailable(Arc::new(error))))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked(lock_path)),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(OpenError::Connect(DbError::Unavailable(Arc::new(error))))
+        }
+    }
+}
+
 /// The read side: a pool of connections.
 pub(super) struct SqliteBackend {
+    /// The lock beside the database, released when the store is dropped.
+    _lock: std::fs::File,
     path: PathBuf,
     idle: std::sync::Mutex<Vec<SqliteConn>>,
     permits: Semaphore,

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::*;
 use crate::namespace::{Namespace, OUTSIDE};
 
-pub const CONSOLE_TOKEN: &str = "console-secret-token";
+pub const CONSOLE_TOKEN: &str = "console-secret-token-of-32-chars";
 
 pub fn console(app: &TestApp) -> String {
     app.console_base.clone().expect("the console listens")
@@ -72,24 +72,80 @@ fn console_port(app: &TestApp) -> u16 {
         .expect("a port")
 }
 
+/// Without a token the console may listen on a loopback address only, and answers
+/// only loopback names (and those allowed by name): a page whose name is rebound to
+/// 127.0.0.1 gets 421.
 #[tokio::test]
-async fn the_console_answers_other_peers_only_with_a_token_login() {
-    let test = "console::the_console_answers_other_peers_only_with_a_token_login";
+async fn without_a_token_the_console_is_loopback_only_and_answers_loopback_names_only() {
+    let everywhere = ["--console-addr", "0.0.0.0:0"];
+    for args in [&everywhere[..], &["--console-addr", "[::]:0"]] {
+        let refused = serve_refused(args, &[]).await;
+        assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains("--console-token"), "{message}");
+        let checked = check_config(args, &[("ROISTAT_USER", "u"), ("ROISTAT_PASSWORD", "p")]).await;
+        assert_eq!(checked.status.code(), Some(2), "{checked:?}");
+    }
+    let short = check_config(
+        &["--console-token", "short-token"],
+        &[("ROISTAT_USER", "u"), ("ROISTAT_PASSWORD", "p")],
+    )
+    .await;
+    assert_eq!(short.status.code(), Some(2), "{short:?}");
+    assert!(String::from_utf8_lossy(&short.stderr).contains("24 characters"));
+
+    let app = TestApp::spawn_with(
+        Options::default().args(["--console-allowed-hosts", "Console.Internal,ops"]),
+    )
+    .await;
+    let address = console(&app).trim_start_matches("http://").to_owned();
+    let port = address.rsplit(':').next().unwrap().to_owned();
+    let ask = |host: String| {
+        let address = address.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let request =
+                format!("GET /api/meta HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            within("the console's answer", stream.read_to_end(&mut answer))
+                .await
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            let status: u16 = answer[9..12].parse().unwrap();
+            (status, answer)
+        }
+    };
+    for host in [
+        format!("localhost:{port}"),
+        "localhost".to_owned(),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "LOCALHOST".to_owned(),
+        "console.internal:8081".to_owned(),
+        "ops".to_owned(),
+    ] {
+        let (status, answer) = ask(host.clone()).await;
+        assert_eq!(status, 200, "{host}: {answer}");
+    }
+    for host in [
+        format!("rebound.example:{port}"),
+        "127.0.0.1.nip.io".to_owned(),
+        "localhost.evil.example".to_owned(),
+    ] {
+        let (status, answer) = ask(host.clone()).await;
+        assert_eq!(status, 421, "{host}: {answer}");
+        assert!(answer.contains("--console-allowed-hosts"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn with_a_token_the_console_answers_other_peers_after_a_login() {
+    let test = "console::with_a_token_the_console_answers_other_peers_after_a_login";
     let Some(namespace) = Namespace::create(test) else {
         return;
     };
     let everywhere = ["--console-addr", "0.0.0.0:0"];
-
-    // Without a token: loopback visitors only, and the refusal says how to open it.
-    let protected = TestApp::spawn_with(namespace.serve(Options::default().args(everywhere))).await;
-    let port = console_port(&protected);
-    let outside: SocketAddr = format!("{OUTSIDE}:{port}").parse().unwrap();
-    let loopback: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let (refused, _, why) = exchange(&namespace, outside, get("/api/meta", None)).await;
-    let (local, _, meta) = exchange(&namespace, loopback, get("/api/meta", None)).await;
-    assert_eq!(refused, 403, "{why}");
-    assert!(why.contains("--console-token"), "{why}");
-    assert_eq!(local, 200, "{meta}");
 
     // With a token: every visitor logs in, from anywhere.
     let options = Options::default()
@@ -483,7 +539,7 @@ async fn the_console_is_configured_from_flags_environment_or_file() {
     let temp = tempfile::TempDir::new().unwrap();
     let dir = temp.path();
     let token_file = dir.join("console_token");
-    std::fs::write(&token_file, "from-a-file\n").unwrap();
+    std::fs::write(&token_file, "from-a-file-of-24-characters\n").unwrap();
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
@@ -541,4 +597,39 @@ async fn the_console_is_configured_from_flags_environment_or_file() {
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("off"));
     assert_eq!(empty.status.code(), Some(2), "{empty:?}");
+}
+
+/// Console live feeds have their own bound: a browser tab's feed takes no seat from
+/// StreamLeads subscribers, and feeds past `--console-max-feeds` get 503.
+#[tokio::test]
+async fn console_feeds_have_their_own_bound() {
+    let app = TestApp::spawn_with(Options::default().args([
+        "--console-max-feeds",
+        "1",
+        "--grpc-max-subscribers",
+        "1",
+    ]))
+    .await;
+    let live = format!("{}/api/live", console(&app));
+    let first = within("a live feed", app.http.get(&live).send())
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let second = within("another live feed", app.http.get(&live).send())
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 503);
+    let why: Value = second.json().await.unwrap();
+    assert!(
+        why["error"]
+            .as_str()
+            .unwrap()
+            .contains("--console-max-feeds"),
+        "{why}"
+    );
+    // The one StreamLeads seat is still free.
+    let mut stream = app.stream(Default::default()).await;
+    assert_eq!(app.lead("1").await.0, 200);
+    assert_eq!(lead_id(&next_event(&mut stream).await), Some("1"));
+    drop(first);
 }

@@ -154,3 +154,76 @@ async fn leads_answered_ok_survive_a_graceful_stop_under_load(options: Options) 
     let answers = std::mem::take(&mut *answers.lock().unwrap());
     check_after_restart(&app, &answers).await;
 }
+
+/// A database whose default is `synchronous_commit = off` (as a careless setting, or
+/// a pooler that drops the session's startup options, would leave it) still gets
+/// every write transaction committed synchronously: each sets it itself. A trigger
+/// records the setting each stored event was committed under.
+#[tokio::test]
+async fn postgres_commits_synchronously_whatever_the_databases_default() {
+    let Some(options) = Options::for_backend(Backend::Postgres).await else {
+        return;
+    };
+    let db = &options.database;
+    let mut admin = db.admin().await;
+    sqlx::raw_sql(&format!(
+        "ALTER DATABASE {} SET synchronous_commit = off",
+        db.name()
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let app = TestApp::spawn_with(options.clone()).await;
+    db.execute(
+        "CREATE TABLE commit_settings (setting text NOT NULL);
+         CREATE FUNCTION record_commit_setting() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           INSERT INTO commit_settings VALUES (current_setting('synchronous_commit'));
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER record_commit_setting AFTER INSERT ON events
+           FOR EACH ROW EXECUTE FUNCTION record_commit_setting();",
+    )
+    .await;
+
+    for id in ["1", "2", "3"] {
+        assert_eq!(app.lead(id).await.0, 200);
+    }
+    let (status, _) = app
+        .webhook(&[("action", "message"), ("leadId", "1"), ("text", "hi")])
+        .await;
+    assert_eq!(status, 200);
+
+    let default = db
+        .query_int("SELECT COUNT(*) WHERE current_setting('synchronous_commit') = 'off'")
+        .await;
+    assert_eq!(
+        default, 1,
+        "a session of this database commits asynchronously"
+    );
+    let recorded = db.query_int("SELECT COUNT(*) FROM commit_settings").await;
+    let synchronous = db
+        .query_int("SELECT COUNT(*) FROM commit_settings WHERE setting = 'on'")
+        .await;
+    assert_eq!((recorded, synchronous), (4, 4));
+}
+
+/// One service per SQLite file: a second `serve` on a database another holds
+/// exits 2 at once, naming the lock; once the first stops, it starts.
+#[tokio::test]
+async fn a_second_service_on_the_same_sqlite_file_is_refused_at_once() {
+    let options = Options::for_backend(Backend::Sqlite).await.unwrap();
+    let url = options.database.url.clone();
+    let mut first = TestApp::spawn_with(options.clone().in_a_process()).await;
+
+    let second = serve_refused(&["--database-url", &url], &[]).await;
+    assert_eq!(second.status.code(), Some(2), "{second:?}");
+    let message = String::from_utf8_lossy(&second.stderr);
+    let lock = format!("{}.lock", url.trim_start_matches("sqlite://"));
+    assert!(message.contains(&lock), "{message}");
+    assert_eq!(first.lead("1").await.0, 200, "the first goes on");
+
+    first.terminate().await;
+    let again = TestApp::spawn_with(options.same_database()).await;
+    assert_eq!(again.lead("2").await.0, 200);
+}

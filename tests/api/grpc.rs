@@ -281,12 +281,23 @@ async fn a_grpc_token_guards_lead_service_but_not_health() {
 
 #[tokio::test]
 async fn how_lead_service_callers_are_let_in_is_logged_and_shown() {
-    let protected = TestApp::spawn_with(
+    // Closed by construction: beyond loopback, only with a way to tell callers apart.
+    for addr in ["0.0.0.0:0", "[::]:0", "192.0.2.1:50051"] {
+        let refused = serve_refused(&["--grpc-addr", addr], &[]).await;
+        assert_eq!(refused.status.code(), Some(2), "{addr}: {refused:?}");
+        let message = String::from_utf8_lossy(&refused.stderr);
+        for way_out in ["--grpc-token", "--grpc-tls-client-ca", "--grpc-insecure"] {
+            assert!(message.contains(way_out), "{addr}: {message}");
+        }
+        assert_eq!(message.lines().count(), 1, "one message: {message}");
+    }
+    let loopback = TestApp::spawn_with(
         Options::default()
-            .args(["--grpc-addr", "0.0.0.0:0"])
+            .args(["--grpc-addr", "127.0.0.1:0"])
             .in_a_process(),
     )
     .await;
+    loopback.grpc().await;
     let insecure = TestApp::spawn_with(
         Options::default()
             .args(["--grpc-addr", "0.0.0.0:0"])
@@ -320,11 +331,6 @@ async fn how_lead_service_callers_are_let_in_is_logged_and_shown() {
             .any(|line| line.contains(level) && line.contains(text))
     };
     assert!(
-        logged(&protected, "INFO", "protected mode"),
-        "{:?}",
-        protected.logs()
-    );
-    assert!(
         logged(&insecure, "WARN", "--grpc-insecure"),
         "{:?}",
         insecure.logs()
@@ -335,14 +341,13 @@ async fn how_lead_service_callers_are_let_in_is_logged_and_shown() {
         guarded.logs()
     );
     assert!(
-        !logged(&guarded, "INFO", "protected mode"),
-        "{:?}",
-        guarded.logs()
-    );
-    assert!(
         check(&[])
             .await
-            .contains("# LeadService callers: protected: loopback peers only")
+            .contains("# LeadService callers: none: a loopback listener only")
+    );
+    assert!(
+        check(&["--grpc-addr", "0.0.0.0:50051"]).await.is_empty(),
+        "check-config fails as serve does"
     );
     assert!(
         check(&["--grpc-insecure"])

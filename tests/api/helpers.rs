@@ -733,6 +733,33 @@ pub async fn check_config(args: &[&str], env: &[(&str, &str)]) -> std::process::
     within("check-config", command.output()).await.unwrap()
 }
 
+/// Runs `roistat-leads serve` with these arguments and only this environment (and
+/// Roistat credentials), for a start that is refused: its output once it exits.
+pub async fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
+    command.arg("serve");
+    for (flag, default) in [
+        ("--database-url", "sqlite::memory:"),
+        ("--http-addr", "127.0.0.1:0"),
+        ("--grpc-addr", "127.0.0.1:0"),
+        ("--console-addr", "off"),
+    ] {
+        if !args.contains(&flag) {
+            command.args([flag, default]);
+        }
+    }
+    command
+        .args(args)
+        .env_clear()
+        .env("ROISTAT_USER", LOGIN)
+        .env("ROISTAT_PASSWORD", PASSWORD)
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    within("serve to refuse to start", command.output())
+        .await
+        .unwrap()
+}
+
 pub async fn wait_for_readiness(app: &TestApp, status: u16) {
     within(&format!("/readyz to answer {status}"), async {
         while app.get_raw("/readyz").await.0 != status {

@@ -65,10 +65,10 @@ impl Namespace {
         Some(namespace)
     }
 
-    /// `options` with the service run inside the namespace, listening on every
-    /// address of it.
+    /// `options` with the service run inside the namespace, its webhook listening
+    /// on every address of it (gRPC and the console where `options` say).
     pub fn serve(&self, options: Options) -> Options {
-        let mut options = options.args(["--http-addr", "0.0.0.0:0", "--grpc-addr", "0.0.0.0:0"]);
+        let mut options = options.args(["--http-addr", "0.0.0.0:0"]);
         options.wrapper = ["ip", "netns", "exec", &self.name]
             .map(str::to_owned)
             .to_vec();

@@ -25,6 +25,7 @@ backend_tests!(
     the_export_says_null_for_what_is_not_known,
     an_integration_without_a_status_to_export_is_measured_and_shown,
     any_bytes_after_the_token_are_kept_or_refused_for_naming_nothing,
+    the_token_is_masked_in_every_carrier,
 );
 
 /// The events of one kind, as `pick` finds them.
@@ -731,5 +732,89 @@ async fn any_bytes_after_the_token_are_kept_or_refused_for_naming_nothing(option
             ),
             other => panic!("{other} for {content_type} {body:?}: {json}"),
         }
+    }
+}
+
+/// The kept copy of a request holds no token, whatever carried it: the query, a form
+/// field with an encoded name, a JSON member with an escaped name, a body no parser
+/// reads; in an event's raw request and in the refused-request log alike.
+async fn the_token_is_masked_in_every_carrier(options: Options) {
+    let app = TestApp::spawn_with(options).await;
+    let token = token();
+    let upper = token.to_uppercase();
+    let post = |query: String, content_type: &'static str, body: String| {
+        app.http
+            .post(format!("{}/webhook?{query}", app.http_base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let carriers = [
+        (
+            format!("action=lead&id=1&token={token}&name=%FF"),
+            "application/x-www-form-urlencoded",
+            format!("note={upper}"),
+        ),
+        (
+            "action=lead&id=2&name=%FF".to_owned(),
+            "application/x-www-form-urlencoded",
+            format!("user={LOGIN}&to%6Ben={token}"),
+        ),
+        (
+            "action=lead&id=3".to_owned(),
+            "application/json",
+            format!(r#"{{"to\u006ben":"{token}","name":"a","name":"b"}}"#),
+        ),
+        (
+            format!("action=lead&id=4&token={token}"),
+            "application/xml",
+            format!("<lead><token>{token}</token></lead>"),
+        ),
+        // Refused after the token check: kept in the rejected-request log.
+        (
+            format!("token={token}&title=x"),
+            "application/xml",
+            format!("<copy>{token}</copy>"),
+        ),
+    ];
+    for (query, content_type, body) in &carriers {
+        let answer = post(query.clone(), content_type, body.clone())
+            .await
+            .unwrap();
+        assert!(
+            [200, 400].contains(&answer.status().as_u16()),
+            "{query}: {}",
+            answer.status()
+        );
+    }
+
+    let events = app.stored_events().await;
+    let stored = leads(&events);
+    assert_eq!(stored.len(), 4, "{events:?}");
+    let rejected = app
+        .grpc()
+        .await
+        .list_rejected_requests(roistat_leads::proto::ListRejectedRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    let mut kept: Vec<Vec<u8>> = stored
+        .iter()
+        .map(|lead| {
+            let raw = lead.raw_request.as_ref().expect("lossy, so kept");
+            [&raw.query[..], b"\n", &raw.body[..]].concat()
+        })
+        .collect();
+    kept.extend(
+        rejected
+            .iter()
+            .map(|request| [&request.query[..], b"\n", &request.body[..]].concat()),
+    );
+    assert_eq!(kept.len(), 5);
+    for copy in &kept {
+        let text = String::from_utf8_lossy(copy).to_lowercase();
+        assert!(!text.contains(&token), "{text}");
+        assert!(text.contains("***"), "{text}");
     }
 }

@@ -1,7 +1,8 @@
-//! Protected mode: with neither a token nor client certificates, LeadService
-//! answers loopback peers only and tells any other peer how to open it up; health
-//! and reflection stay open. A peer that is not loopback comes from a network
-//! namespace of the test's own (see `namespace.rs`).
+//! Closed by construction: with neither a token nor client certificates (nor an
+//! explicit opt-out), LeadService listens on loopback only, and refuses to start on
+//! any other address; with a token, a peer that is not loopback is served only
+//! with it; health and reflection stay open. A peer that is not loopback comes from
+//! a network namespace of the test's own (see `namespace.rs`).
 
 use std::net::SocketAddr;
 
@@ -55,10 +56,34 @@ async fn lead_service_answers_other_peers_only_once_opened() {
         return;
     };
 
-    // Protected: loopback only, and the refusal names the ways out.
-    let protected = TestApp::spawn_with(namespace.serve(Options::default())).await;
-    let (outside, loopback) = channels(&namespace, &protected).await;
-    let refused = list(outside.clone(), None).await.unwrap_err();
+    // Closed: on an address beyond loopback, without a way to tell callers apart,
+    // it does not start, and says the three ways out.
+    let refused = serve_refused(&["--grpc-addr", "0.0.0.0:0"], &[]).await;
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    for way_out in ["--grpc-token", "--grpc-tls-client-ca", "--grpc-insecure"] {
+        assert!(message.contains(way_out), "{message}");
+    }
+
+    // With a token: a peer that is not loopback is refused without it, served
+    // with it; health stays open.
+    let with_token = TestApp::spawn_with(namespace.serve(Options::default().args([
+        "--grpc-addr",
+        "0.0.0.0:0",
+        "--grpc-token",
+        "opensesame",
+    ])))
+    .await;
+    let (outside, loopback) = channels(&namespace, &with_token).await;
+    assert!(list(outside.clone(), Some("opensesame")).await.is_ok());
+    let anonymous = list(outside.clone(), None).await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    let local = list(loopback, None).await.unwrap_err();
+    assert_eq!(
+        local.code(),
+        tonic::Code::Unauthenticated,
+        "a loopback peer proves nothing: it needs the token too"
+    );
     let health = HealthClient::new(outside)
         .check(HealthCheckRequest {
             service: String::new(),
@@ -66,25 +91,15 @@ async fn lead_service_answers_other_peers_only_once_opened() {
         .await
         .unwrap()
         .into_inner();
-    let local = list(loopback, None).await;
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
-    for way_out in ["--grpc-token", "--grpc-tls-client-ca", "--grpc-insecure"] {
-        assert!(refused.message().contains(way_out), "{refused:?}");
-    }
     assert_eq!(health.status(), ServingStatus::Serving, "health stays open");
-    assert!(local.is_ok(), "loopback is served: {local:?}");
-    assert!(
-        protected
-            .logs()
-            .iter()
-            .any(|line| line.contains("protected mode")),
-        "{:?}",
-        protected.logs()
-    );
 
     // Opened explicitly: any peer, with a warning at start.
     let insecure = TestApp::spawn_with(
-        namespace.serve(Options::default().env("ROISTAT_LEADS_GRPC_INSECURE", "true")),
+        namespace.serve(
+            Options::default()
+                .args(["--grpc-addr", "0.0.0.0:0"])
+                .env("ROISTAT_LEADS_GRPC_INSECURE", "true"),
+        ),
     )
     .await;
     let (outside, _) = channels(&namespace, &insecure).await;
@@ -97,14 +112,4 @@ async fn lead_service_answers_other_peers_only_once_opened() {
         "{:?}",
         insecure.logs()
     );
-
-    // With a token: any peer that carries it.
-    let with_token = TestApp::spawn_with(
-        namespace.serve(Options::default().args(["--grpc-token", "opensesame"])),
-    )
-    .await;
-    let (outside, _) = channels(&namespace, &with_token).await;
-    assert!(list(outside.clone(), Some("opensesame")).await.is_ok());
-    let anonymous = list(outside, None).await.unwrap_err();
-    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
 }

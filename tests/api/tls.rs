@@ -635,7 +635,7 @@ async fn the_console_is_served_with_the_webhooks_certificate_and_a_secure_cookie
         Options::default()
             .args(["--http-tls-cert", &path(&server.cert)])
             .args(["--http-tls-key", &path(&server.key)])
-            .args(["--console-token", "console-token"]),
+            .args(["--console-token", "console-token-of-24-characters"]),
     )
     .await;
     let console = app.console_base.clone().expect("the console listens");
@@ -647,7 +647,7 @@ async fn the_console_is_served_with_the_webhooks_certificate_and_a_secure_cookie
         .unwrap();
     let login = client
         .post(format!("{console}/login"))
-        .form(&[("token", "console-token")])
+        .form(&[("token", "console-token-of-24-characters")])
         .send()
         .await
         .unwrap();

@@ -642,3 +642,137 @@ async fn a_rate_limit_answers_429_beyond_the_budget_of_an_address() {
         "off by default"
     );
 }
+
+/// Reads the status line and the rest of an answer on a socket, without closing it.
+async fn answer_on(socket: &mut tokio::net::TcpStream) -> (u16, String) {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = within("an answer", socket.read(&mut chunk)).await.unwrap();
+        answer.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if read == 0 || text.contains("\r\n\r\n") && text.contains('}') {
+            let status = text
+                .get(9..12)
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(0);
+            return (status, text);
+        }
+    }
+}
+
+/// Before the token is checked, memory is bounded: a wrong token in the query is
+/// refused before any body is read, and bodies being read at once share a budget;
+/// past it, a request with a body gets 503 with Retry-After, while requests without
+/// one are answered as ever.
+#[tokio::test]
+async fn bodies_are_read_within_a_budget_and_a_wrong_query_token_reads_none() {
+    let app =
+        TestApp::spawn_with(Options::default().args(["--http-body-budget-bytes", "1048576"])).await;
+    let address = app.http_base.trim_start_matches("http://").to_owned();
+    let token = token();
+
+    // A wrong token in the query: 401 at once, though the body never comes (read,
+    // it would end in 408 after the body's time).
+    let mut wrong = tokio::net::TcpStream::connect(&address).await.unwrap();
+    wrong
+        .write_all(
+            b"POST /webhook?token=00000000000000000000000000000000&action=lead HTTP/1.1\r\n\
+              host: x\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+              content-length: 500000\r\n\r\nid=1",
+        )
+        .await
+        .unwrap();
+    let (status, answer) = answer_on(&mut wrong).await;
+    assert_eq!(status, 401, "{answer}");
+
+    // A body of 1 MiB being sent slowly takes the whole budget...
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /webhook?user={LOGIN}&token={token}&action=lead&id=1 HTTP/1.1\r\n\
+             host: x\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+             content-length: 1048576\r\n\r\ntext=",
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // ...so another body waits for none of it: 503, retry shortly.
+    let refused = within("the budget to be taken", async {
+        loop {
+            let answer = app
+                .http
+                .post(format!(
+                    "{}/webhook?user={LOGIN}&token={token}",
+                    app.http_base
+                ))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("action=lead&id=2")
+                .send()
+                .await
+                .unwrap();
+            if answer.status() == 503 {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+    assert!(body["error"].as_str().unwrap().contains("retry"), "{body}");
+    // A request without a body needs none of the budget.
+    assert_eq!(app.lead("3").await.0, 200);
+
+    // Once the slow body is done, the budget is free again.
+    slow.write_all(&vec![b'x'; 1048576 - 5]).await.unwrap();
+    let (status, answer) = answer_on(&mut slow).await;
+    assert_eq!(status, 200, "{answer}");
+    let again = app
+        .http
+        .post(format!(
+            "{}/webhook?user={LOGIN}&token={token}",
+            app.http_base
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("action=lead&id=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+}
+
+/// Connections past `--http-max-connections` are not accepted: they wait in the
+/// kernel's backlog until a place is free, costing the service nothing.
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let app = TestApp::spawn_with(Options::default().args(["--http-max-connections", "16"])).await;
+    let address = app.http_base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    let waiting = tokio::spawn({
+        let address = address.clone();
+        async move {
+            let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+            socket
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            socket.read_to_end(&mut answer).await.unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a 17th connection was served");
+
+    drop(held.pop());
+    let answer = within("the waiting connection to be served", waiting)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

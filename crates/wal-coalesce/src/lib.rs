@@ -14,6 +14,13 @@
 //! first writes what is gathered. Only log files are gathered; the database file
 //! and every other file are the default VFS's own.
 //!
+//! What is gathered and never synced belongs to no committed transaction: with
+//! `synchronous=FULL` a commit always ends with a sync of the log. So when SQLite
+//! releases a connection's write lock (after a commit, or a rollback of a
+//! transaction that spilled pages to the log), whatever is still gathered is
+//! discarded, never written later over frames another connection may since have
+//! committed at the same offsets.
+//!
 //! **Use it only with `synchronous=FULL` (or `EXTRA`) on every connection that
 //! writes.** SQLite publishes a commit to other connections (in the shared-memory
 //! index) after it syncs the log when the connection syncs at commit; a connection
@@ -23,10 +30,11 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::path::Path;
 use std::ptr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use rusqlite::ffi;
 use rusqlite::{Connection, OpenFlags};
@@ -67,7 +75,7 @@ pub fn register() -> Result<&'static str, rusqlite::Error> {
         // SAFETY: `base` is a valid VFS; the new one is leaked, so it outlives
         // every connection, as SQLite requires of a registered VFS.
         unsafe {
-            let vfs = Box::leak(Box::new(coalescing_vfs(base)));
+            let vfs = Box::leak(Box::new(coalescing_vfs(base, NAME_C)));
             ffi::sqlite3_vfs_register(vfs, 0)
         }
     });
@@ -96,7 +104,30 @@ struct File {
     inner: *mut ffi::sqlite3_file,
     /// For a log file: the bytes gathered since the last write to the file.
     gathered: Option<Box<Gathered>>,
+    /// The database's name as SQLite passed it to `xOpen` (for a database file:
+    /// its own; for a log file: its database's), which identifies one
+    /// connection's pager: its files share the allocation of their names.
+    database: usize,
 }
+
+/// The gathered bytes of each connection's log, by its database name's address
+/// (see [`File::database`]), so that releasing the write lock on the database file
+/// reaches them.
+struct Logs(HashMap<usize, *mut Gathered>);
+
+// SAFETY: a pointer is used only by the connection that owns both files, on the
+// thread that is using that connection (SQLite calls a connection's VFS methods
+// from one thread at a time); the map only keeps them.
+unsafe impl Send for Logs {}
+
+fn logs() -> &'static Mutex<Logs> {
+    static LOGS: OnceLock<Mutex<Logs>> = OnceLock::new();
+    LOGS.get_or_init(|| Mutex::new(Logs(HashMap::new())))
+}
+
+/// The offset of the log's write lock among the shared-memory locks (`WAL_WRITE_LOCK`
+/// in SQLite's `wal.c`).
+const WAL_WRITE_LOCK: c_int = 0;
 
 /// Contiguous bytes not written yet, and where they go.
 #[derive(Default)]
@@ -114,11 +145,12 @@ unsafe fn base_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
     unsafe { (*vfs).pAppData.cast() }
 }
 
-/// Our VFS over `base`: files open through it, everything else is `base`'s.
+/// Our VFS over `base`, named `name`: files open through it, everything else is
+/// `base`'s.
 ///
 /// # Safety
 /// `base` must be a valid, registered VFS that outlives the result.
-unsafe fn coalescing_vfs(base: *mut ffi::sqlite3_vfs) -> ffi::sqlite3_vfs {
+unsafe fn coalescing_vfs(base: *mut ffi::sqlite3_vfs, name: &'static CStr) -> ffi::sqlite3_vfs {
     // SAFETY: by the caller, `base` is valid.
     let b = unsafe { &*base };
     let header = std::mem::size_of::<File>();
@@ -127,7 +159,7 @@ unsafe fn coalescing_vfs(base: *mut ffi::sqlite3_vfs) -> ffi::sqlite3_vfs {
         szOsFile: (header + b.szOsFile as usize) as c_int,
         mxPathname: b.mxPathname,
         pNext: ptr::null_mut(),
-        zName: NAME_C.as_ptr(),
+        zName: name.as_ptr(),
         pAppData: base.cast(),
         xOpen: Some(x_open),
         xDelete: Some(x_delete),
@@ -178,13 +210,33 @@ unsafe extern "C" fn x_open(
             (*file).pMethods = ptr::null();
             return code;
         }
-        let gathered = (flags & ffi::SQLITE_OPEN_WAL != 0).then(Box::<Gathered>::default);
+        let is_log = flags & ffi::SQLITE_OPEN_WAL != 0;
+        let mut gathered = is_log.then(Box::<Gathered>::default);
+        let database = if name.is_null() {
+            0
+        } else if is_log {
+            // SAFETY: SQLite passes a log file's name as an sqlite3_filename.
+            ffi::sqlite3_filename_database(name) as usize
+        } else {
+            name as usize
+        };
+        if let Some(gathered) = gathered.as_mut()
+            && database != 0
+        {
+            let pointer: *mut Gathered = &mut **gathered;
+            logs()
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0
+                .insert(database, pointer);
+        }
         ptr::write(
             file.cast::<File>(),
             File {
                 base: ffi::sqlite3_file { pMethods: &METHODS },
                 inner,
                 gathered,
+                database,
             },
         );
         code
@@ -296,6 +348,18 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         let flushed = flush(file);
         let (ours, inner, _) = parts(file);
         let closed = close_inner(inner);
+        if ours.gathered.is_some() {
+            let mut logs = logs()
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let ours_registered = logs
+                .0
+                .get(&ours.database)
+                .is_some_and(|&pointer| ptr::eq(pointer, &**ours.gathered.as_ref().unwrap()));
+            if ours_registered {
+                logs.0.remove(&ours.database);
+            }
+        }
         drop(ours.gathered.take());
         if flushed != ffi::SQLITE_OK {
             flushed
@@ -418,7 +482,37 @@ macro_rules! versioned {
 }
 
 versioned!(x_shm_map => xShmMap(region: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) -> c_int, 2, ffi::SQLITE_IOERR_SHMMAP);
-versioned!(x_shm_lock => xShmLock(offset: c_int, n: c_int, flags: c_int) -> c_int, 2, ffi::SQLITE_IOERR_SHMLOCK);
+unsafe extern "C" fn x_shm_lock(
+    file: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: as the other methods: `file` is an open database file.
+    unsafe {
+        let (ours, inner, methods) = parts(file);
+        let releases_write_lock = offset <= WAL_WRITE_LOCK
+            && offset + n > WAL_WRITE_LOCK
+            && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE;
+        if releases_write_lock {
+            // Before another connection may write the log: what this one still
+            // gathers was never synced, so it is part of no committed transaction.
+            let logs = logs()
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(&gathered) = logs.0.get(&ours.database) {
+                (*gathered).bytes.clear();
+            }
+        }
+        match (methods.iVersion >= 2)
+            .then_some(methods.xShmLock)
+            .flatten()
+        {
+            Some(lock) => lock(inner, offset, n, flags),
+            None => ffi::SQLITE_IOERR_SHMLOCK,
+        }
+    }
+}
 versioned!(x_shm_barrier => xShmBarrier() -> (), 2, ());
 versioned!(x_shm_unmap => xShmUnmap(delete: c_int) -> c_int, 2, ffi::SQLITE_OK);
 versioned!(x_unfetch => xUnfetch(offset: i64, page: *mut c_void) -> c_int, 3, ffi::SQLITE_OK);
@@ -490,5 +584,7 @@ unsafe extern "C" fn x_dl_sym(
     }
 }
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;
