@@ -159,7 +159,12 @@ pub struct ServeArgs {
     /// --grpc-tls-client-ca. Without one of the three, --grpc-addr must be a
     /// loopback address (a peer's loopback address proves nothing when a proxy or
     /// sidecar shares the host).
-    #[arg(long, env = "ROISTAT_LEADS_GRPC_INSECURE")]
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_GRPC_INSECURE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub grpc_insecure: bool,
 
     /// StreamLeads subscribers open at once, across connections; more are refused
@@ -236,7 +241,12 @@ pub struct ServeArgs {
 
     /// Accept an empty Roistat password (or token): every request then carries
     /// the login alone, md5(login) as its token. Refused at start without this.
-    #[arg(long, env = "ROISTAT_LEADS_ALLOW_EMPTY_PASSWORD")]
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_ALLOW_EMPTY_PASSWORD",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_empty_password: bool,
 
     /// Only these source networks may call the webhook (CIDRs, comma-separated);

@@ -40,6 +40,7 @@ pub(super) struct FileConfig {
     pub log_format: Option<String>,
     pub grpc_token: Option<String>,
     pub grpc_token_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "boolish")]
     pub grpc_insecure: Option<bool>,
     pub grpc_max_subscribers: Option<u64>,
     pub grpc_max_concurrent_streams: Option<u64>,
@@ -50,6 +51,7 @@ pub(super) struct FileConfig {
     pub grpc_keepalive_timeout_ms: Option<u64>,
     pub max_consumers: Option<u64>,
     pub shutdown_drain_ms: Option<u64>,
+    #[serde(default, deserialize_with = "boolish")]
     pub allow_empty_password: Option<bool>,
     pub webhook_allow: Option<Vec<IpNet>>,
     pub rate_limit: Option<NonZeroU32>,
@@ -91,4 +93,36 @@ impl FileConfig {
             source: Box::new(source),
         })
     }
+}
+
+/// A boolean as every source of a setting takes it: `true`/`false`, or the text
+/// (or number) `1`/`0`, `yes`/`no`, `on`/`off`, `true`/`false`, any case.
+fn boolish<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Boolish {
+        Bool(bool),
+        Number(i64),
+        Text(String),
+    }
+    let value = match Boolish::deserialize(deserializer)? {
+        Boolish::Bool(value) => value,
+        Boolish::Number(1) => true,
+        Boolish::Number(0) => false,
+        Boolish::Number(other) => {
+            return Err(serde::de::Error::custom(format!(
+                "{other} is not a boolean: use true or false"
+            )));
+        }
+        Boolish::Text(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "1" | "yes" | "on" | "true" | "y" | "t" => true,
+            "0" | "no" | "off" | "false" | "n" | "f" => false,
+            _ => {
+                return Err(serde::de::Error::custom(format!(
+                    "{text:?} is not a boolean: use true/false, 1/0, yes/no or on/off"
+                )));
+            }
+        },
+    };
+    Ok(Some(value))
 }

@@ -296,3 +296,45 @@ async fn refusals_are_logged_briefly_and_not_all_of_a_flood() {
         assert!(!line.contains(&"p".repeat(100)), "a bounded path: {line}");
     }
 }
+
+/// A boolean setting takes true/false, 1/0, yes/no and on/off from the environment
+/// and the file alike (a container's `ROISTAT_LEADS_GRPC_INSECURE=1` works).
+#[tokio::test]
+async fn booleans_are_read_in_every_common_form_from_every_source() {
+    let base = [("ROISTAT_USER", "u"), ("ROISTAT_PASSWORD", "p")];
+    let shown = |output: std::process::Output| {
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    for (value, expected) in [
+        ("1", true),
+        ("yes", true),
+        ("ON", true),
+        ("true", true),
+        ("0", false),
+        ("no", false),
+        ("off", false),
+    ] {
+        let mut env = base.to_vec();
+        env.push(("ROISTAT_LEADS_GRPC_INSECURE", value));
+        let text = shown(check_config(&[], &env).await);
+        assert!(
+            text.contains(&format!("grpc_insecure = {expected}")),
+            "{value}: {text}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (value, expected) in [("\"yes\"", true), ("1", true), ("\"off\"", false), ("true", true)] {
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, format!("grpc_insecure = {value}\n")).unwrap();
+        let text = shown(check_config(&["--config", file.to_str().unwrap()], &base).await);
+        assert!(
+            text.contains(&format!("grpc_insecure = {expected}")),
+            "{value}: {text}"
+        );
+    }
+    let mut env = base.to_vec();
+    env.push(("ROISTAT_LEADS_GRPC_INSECURE", "maybe"));
+    let refused = check_config(&[], &env).await;
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+}
