@@ -29,9 +29,20 @@ impl From<ActionError> for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        json(status(&self), &ErrorAnswer::new(&self.to_string()))
+        let mut response = json(status(&self), &ErrorAnswer::new(&self.to_string()));
+        if matches!(self, Error::DealPending(_)) {
+            response
+                .extensions_mut()
+                .insert(OutcomeLabel("deal_pending"));
+        }
+        response
     }
 }
+
+/// An answer's outcome label where its status alone does not say it (a 503 that
+/// only waits for the CRM is no fault of the service).
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeLabel(pub &'static str);
 
 /// A JSON answer.
 pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::actions::dispatch;
+use super::error::OutcomeLabel;
 use super::layers::{self, Client};
 use super::{HttpState, Shared};
 use crate::domain::{DEFAULT_INTEGRATION, RejectedRequest};
@@ -76,7 +77,11 @@ impl Answered {
     /// the action was known counts as action "unknown".
     fn labels(&self) -> (&'static str, &'static str) {
         let action = self.action.map_or("unknown", Action::as_str);
-        (action, outcome(self.response.status()))
+        let outcome = match self.response.extensions().get::<OutcomeLabel>() {
+            Some(OutcomeLabel(label)) => label,
+            None => outcome(self.response.status()),
+        };
+        (action, outcome)
     }
 }
 
@@ -114,7 +119,7 @@ pub fn configured_integration<'a>(state: &'a HttpState, path: &str) -> &'a str {
 }
 
 /// The outcomes of webhook answers, as metric labels.
-pub const OUTCOMES: [&str; 13] = [
+pub const OUTCOMES: [&str; 14] = [
     "ok",
     "bad_request",
     "unauthorized",
@@ -127,6 +132,7 @@ pub const OUTCOMES: [&str; 13] = [
     "unsupported",
     "rate_limited",
     "unavailable",
+    "deal_pending",
     "error",
 ];
 

@@ -47,6 +47,10 @@ pub enum Error {
     /// Temporary: the caller should retry (Roistat does by itself).
     #[error("{0}")]
     Unavailable(String),
+    /// In `crm` mode, the CRM has not reported the lead's deal id yet: Roistat
+    /// retries, and nothing is wrong with the service.
+    #[error("{0}")]
+    DealPending(String),
     /// A fault of the service or its data; logged where it happened.
     #[error("internal error")]
     Internal,
@@ -70,7 +74,7 @@ impl Error {
             Error::OutOfRange(_) => (400, Code::OutOfRange),
             Error::ResourceExhausted(_) => (429, Code::ResourceExhausted),
             Error::HeadersTooLarge(_) => (431, Code::ResourceExhausted),
-            Error::Unavailable(_) => (503, Code::Unavailable),
+            Error::Unavailable(_) | Error::DealPending(_) => (503, Code::Unavailable),
             Error::Internal => (500, Code::Internal),
         }
     }

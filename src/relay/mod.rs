@@ -167,7 +167,7 @@ impl LeadRelay {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Error::Unavailable("deal id not reported yet".to_owned()));
+                    return Err(Error::DealPending("deal id not reported yet".to_owned()));
                 }
                 _ = self.shutdown.cancelled() => {
                     return Err(Error::Unavailable("service is shutting down".to_owned()));

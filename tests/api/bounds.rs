@@ -324,7 +324,12 @@ async fn booleans_are_read_in_every_common_form_from_every_source() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    for (value, expected) in [("\"yes\"", true), ("1", true), ("\"off\"", false), ("true", true)] {
+    for (value, expected) in [
+        ("\"yes\"", true),
+        ("1", true),
+        ("\"off\"", false),
+        ("true", true),
+    ] {
         let file = dir.path().join("config.toml");
         std::fs::write(&file, format!("grpc_insecure = {value}\n")).unwrap();
         let text = shown(check_config(&["--config", file.to_str().unwrap()], &base).await);

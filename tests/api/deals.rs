@@ -113,7 +113,7 @@ async fn crm_mode_holds_the_webhook_until_the_deal_id_is_reported(options: Optio
 }
 
 async fn crm_mode_answers_503_without_a_deal_id_and_ok_on_the_retry_after_it(options: Options) {
-    let app = TestApp::spawn_with(crm_mode(options, "0")).await;
+    let app = TestApp::spawn_with(crm_mode(options, "0").in_a_process()).await;
     let mut client = app.grpc().await;
 
     let (status, body) = app.lead("30").await;
@@ -129,6 +129,18 @@ async fn crm_mode_answers_503_without_a_deal_id_and_ok_on_the_retry_after_it(opt
     let retry = app.lead("30").await;
 
     assert_eq!(retry, (200, json!({"status": "ok", "order_id": "CRM-30"})));
+    // Waiting for the CRM is counted as such, not as a fault of the service.
+    let scrape = app.scrape().await;
+    let counted = |outcome: &str| {
+        scrape.lines().any(|line| {
+            line.starts_with("roistat_leads_webhooks_total{")
+                && line.contains("action=\"lead\"")
+                && line.contains(&format!("outcome=\"{outcome}\""))
+                && line.ends_with(" 2")
+        })
+    };
+    assert!(counted("deal_pending"), "{scrape}");
+    assert!(!counted("unavailable"), "{scrape}");
     let events = app.stored_events().await;
     assert_eq!(
         events.len(),
