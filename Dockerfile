@@ -1,41 +1,58 @@
-# Build: docker build -t roistat-leads .
+# Build: docker build -t roistat-leads .   (or podman build)
 # Run:   docker run -p 8080:8080 -p 50051:50051 -v roistat-leads:/data \
 #          -e ROISTAT_USER=demo -e ROISTAT_PASSWORD=secret \
+#          -e ROISTAT_LEADS_GRPC_ADDR=0.0.0.0:50051 \
 #          -e ROISTAT_LEADS_GRPC_TOKEN=$(openssl rand -hex 32) roistat-leads
-# No token is baked in: without one (or client certificates, or
-# ROISTAT_LEADS_GRPC_INSECURE=true), a gRPC address beyond loopback refuses to start.
+#
+# No setting is fixed here, by ENV or by flags in CMD: either would beat a mounted
+# configuration file (flags > environment > file > defaults). The binary's defaults
+# serve: the store is roistat-leads.db in /data (the volume), the webhook listens on
+# 0.0.0.0:8080, LeadService on 127.0.0.1:50051 (give ROISTAT_LEADS_GRPC_ADDR and a
+# token, client certificates or ROISTAT_LEADS_GRPC_INSECURE to reach it from
+# outside: without one of them a gRPC address beyond loopback refuses to start).
+# The root filesystem may be read-only: the service writes /data only.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, so that source changes rebuild only the project.
+# Dependencies first, so that source changes rebuild only the project: the
+# workspace's manifests with empty sources.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY .cargo .cargo
 COPY crates crates
+COPY bench/Cargo.toml bench/Cargo.toml
 COPY proto proto
 COPY migrations migrations
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked \
+RUN mkdir -p src bench/src/bin \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > bench/src/main.rs \
+    && echo 'fn main() {}' > bench/src/bin/noop_ceiling.rs \
+    && cargo build --release --locked --bin roistat-leads \
     && rm -rf src
 COPY src src
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin roistat-leads
 
 FROM debian:bookworm-slim
+# CA certificates for PostgreSQL over TLS with the system's roots; nothing else: the
+# health check is the binary's own `probe`.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /data --create-home roistat
+    && mkdir -p /data && chown 10001:10001 /data
 COPY --from=build /src/target/release/roistat-leads /usr/local/bin/roistat-leads
-USER roistat
+LABEL org.opencontainers.image.title="roistat-leads" \
+      org.opencontainers.image.description="Receives Roistat's own-CRM webhooks, stores every lead durably and serves them over gRPC" \
+      org.opencontainers.image.licenses="MIT OR Apache-2.0" \
+      org.opencontainers.image.version="0.2.0"
+# A numeric user, so that Kubernetes' runAsNonRoot can check it.
+USER 10001:10001
 WORKDIR /data
-ENV DATABASE_URL=sqlite:///data/roistat-leads.db \
-    ROISTAT_LEADS_HTTP_ADDR=0.0.0.0:8080 \
-    ROISTAT_LEADS_GRPC_ADDR=0.0.0.0:50051
+VOLUME ["/data"]
 # The console (8081) listens on the container's loopback until
 # ROISTAT_LEADS_CONSOLE_ADDR=0.0.0.0:8081 and ROISTAT_LEADS_CONSOLE_TOKEN are set.
 EXPOSE 8080 50051 8081
-VOLUME ["/data"]
-# Over HTTPS when --http-tls-cert is set (a local probe: the certificate is not checked).
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8080/readyz || curl -fsSk https://127.0.0.1:8080/readyz || exit 1
+# GET /readyz on the configured address (over HTTPS when the webhook has a
+# certificate); reads the same settings as serve.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["roistat-leads", "probe"]
 ENTRYPOINT ["roistat-leads"]
 CMD ["serve"]

@@ -3,8 +3,10 @@
 //! application only serves; `run` serves until shutdown, then closes the store.
 
 mod describe;
+mod probe;
 
 pub use describe::describe;
+pub use probe::probe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

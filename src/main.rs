@@ -34,6 +34,19 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Probe(args) => match config::load(args, &sub_matches) {
+            Ok(settings) => match app::probe(&settings).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("roistat-leads probe: {why}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(error) => {
+                eprintln!("roistat-leads: {error}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve(args) => {
             let settings = match config::load(args, &sub_matches) {
                 Ok(settings) => settings,

@@ -42,6 +42,10 @@ pub enum Command {
     Send(SendArgs),
     /// Validate the configuration and print the effective settings, secrets masked.
     CheckConfig(ServeArgs),
+    /// Ask the service these settings describe whether it is ready (GET /readyz on
+    /// its HTTP address, over HTTPS when it has a certificate): exit 0 when it is,
+    /// 1 when not. For a container's HEALTHCHECK and exec probes.
+    Probe(ServeArgs),
 }
 
 #[cfg(feature = "client")]

@@ -63,13 +63,24 @@ impl CredentialSource {
 /// Reads a secret from a file (as container secrets are mounted), without the
 /// trailing newline editors add.
 pub(super) fn read_secret(path: &Path) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
+    let path = credential_path(path, std::env::var_os("CREDENTIALS_DIRECTORY"));
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
         source,
     })?;
     Ok(SecretString::from(
         text.trim_end_matches(['\n', '\r']).to_owned(),
     ))
+}
+
+/// Where a secret's file is: a relative path names a credential systemd hands the
+/// service (`LoadCredential=`) when `$CREDENTIALS_DIRECTORY` is set, else a file
+/// relative to the working directory.
+fn credential_path(path: &Path, credentials: Option<std::ffi::OsString>) -> PathBuf {
+    match credentials {
+        Some(dir) if path.is_relative() && !dir.is_empty() => PathBuf::from(dir).join(path),
+        _ => path.to_owned(),
+    }
 }
 
 /// A secret given as a value or as a file, not both.
@@ -203,5 +214,29 @@ mod tests {
         assert!(validate_integration_name("shop-b").is_ok());
         assert!(validate_integration_name("Shop B").is_err());
         assert!(validate_integration_name("").is_err());
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_secret_file_is_a_systemd_credential_when_there_are_any() {
+        let dir = Some(std::ffi::OsString::from(
+            "/run/credentials/roistat-leads.service",
+        ));
+        assert_eq!(
+            credential_path(Path::new("roistat_password"), dir.clone()),
+            PathBuf::from("/run/credentials/roistat-leads.service/roistat_password")
+        );
+        assert_eq!(
+            credential_path(Path::new("/etc/secret"), dir),
+            PathBuf::from("/etc/secret")
+        );
+        assert_eq!(
+            credential_path(Path::new("secret"), None),
+            PathBuf::from("secret")
+        );
     }
 }

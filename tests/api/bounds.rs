@@ -343,3 +343,30 @@ async fn booleans_are_read_in_every_common_form_from_every_source() {
     let refused = check_config(&[], &env).await;
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
 }
+
+/// Under systemd, a secret's file named relative is the credential systemd handed
+/// the service (`LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`).
+#[tokio::test]
+async fn a_relative_secret_file_is_read_from_the_systemd_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("roistat_password"), "from-systemd\n").unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "roistat_user = \"u\"\nroistat_password_file = \"roistat_password\"\n",
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let with = check_config(
+        &args,
+        &[("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap())],
+    )
+    .await;
+    let without = check_config(&args, &[]).await;
+
+    assert!(with.status.success(), "{with:?}");
+    assert_eq!(without.status.code(), Some(2), "{without:?}");
+    assert!(String::from_utf8_lossy(&without.stderr).contains("roistat_password"));
+}

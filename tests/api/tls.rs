@@ -665,3 +665,54 @@ async fn the_console_is_served_with_the_webhooks_certificate_and_a_secure_cookie
         "no plain HTTP"
     );
 }
+
+/// `probe` asks the configured HTTP address for `/readyz`, over HTTPS when the
+/// webhook has a certificate (whatever the certificate): 0 when ready, 1 when there
+/// is no service.
+#[tokio::test]
+async fn probe_asks_the_configured_address_over_http_or_https() {
+    let pki = Pki::new("probe-ca");
+    let server = pki.server();
+    let tls_flags = [
+        "--http-tls-cert".to_owned(),
+        path(&server.cert),
+        "--http-tls-key".to_owned(),
+        path(&server.key),
+    ];
+    let plain = TestApp::spawn_with(Options::default()).await;
+    let https = TestApp::spawn_with(
+        Options::default()
+            .args(["--http-tls-cert", &path(&server.cert)])
+            .args(["--http-tls-key", &path(&server.key)]),
+    )
+    .await;
+    let probe = |addr: String, tls: bool| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"));
+        command
+            .args(["probe", "--http-addr", &addr, "--roistat-token", &token()])
+            .env_clear()
+            .kill_on_drop(true);
+        if tls {
+            command.args(&tls_flags);
+        }
+        async move { within("probe", command.output()).await.unwrap() }
+    };
+    let addr = |app: &TestApp| app.http_base.rsplit("//").next().unwrap().to_owned();
+
+    let ready = probe(addr(&plain), false).await;
+    let ready_tls = probe(addr(&https), true).await;
+    let port = addr(&plain).rsplit(':').next().unwrap().to_owned();
+    // An unspecified listening address is this machine.
+    let unspecified = probe(format!("0.0.0.0:{port}"), false).await;
+    drop(plain);
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nothing = unused.local_addr().unwrap().to_string();
+    drop(unused);
+    let gone = probe(nothing, false).await;
+
+    assert!(ready.status.success(), "{ready:?}");
+    assert!(ready_tls.status.success(), "{ready_tls:?}");
+    assert!(unspecified.status.success(), "{unspecified:?}");
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot connect"));
+}
