@@ -144,7 +144,23 @@ pub fn describe(settings: &Settings) -> String {
             ),
         }
     }
-    lines.join("\n")
+    lines
+        .iter()
+        .map(|line| with_source(line, &settings.sources))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A `key = value` line with where its value came from, when not a default.
+fn with_source(line: &str, sources: &std::collections::BTreeMap<String, String>) -> String {
+    let Some((key, _)) = line.split_once(" = ") else {
+        return line.to_owned();
+    };
+    match sources.get(key) {
+        Some(source) if line.contains("  # ") => format!("{line}; from {source}"),
+        Some(source) => format!("{line}  # from {source}"),
+        None => line.to_owned(),
+    }
 }
 
 /// A duration in the largest unit that writes it whole.

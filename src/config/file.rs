@@ -93,6 +93,15 @@ impl FileConfig {
             source: Box::new(source),
         })
     }
+
+    /// The top-level keys a file sets.
+    pub fn keys(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .map(|table| table.keys().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// A boolean as every source of a setting takes it: `true`/`false`, or the text

@@ -6,6 +6,7 @@
 mod credentials;
 mod error;
 mod file;
+mod sources;
 
 pub use error::ConfigError;
 
@@ -35,6 +36,10 @@ use file::FileConfig;
 /// like its flag. The application hands each part of the service its own.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Where each setting given by a flag, the environment or the file came from,
+    /// by its key (`grpc_addr`): `flag --grpc-addr`, `env ROISTAT_LEADS_GRPC_ADDR`,
+    /// `file`. A key absent here has its default.
+    pub sources: BTreeMap<String, String>,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     /// A second address for GET /metrics, besides the HTTP server's.
@@ -286,7 +291,9 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
     {
         return Err(ConfigError::ConsoleOpen(addr));
     }
+    let sources = sources::of(matches, args.config.as_deref());
     Ok(Settings {
+        sources,
         http_addr: pick!(http_addr),
         grpc_addr,
         metrics_addr: args.metrics_addr.or(file.metrics_addr),

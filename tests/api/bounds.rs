@@ -370,3 +370,41 @@ async fn a_relative_secret_file_is_read_from_the_systemd_credentials() {
     assert_eq!(without.status.code(), Some(2), "{without:?}");
     assert!(String::from_utf8_lossy(&without.stderr).contains("roistat_password"));
 }
+
+/// check-config says where each value came from: a flag, an environment variable by
+/// its name, the file; a default says nothing. An environment variable that beats
+/// the file shows as such.
+#[tokio::test]
+async fn check_config_shows_where_each_value_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "grpc_addr = \"127.0.0.1:50052\"\ndatabase_url = \"sqlite:///data/file.db\"\n",
+    )
+    .unwrap();
+    let output = check_config(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--http-addr",
+            "0.0.0.0:9001",
+        ],
+        &[
+            ("ROISTAT_USER", "u"),
+            ("ROISTAT_PASSWORD", "p"),
+            ("DATABASE_URL", "sqlite:///data/env.db"),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "http_addr = \"0.0.0.0:9001\"  # from flag --http-addr",
+        "grpc_addr = \"127.0.0.1:50052\"  # from file",
+        "database_url = \"sqlite:///data/env.db\"  # from env DATABASE_URL",
+        "console_max_feeds = 32\n",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
+}

@@ -435,13 +435,27 @@ database_url = "postgres://app:db-secret@db.internal:5432/leads"
 
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8(output.stdout).unwrap();
+    // Each value, and where check-config says it came from.
     let settings: BTreeMap<&str, &str> = text
         .lines()
         .filter_map(|line| line.split_once(" = "))
+        .map(|(key, value)| (key, value.split("  # ").next().unwrap_or(value)))
+        .collect();
+    let sources: BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| line.split_once(" = "))
+        .filter_map(|(key, value)| Some((key, value.split_once("# from ")?.1)))
         .collect();
     assert_eq!(
         settings["deal_wait_ms"], "111",
         "the file beats the default"
+    );
+    assert_eq!(sources["deal_wait_ms"], "file");
+    assert_eq!(sources["heartbeat_ms"], "env ROISTAT_LEADS_HEARTBEAT_MS");
+    assert_eq!(sources["export_page_size"], "flag --export-page-size");
+    assert!(
+        !sources.contains_key("stream_buffer"),
+        "a default says nothing"
     );
     assert_eq!(
         settings["heartbeat_ms"], "444",
