@@ -15,6 +15,7 @@ const SERVED_BESIDE: &str = "StreamLeads";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     sqlite_migrations()?;
+    commit();
     let proto = "proto/roistat/leads/v1/leads.proto";
     println!("cargo:rerun-if-changed={proto}");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -99,4 +100,25 @@ fn sqlite_migrations() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?).join("sqlite_migrations.rs");
     std::fs::write(out, list)?;
     Ok(())
+}
+
+/// The commit the build is of, for `--version` and the build-info metric: `git
+/// rev-parse` where the source is a git checkout with git at hand, else "unknown"
+/// (a source archive, an image's build context).
+fn commit() {
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .map(|text| text.trim().to_owned())
+        .filter(|commit| !commit.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=ROISTAT_LEADS_COMMIT={commit}");
+    for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+        if std::path::Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ pub use tail::{TailArgs, event_json};
 #[derive(Debug, Parser)]
 #[command(
     name = "roistat-leads",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ROISTAT_LEADS_COMMIT"), ")"),
     about = "Receives Roistat's own-CRM webhooks, stores every lead durably and serves them over gRPC",
     long_about = None
 )]

@@ -142,14 +142,19 @@ pub fn install_metrics(known: &KnownLabels) {
     describe_gauge!(
         BUILD_INFO,
         Unit::Count,
-        "Always 1; the version label says which version runs."
+        "Always 1; the version and commit labels say which build runs."
     );
     describe_gauge!(
         SCHEME_MISSING,
         Unit::Count,
         "1 while an integration's orders export to Roistat with an empty status (it has neither a default status nor a published scheme with one), else 0."
     );
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("ROISTAT_LEADS_COMMIT")
+    )
+    .set(1.0);
     for integration in &known.integrations {
         metrics::gauge!(SCHEME_MISSING, "integration" => integration.clone()).set(0.0);
     }

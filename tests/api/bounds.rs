@@ -408,3 +408,31 @@ async fn check_config_shows_where_each_value_came_from() {
         assert!(text.contains(line), "{line:?} in\n{text}");
     }
 }
+
+/// `--version` and the build-info metric say the version and the commit.
+#[tokio::test]
+async fn the_version_names_the_commit() {
+    let output = within(
+        "--version",
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_roistat-leads"))
+            .arg("--version")
+            .output(),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let expected = format!("roistat-leads {} (", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    let commit = text
+        .trim()
+        .trim_start_matches(&expected)
+        .trim_end_matches(')');
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+    let app = TestApp::spawn_with(Options::default().in_a_process()).await;
+    let scrape = app.scrape().await;
+    assert!(scrape.contains(&format!("commit=\"{commit}\"")), "{scrape}");
+}
