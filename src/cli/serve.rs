@@ -18,7 +18,7 @@ pub const DEFAULT_CONSOLE_ADDR: &str = "off";
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// A TOML configuration file (see README); flags and environment variables
+    /// A TOML configuration file (see docs/configuration.md); flags and environment variables
     /// override what it sets.
     #[arg(long, env = "ROISTAT_LEADS_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,

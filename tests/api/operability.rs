@@ -550,3 +550,28 @@ async fn every_consumer_has_its_pending_count_in_the_metrics() {
         1.0
     );
 }
+
+/// Every flag of `serve` is in the configuration reference, with its environment
+/// variable: a flag added without a word there fails here.
+#[test]
+fn every_serve_flag_is_documented() {
+    let reference = std::fs::read_to_string("docs/configuration.md").unwrap();
+    let command =
+        <roistat_leads::cli::ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+    let mut missing = vec![];
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if !reference.contains(&format!("`--{long}`")) {
+            missing.push(format!("--{long}"));
+        }
+        if let Some(env) = arg.get_env()
+            && !reference.contains(&format!("`{}`", env.to_string_lossy()))
+        {
+            missing.push(env.to_string_lossy().into_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in docs/configuration.md: {missing:?}"
+    );
+}
