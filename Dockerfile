@@ -12,6 +12,9 @@
 # outside: without one of them a gRPC address beyond loopback refuses to start).
 # The root filesystem may be read-only: the service writes /data only.
 
+# The runtime stage's base; a Debian bookworm image with its apt sources.
+ARG RUNTIME_BASE=debian:bookworm-slim
+
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that source changes rebuild only the project: the
@@ -31,12 +34,14 @@ RUN mkdir -p src bench/src/bin \
 COPY src src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin roistat-leads
 
-FROM debian:bookworm-slim
-# CA certificates for PostgreSQL over TLS with the system's roots; nothing else: the
-# health check is the binary's own `probe`.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
+FROM ${RUNTIME_BASE} AS runtime
+# CA certificates for PostgreSQL over TLS with the system's roots (installed unless
+# the base has them); nothing else: the health check is the binary's own `probe`.
+RUN if [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends ca-certificates \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
     && mkdir -p /data && chown 10001:10001 /data
 COPY --from=build /src/target/release/roistat-leads /usr/local/bin/roistat-leads
 LABEL org.opencontainers.image.title="roistat-leads" \
