@@ -3,6 +3,7 @@
 //! application only serves; `run` serves until shutdown, then closes the store.
 
 mod describe;
+mod notify;
 mod probe;
 
 pub use describe::describe;
@@ -228,6 +229,7 @@ impl Application {
             console_addr = %addr(self.console_addr()),
             "listening"
         );
+        notify::notify("READY=1\nSTATUS=serving");
         let Self {
             http_listener,
             grpc_listener,
@@ -291,6 +293,10 @@ impl Application {
                 }
             }
         };
+        let announce_stop = async {
+            shutdown.cancelled().await;
+            notify::notify("STOPPING=1\nSTATUS=draining");
+        };
         let watch = relay.keep_watch();
         let metrics_upkeep = async {
             let mut every = tokio::time::interval(METRICS_UPKEEP);
@@ -307,8 +313,9 @@ impl Application {
                 }
             }
         };
-        let (grpc_result, (), (), (), (), (), ()) = tokio::join!(
+        let (grpc_result, (), (), (), (), (), (), ()) = tokio::join!(
             grpc_server,
+            announce_stop,
             http_server,
             metrics_server,
             console_server,

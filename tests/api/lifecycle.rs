@@ -131,6 +131,33 @@ async fn sigterm_stops_the_service_with_exit_code_zero(options: Options) {
     assert!(app.logs().iter().any(|line| line.contains("stopped")));
 }
 
+#[tokio::test]
+async fn the_service_manager_is_told_when_it_is_ready_and_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let manager = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let mut app = TestApp::spawn_with(
+        Options::default()
+            .in_a_process()
+            .env("NOTIFY_SOCKET", path.to_str().unwrap()),
+    )
+    .await;
+    let mut buffer = [0; 256];
+
+    let len = within("READY=1", manager.recv(&mut buffer)).await.unwrap();
+    let ready = String::from_utf8_lossy(&buffer[..len]).into_owned();
+    app.lead("1").await;
+    let status = app.terminate().await;
+    let len = within("STOPPING=1", manager.recv(&mut buffer))
+        .await
+        .unwrap();
+    let stopping = String::from_utf8_lossy(&buffer[..len]).into_owned();
+
+    assert_eq!(ready.lines().next(), Some("READY=1"), "{ready}");
+    assert!(status.success(), "{status}");
+    assert_eq!(stopping.lines().next(), Some("STOPPING=1"), "{stopping}");
+}
+
 async fn logs_carry_ids_but_no_lead_content_or_secrets(options: Options) {
     let app = TestApp::spawn_with(options.in_a_process()).await;
     let params = roistat_example_lead("77");
