@@ -346,6 +346,8 @@ fn known_labels(settings: &Settings) -> telemetry::KnownLabels {
             .collect(),
         kinds: EventKind::ALL.iter().map(|kind| kind.as_str()).collect(),
         refusals,
+        backend: store::backend_name(&settings.database_url),
+        grpc_methods: crate::grpc::methods(),
     }
 }
 

@@ -55,8 +55,17 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            roistat_leads::telemetry::init(settings.log_format);
-            serve(settings).await
+            let tracer = match roistat_leads::telemetry::init(settings.log_format, &settings.traces)
+            {
+                Ok(tracer) => tracer,
+                Err(error) => {
+                    eprintln!("roistat-leads: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let code = serve(settings).await;
+            let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+            code
         }
         #[cfg(feature = "client")]
         Command::Send(args) => roistat_leads::cli::send(args).await,

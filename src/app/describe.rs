@@ -118,6 +118,14 @@ pub fn describe(settings: &Settings) -> String {
         ),
         format!("rejected_keep = {}", settings.rejected_keep),
         format!("log_format = {:?}", settings.log_format.as_str()),
+        format!(
+            "otlp_endpoint = {}",
+            settings.traces.endpoint.as_ref().map_or(
+                "\"\"  # none: no traces exported".to_owned(),
+                |endpoint| format!("{endpoint:?}")
+            )
+        ),
+        format!("otlp_sampling_ratio = {}", settings.traces.sampling_ratio),
     ];
     for (name, credentials) in &settings.integrations {
         let path = if name == DEFAULT_INTEGRATION {

@@ -343,6 +343,22 @@ pub struct ServeArgs {
         value_parser = log_formats()
     )]
     pub log_format: String,
+
+    /// Export traces over OTLP/gRPC to this OpenTelemetry collector endpoint
+    /// (e.g. http://otel-collector:4317); off when empty. OTEL_SERVICE_NAME and
+    /// OTEL_RESOURCE_ATTRIBUTES name the service as OpenTelemetry's SDKs read them.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The share of traces sampled, 0.0 to 1.0, where a caller's traceparent does
+    /// not decide (a sampled caller is always followed).
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_OTLP_SAMPLING_RATIO",
+        default_value_t = 1.0,
+        value_name = "RATIO"
+    )]
+    pub otlp_sampling_ratio: f64,
 }
 
 /// A listening address, or `off`.

@@ -236,6 +236,7 @@ pub fn frame(event: &EncodedEvent) -> EventFrame<'_> {
         receive_time: Some(proto::timestamp(event.receive_time)),
         field: forms(event.kind).field,
         body: &event.body,
+        trace_parent: event.trace_parent.as_deref(),
     }
 }
 

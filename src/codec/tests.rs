@@ -258,6 +258,7 @@ fn a_stored_lead_is_framed_with_its_sequence_and_receive_time() {
         integration: "shop".into(),
         source: Some(LeadSource::Calltracking),
         body: encode_lead(&lead()).into(),
+        trace_parent: None,
     };
     let mut sent = Vec::new();
     frame(&event).put_message(&mut sent);

@@ -38,6 +38,8 @@ pub(super) struct FileConfig {
     pub default_status: Option<String>,
     pub rejected_keep: Option<u64>,
     pub log_format: Option<String>,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_sampling_ratio: Option<f64>,
     pub grpc_token: Option<String>,
     pub grpc_token_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "boolish")]

@@ -7,6 +7,7 @@ mod credentials;
 mod error;
 mod file;
 mod sources;
+mod traces;
 
 pub use error::ConfigError;
 
@@ -28,9 +29,10 @@ use crate::cli::ServeArgs;
 use crate::domain::OrderIdMode;
 use crate::net::{AccessPolicy, Limits, ServerTls};
 use crate::own_crm::Credentials;
-use crate::telemetry::LogFormat;
+use crate::telemetry::{LogFormat, TraceSettings};
 use credentials::{default_statuses, integrations, one_of, read_secret};
 use file::FileConfig;
+use traces::traces;
 
 /// Everything the application needs to start: one plain value per setting, named
 /// like its flag. The application hands each part of the service its own.
@@ -68,6 +70,8 @@ pub struct Settings {
     /// Records per export page when Roistat gives no `limit`.
     pub export_page_size: u64,
     pub log_format: LogFormat,
+    /// Traces over OTLP.
+    pub traces: TraceSettings,
     /// Bearer token LeadService calls must carry.
     pub grpc_token: Option<SecretString>,
     /// Serve LeadService to any peer without a token or client certificates.
@@ -310,6 +314,7 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
         stream_buffer: stream_buffer as usize,
         export_page_size,
         log_format,
+        traces: traces(&args, &file, &explicit)?,
         grpc_token,
         grpc_insecure,
         grpc_keepalive_interval: Duration::from_millis(keepalive_interval),

@@ -44,6 +44,8 @@ pub struct EncodedEvent {
     /// A lead's source; other events have none.
     pub source: Option<LeadSource>,
     pub body: Bytes,
+    /// The W3C `traceparent` of the request that stored it, when tracing was on.
+    pub trace_parent: Option<Arc<str>>,
 }
 
 impl EncodedEvent {

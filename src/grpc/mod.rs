@@ -4,9 +4,11 @@
 //! the domain model in `convert`. It calls the relay only.
 
 mod convert;
+mod observe;
 mod server;
 mod stream;
 
+pub use observe::methods;
 pub use server::{BuildError, GrpcOptions, GrpcServer};
 
 use tonic::{Request, Response, Status};
@@ -16,6 +18,7 @@ use crate::domain::{EncodedEvent, LeadKey, RejectedFilter, integration_or_defaul
 use crate::proto;
 use crate::proto::lead_service_server::LeadService;
 use crate::relay::{Error, LeadRelay, RejectedCursor};
+use crate::telemetry;
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
@@ -132,8 +135,16 @@ impl LeadService for LeadApi {
         &self,
         request: Request<proto::ReportDealRequest>,
     ) -> Result<Response<proto::Deal>, Status> {
+        let span = request.extensions().get::<observe::CallSpan>().cloned();
         let (key, report) = convert::deal_report(request.into_inner())?;
         let deal = self.relay.report_deal(&key, report).await?;
+        // The caller's span (its traceparent the parent) linked to the lead's trace.
+        if let Some(observe::CallSpan(span)) = span
+            && let Ok(lead) = self.relay.get_lead(&key).await
+            && let Some(trace_parent) = &lead.trace_parent
+        {
+            telemetry::link_to(&span, trace_parent);
+        }
         Ok(Response::new(convert::deal(
             &deal,
             self.relay.order_id_mode(),

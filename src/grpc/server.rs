@@ -81,7 +81,8 @@ impl GrpcOptions {
 
 /// The assembled server, ready to serve.
 pub struct GrpcServer {
-    router: Router,
+    router:
+        Router<tower::layer::util::Stack<super::observe::Observe, tower::layer::util::Identity>>,
     health: HealthReporter,
     tcp_keepalive: Duration,
     drain: Duration,
@@ -125,6 +126,7 @@ impl GrpcServer {
             .http2_keepalive_interval(Some(options.keepalive_interval))
             .http2_keepalive_timeout(Some(options.keepalive_timeout))
             .max_concurrent_streams(Some(options.max_concurrent_streams))
+            .layer(super::observe::Observe)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -27,6 +27,7 @@ use crate::codec;
 use crate::domain::EncodedEvent;
 use crate::proto::{self, EventFrame, MESSAGE_PREFIX};
 use crate::relay::{Error, StreamItem};
+use crate::telemetry;
 
 /// The method's path.
 const STREAM_LEADS: &str = "/roistat.leads.v1.LeadService/StreamLeads";
@@ -186,6 +187,7 @@ impl http_body::Body for Events {
                         receive_time: None,
                         field: proto::HEARTBEAT,
                         body: &body,
+                        trace_parent: None,
                     };
                     this.put(&mut buf, &heartbeat);
                 }
@@ -241,5 +243,8 @@ impl Events {
         }
         buf.reserve(MESSAGE_PREFIX + len);
         frame.put_message(buf);
+        if let Some(trace) = frame.trace_parent {
+            telemetry::delivered(trace, frame.sequence);
+        }
     }
 }

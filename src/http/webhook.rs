@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use super::actions::dispatch;
 use super::error::OutcomeLabel;
@@ -96,12 +97,33 @@ async fn gated<F: Future<Output = Answered>>(
 ) -> Response {
     let started = Instant::now();
     let counted = configured_integration(state, request.uri().path());
+    // Exported when tracing is on: ids and labels only, never what the request
+    // carries.
+    let span = tracing::info_span!(
+        target: telemetry::TRACE_TARGET,
+        "webhook",
+        otel.kind = "server",
+        integration = counted,
+        action = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if telemetry::tracing_on() {
+        let traceparent = request.headers().get("traceparent");
+        telemetry::set_remote_parent(&span, traceparent.and_then(|v| v.to_str().ok()));
+    }
     let answered = match layers::admit(state, &request, counted) {
         Some(refusal) => Answered::before_action(refusal),
-        None => answer(request).await,
+        None => answer(request).instrument(span.clone()).await,
     };
     let (action, outcome) = answered.labels();
     telemetry::webhook_answered(counted, action, outcome, started.elapsed());
+    span.record("action", action);
+    span.record("outcome", outcome);
+    span.record(
+        "http.response.status_code",
+        i64::from(answered.response.status().as_u16()),
+    );
     answered.response
 }
 

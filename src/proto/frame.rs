@@ -10,6 +10,7 @@ use prost::encoding::{self, WireType};
 /// `LeadEvent.sequence`, `LeadEvent.receive_time`.
 const SEQUENCE: u32 = 1;
 const RECEIVE_TIME: u32 = 2;
+const TRACEPARENT: u32 = 3;
 /// Fields of the `LeadEvent.event` oneof: a lead (which carries its sequence and
 /// receive time in its own body too) and a heartbeat. Every kind's is in
 /// `codec::KINDS`.
@@ -32,6 +33,8 @@ pub struct EventFrame<'a> {
     /// The field of the oneof the body is (`HEARTBEAT`, or a kind's in `codec::KINDS`).
     pub field: u32,
     pub body: &'a [u8],
+    /// The W3C `traceparent` the event was stored in, if any.
+    pub trace_parent: Option<&'a str>,
 }
 
 /// The encoded body of a heartbeat: every event up to the frame's sequence was
@@ -129,8 +132,14 @@ impl EventFrame<'_> {
             .as_ref()
             .map_or(0, |time| encoding::message::encoded_len(RECEIVE_TIME, time));
         let inner = self.body.len() + self.trailer_len();
+        let trace = self.trace_parent.map_or(0, |trace| {
+            encoding::key_len(TRACEPARENT)
+                + encoding::encoded_len_varint(trace.len() as u64)
+                + trace.len()
+        });
         sequence
             + time
+            + trace
             + encoding::key_len(self.field)
             + encoding::encoded_len_varint(inner as u64)
             + inner
@@ -148,6 +157,14 @@ impl EventFrame<'_> {
         head.uint64(SEQUENCE, self.sequence);
         if let Some(time) = &self.receive_time {
             head.timestamp(RECEIVE_TIME, time);
+        }
+        // In field order, as prost writes it: the trace context before the oneof.
+        if let Some(trace) = self.trace_parent {
+            head.key(TRACEPARENT, WireType::LengthDelimited);
+            head.varint(trace.len() as u64);
+            buf.put_slice(head.as_slice());
+            buf.put_slice(trace.as_bytes());
+            head = Scratch::new();
         }
         head.key(self.field, WireType::LengthDelimited);
         head.varint((self.body.len() + self.trailer_len()) as u64);
@@ -203,6 +220,7 @@ mod tests {
             receive_time: Some(time()),
             field: LEAD,
             body: &body,
+            trace_parent: None,
         };
 
         let event = written(&frame);
@@ -229,6 +247,7 @@ mod tests {
             receive_time: None,
             field: HEARTBEAT,
             body: &body,
+            trace_parent: None,
         };
         let event = written(&frame);
         assert_eq!(event.sequence, 7);
@@ -253,7 +272,10 @@ mod tests {
             timed in any::<bool>(),
             text in ".{0,300}",
             lead in any::<bool>(),
+            traced in any::<bool>(),
         ) {
+            let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let trace_parent = traced.then_some(trace);
             let receive_time = timed.then_some(prost_types::Timestamp { seconds, nanos });
             let (field, body, expected) = if lead {
                 let lead = Lead { title: text.clone(), ..Default::default() };
@@ -267,8 +289,13 @@ mod tests {
                 let message = DealMessage { text, ..Default::default() };
                 (11, message.encode_to_vec(), lead_event::Event::Message(Box::new(message)))
             };
-            let frame = EventFrame { sequence, receive_time, field, body: &body };
-            let expected = LeadEvent { sequence, receive_time, event: Some(expected) };
+            let frame = EventFrame { sequence, receive_time, field, body: &body, trace_parent };
+            let expected = LeadEvent {
+                sequence,
+                receive_time,
+                traceparent: trace_parent.unwrap_or_default().to_owned(),
+                event: Some(expected),
+            };
 
             prop_assert_eq!(frame.encoded_len(), expected.encoded_len());
             prop_assert_eq!(written(&frame), expected);

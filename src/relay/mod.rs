@@ -297,6 +297,7 @@ fn new_lead(mut lead: Lead) -> NewLead {
         title: std::mem::take(&mut lead.title),
         create_time: lead.create_time,
         body,
+        trace_parent: telemetry::current_trace_parent(),
     }
 }
 
@@ -309,5 +310,6 @@ fn new_event(body: &EventBody) -> NewEvent {
         identity: body.identity(),
         named_lead: body.named_lead().to_owned(),
         body: codec::encode_body(body).into(),
+        trace_parent: telemetry::current_trace_parent(),
     }
 }

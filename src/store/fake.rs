@@ -59,6 +59,7 @@ impl FakeLog {
                 integration: "default".into(),
                 source: None,
                 body: bytes::Bytes::new(),
+                trace_parent: None,
             });
             state.events.push(event.clone());
             // Nobody listening is not an error.

@@ -79,6 +79,8 @@ pub struct NewLead {
     pub create_time: Option<OffsetDateTime>,
     pub search: SearchKeys,
     pub body: Bytes,
+    /// The W3C `traceparent` of the request that stores it, when tracing is on.
+    pub trace_parent: Option<Arc<str>>,
 }
 
 /// A message, task or call ready to store.
@@ -94,6 +96,8 @@ pub struct NewEvent {
     /// The id it names its lead by: an order id or a Roistat lead id.
     pub named_lead: String,
     pub body: Bytes,
+    /// The W3C `traceparent` of the request that stores it, when tracing is on.
+    pub trace_parent: Option<Arc<str>>,
 }
 
 /// The outcome of storing a lead.
@@ -364,6 +368,15 @@ pub trait LeadStore:
 impl<S> LeadStore for S where
     S: EventLog + LeadWrites + CrmStore + ConsumerStore + Inspection + Lifecycle
 {
+}
+
+/// The backend a database URL names, as metrics label it.
+pub fn backend_name(url: &str) -> &'static str {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        "postgresql"
+    } else {
+        "sqlite"
+    }
 }
 
 /// Opens the store a database URL names, applying its migrations.

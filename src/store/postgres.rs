@@ -178,6 +178,8 @@ struct PgWriteSide {
 impl WriteSide for PgWriteSide {
     type Conn = PgConn<Box<PgConnection>>;
 
+    const NAME: &'static str = "postgresql";
+
     /// Every write transaction commits durably whatever the server's, database's or
     /// role's default, and whatever a pooler in between does with a session's
     /// settings: the transaction sets it itself (in the same round trip).

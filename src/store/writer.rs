@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::{DbError, EventReceipt, ExportKind, LeadReceipt, NewEvent, NewLead, StoreError};
 use crate::domain::{
@@ -139,6 +140,9 @@ pub(super) struct Reply<T> {
     caller: Option<oneshot::Sender<Applied<T>>>,
     /// Boxed, so that a write in the queue stays small whatever it produces.
     outcome: Option<Box<Applied<T>>>,
+    /// The caller's span, when traces are exported: the commit's span is its child
+    /// (the batch's first write's) or follows from it (the others').
+    span: tracing::Span,
 }
 
 impl<T> Reply<T> {
@@ -146,6 +150,11 @@ impl<T> Reply<T> {
         Self {
             caller: Some(caller),
             outcome: None,
+            span: if crate::telemetry::tracing_on() {
+                tracing::Span::current()
+            } else {
+                tracing::Span::none()
+            },
         }
     }
 
@@ -165,6 +174,8 @@ impl<T> fmt::Debug for Reply<T> {
 
 /// A reply of any type, as the writer settles it.
 trait Pending: Send {
+    /// The caller's span (disabled unless traces are exported).
+    fn span(&self) -> &tracing::Span;
     /// Forgets the outcome of a transaction that did not commit.
     fn forget(&mut self);
     /// Fails the write.
@@ -175,6 +186,10 @@ trait Pending: Send {
 }
 
 impl<T: Send> Pending for Reply<T> {
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     fn forget(&mut self) {
         self.outcome = None;
     }
@@ -216,6 +231,9 @@ pub(super) struct Committed {
 
 /// A backend's write side.
 pub(super) trait Transactor: Send + 'static {
+    /// The backend's name, as metrics and traces label it.
+    const BACKEND: &'static str;
+
     /// Applies the writes in one transaction and commits it, setting each write's
     /// reply. A database error aborts the transaction and is returned.
     fn apply_batch(
@@ -274,9 +292,10 @@ async fn commit_batch<T: Transactor>(transactor: &mut T, mut writes: Vec<Write>)
         return;
     }
     let started = std::time::Instant::now();
-    match transactor.apply_batch(&mut writes).await {
+    let span = commit_span::<T>(&mut writes);
+    match transactor.apply_batch(&mut writes).instrument(span).await {
         Ok(committed) => {
-            crate::telemetry::store_committed(started.elapsed(), writes.len());
+            crate::telemetry::store_committed(T::BACKEND, started.elapsed(), writes.len());
             transactor.announce(committed);
         }
         Err(error) if writes.len() == 1 => {
@@ -302,6 +321,33 @@ async fn commit_batch<T: Transactor>(transactor: &mut T, mut writes: Vec<Write>)
     }
 }
 
+/// The commit's span, when traces are exported: a child of the first traced
+/// write's caller, following from every other's.
+fn commit_span<T: Transactor>(writes: &mut [Write]) -> tracing::Span {
+    if !crate::telemetry::tracing_on() {
+        return tracing::Span::none();
+    }
+    let size = writes.len();
+    let mut callers = writes
+        .iter_mut()
+        .map(|write| write.reply().span().clone())
+        .filter(|span| !span.is_disabled());
+    let Some(first) = callers.next() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        target: crate::telemetry::TRACE_TARGET,
+        parent: &first,
+        "store commit",
+        db.system.name = T::BACKEND,
+        batch_size = size as i64,
+    );
+    for caller in callers {
+        span.follows_from(&caller);
+    }
+    span
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +370,7 @@ mod tests {
                 identity: lead_id.into(),
                 named_lead: lead_id.into(),
                 body: bytes::Bytes::new(),
+                trace_parent: None,
             }),
             dedup_window: Duration::ZERO,
             reply,
@@ -331,6 +378,7 @@ mod tests {
     }
 
     impl Transactor for FakeTransactor {
+        const BACKEND: &'static str = "fake";
         async fn apply_batch(&mut self, batch: &mut [Write]) -> Result<Committed, DbError> {
             let ids: Vec<String> = batch
                 .iter()
@@ -357,6 +405,7 @@ mod tests {
                     integration: "default".into(),
                     source: None,
                     body: bytes::Bytes::new(),
+                    trace_parent: None,
                 });
             }
             // The poisoned write fails the transaction after the others were applied:

@@ -37,6 +37,10 @@ pub struct KnownLabels {
     pub kinds: Vec<&'static str>,
     /// (stage, reason) of refused requests.
     pub refusals: Vec<(&'static str, &'static str)>,
+    /// The store's backend (`sqlite`, `postgresql`).
+    pub backend: &'static str,
+    /// Every gRPC method served.
+    pub grpc_methods: Vec<super::GrpcMethod>,
 }
 
 /// The process's metrics recorder, installed on first use.
@@ -107,12 +111,12 @@ pub fn install_metrics(known: &KnownLabels) {
     describe_histogram!(
         COMMIT_SECONDS,
         Unit::Seconds,
-        "Seconds a store write transaction took, from its first statement to its durable commit."
+        "Seconds a store write transaction took, from its first statement to its durable commit, by backend (sqlite, postgresql)."
     );
     describe_histogram!(
         BATCH_SIZE,
         Unit::Count,
-        "Writes committed together in one store transaction (group commit)."
+        "Writes committed together in one store transaction (group commit), by backend."
     );
     describe_gauge!(
         READY,
@@ -158,12 +162,13 @@ pub fn install_metrics(known: &KnownLabels) {
     for integration in &known.integrations {
         metrics::gauge!(SCHEME_MISSING, "integration" => integration.clone()).set(0.0);
     }
+    super::grpc::install(&known.grpc_methods);
     metrics::gauge!(READY).set(0.0);
     metrics::gauge!(SUBSCRIBERS).set(0.0);
     metrics::counter!(AUTH_FAILURES).absolute(0);
     metrics::counter!(EVENTS_SENT).absolute(0);
-    let _ = metrics::histogram!(COMMIT_SECONDS);
-    let _ = metrics::histogram!(BATCH_SIZE);
+    let _ = metrics::histogram!(COMMIT_SECONDS, "backend" => known.backend);
+    let _ = metrics::histogram!(BATCH_SIZE, "backend" => known.backend);
     let _ = metrics::histogram!(LAG);
     let integrations = known.integrations.iter().map(String::as_str).chain([""]);
     let latency: Vec<_> = known
@@ -328,13 +333,14 @@ pub fn retry_deduplicated(kind: &'static str) {
 }
 
 /// A store transaction committed.
-pub fn store_committed(elapsed: Duration, writes: usize) {
+pub fn store_committed(backend: &'static str, elapsed: Duration, writes: usize) {
+    // One store per process.
     static HANDLES: OnceLock<(metrics::Histogram, metrics::Histogram)> = OnceLock::new();
     let (commit, batch) = HANDLES.get_or_init(|| {
         metrics();
         (
-            metrics::histogram!(COMMIT_SECONDS),
-            metrics::histogram!(BATCH_SIZE),
+            metrics::histogram!(COMMIT_SECONDS, "backend" => backend),
+            metrics::histogram!(BATCH_SIZE, "backend" => backend),
         )
     });
     commit.record(elapsed.as_secs_f64());

@@ -3,7 +3,9 @@
 //! webhook and RPC runs in a span carrying a request id. Metrics are kept for
 //! Prometheus and rendered at `GET /metrics`.
 
+mod grpc;
 mod metrics;
+mod otel;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -13,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
+pub use grpc::{GRPC_REQUESTS, GRPC_SECONDS, GrpcMethod, grpc_answered, grpc_method};
 pub use metrics::*;
+pub use otel::*;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,21 +52,55 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global log subscriber.
-pub fn init(format: LogFormat) {
+/// Installs the global log subscriber and, with an OTLP endpoint, the trace
+/// exporter (which needs a Tokio runtime). Fails only for an exporter that cannot
+/// be built, or one this build lacks.
+pub fn init(format: LogFormat, traces: &TraceSettings) -> Result<Tracer, String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn"))
+        // The exported spans are the exporter's alone: never in the logs.
+        .add_directive(
+            format!("{TRACE_TARGET}=off")
+                .parse()
+                .expect("a valid directive"),
+        );
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
+            .boxed(),
+    };
+    let Some(endpoint) = &traces.endpoint else {
+        tracing_subscriber::registry()
+            .with(logs.with_filter(filter))
+            .init();
+        return Ok(Tracer::default());
+    };
+    #[cfg(feature = "otlp")]
+    {
+        let exported = tracing_subscriber::filter::Targets::new()
+            .with_target(TRACE_TARGET, tracing::Level::INFO);
+        let (tracer, spans) = otel::layer(traces, endpoint)?;
+        tracing_subscriber::registry()
+            .with(logs.with_filter(filter))
+            .with(spans.with_filter(exported))
+            .init();
+        Ok(tracer)
     }
+    #[cfg(not(feature = "otlp"))]
+    Err(format!(
+        "traces to {endpoint}: this build has no OTLP exporter (built without the `otlp` feature)"
+    ))
 }
 
 /// A new request id: unique within the process, and across replicas with near

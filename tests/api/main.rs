@@ -20,5 +20,6 @@ mod protected;
 mod replicas;
 mod stream;
 mod tls;
+mod traces;
 mod webdriver;
 mod webhook;

@@ -13,12 +13,13 @@ use crate::store::db::{Arg, Conn, DbError, query_opt};
 use crate::store::{EventReceipt, NewEvent, StoreError};
 
 /// An event's row. `payload` held the JSON of versions before 0005; it stays empty.
-pub(super) const EVENT_COLUMNS: &str =
-    "sequence, kind, integration, lead_id, receive_time, payload, lead_ref, body, source";
-pub(super) const EVENT_COLUMN_COUNT: usize = 9;
+pub(super) const EVENT_COLUMNS: &str = "sequence, kind, integration, lead_id, receive_time, \
+     payload, lead_ref, body, source, trace_parent";
+pub(super) const EVENT_COLUMN_COUNT: usize = 10;
 
 /// An event's row: filed under `key` (its integration and subject id), about the
-/// lead `lead_ref` (if any), of a lead `source` (if a lead).
+/// lead `lead_ref` (if any), of a lead `source` (if a lead), stored in the trace
+/// `trace_parent` (if tracing was on).
 pub(super) fn event_args<'a>(
     sequence: i64,
     kind: EventKind,
@@ -26,6 +27,7 @@ pub(super) fn event_args<'a>(
     receive_micros: i64,
     body: &'a [u8],
     (lead_ref, source): (Option<&'a str>, Option<&'static str>),
+    trace_parent: Option<&'a str>,
 ) -> [Arg<'a>; EVENT_COLUMN_COUNT] {
     [
         sequence.into(),
@@ -37,6 +39,7 @@ pub(super) fn event_args<'a>(
         lead_ref.into(),
         body.into(),
         source.into(),
+        trace_parent.into(),
     ]
 }
 
@@ -60,9 +63,11 @@ pub(super) async fn append_event<C: Conn>(
         micros,
         &event.body,
         (lead_ref, source),
+        event.trace_parent.as_deref(),
     );
-    let sql =
-        format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+    let sql = format!(
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    );
     conn.execute(&sql, &args).await?;
     Ok(())
 }
@@ -154,6 +159,7 @@ pub(super) async fn insert_event<C: Conn>(
         integration: integration.into(),
         source: None,
         body,
+        trace_parent: new.trace_parent.clone(),
     };
     append_event(conn, &event, &new.subject_id, &lead_ref).await?;
     let receipt = EventReceipt {

@@ -82,6 +82,7 @@ fn lead_event(lead: &NewLead, sequence: i64, receive_micros: i64) -> EncodedEven
         integration: lead.key.integration.as_str().into(),
         source: Some(lead.source),
         body: lead.body.clone(),
+        trace_parent: lead.trace_parent.clone(),
     }
 }
 
@@ -252,6 +253,7 @@ async fn insert_run<C: Conn>(
                 now,
                 &lead.body,
                 (Some(&key.lead_id), Some(lead.source.as_str())),
+                lead.trace_parent.as_deref(),
             ));
         }
         let (count, mark) = (appended.len(), C::PLACEHOLDER);

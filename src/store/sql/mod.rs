@@ -66,6 +66,9 @@ pub(super) trait Backend: Send + Sync + 'static {
 pub(super) trait WriteSide: Send + 'static {
     type Conn: Conn;
 
+    /// The backend's name, as metrics and traces label it.
+    const NAME: &'static str;
+
     /// Starts a write transaction.
     const BEGIN: &'static str;
 
@@ -100,6 +103,7 @@ pub(super) trait WriteSide: Send + 'static {
 pub(super) struct SqlTransactor<W>(pub W);
 
 impl<W: WriteSide> Transactor for SqlTransactor<W> {
+    const BACKEND: &'static str = W::NAME;
     fn apply_batch(
         &mut self,
         batch: &mut [Write],

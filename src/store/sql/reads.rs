@@ -12,8 +12,7 @@ use crate::domain::{EncodedEvent, EventBody, EventKind, LeadKey, LeadSource};
 use crate::store::db::{Conn, DbError, Row, query_opt, scalar};
 
 /// The columns an event is read from.
-pub(super) const EVENT: &str =
-    "e.sequence, e.receive_time, e.kind, e.integration, e.source, e.body, e.payload";
+pub(super) const EVENT: &str = "e.sequence, e.receive_time, e.kind, e.integration, e.source, e.body, e.payload, e.trace_parent";
 
 /// Reads rows into events, their bodies cut from large shared buffers rather than
 /// allocated one by one, and the integration's name shared while it repeats.
@@ -74,6 +73,7 @@ impl EventReader {
             integration: self.integration(row)?,
             source,
             body,
+            trace_parent: row.opt_text(7)?.map(Into::into),
         })
     }
 }
