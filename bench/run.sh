@@ -4,6 +4,8 @@
 #   1-2. the ceiling (a no-op axum handler parsing the same query string,
 #      bench/src/bin/noop_ceiling.rs) and durable ingest through /webhook (SQLite, fsync'd
 #      commits), 32 connections each, three pairs side by side, and the median ratio
+#   2b. durable ingest with tracing off and on (sampling 1.0, to an OTLP collector
+#      the bench runs), three triples of ceiling, off, on: each ratio to its ceiling
 #   3. webhook -> gRPC subscriber latency at a fixed 1,000 leads/s, three runs, and a
 #      fourth during a flood of 10,000 /readyz requests spread over it
 #   4. fan-out to 10,000 StreamLeads subscribers: memory per idle subscriber, and the
@@ -92,6 +94,33 @@ for pair in 1 2 3; do
   record "ingest_to_ceiling pair=$pair ratio=$(awk -v i="$(awk '/^Requests\/sec/ {print $2}' "$OUT/ingest-$pair.txt")" -v c="$(awk '/^Requests\/sec/ {print $2}' "$OUT/ceiling-$pair.txt")" 'BEGIN {printf "%.3f", i / c}')"
 done
 record "ingest_to_ceiling median_ratio=$(grep '^ingest_to_ceiling pair' "$RESULTS" | sed 's/.*ratio=//' | sort -n | sed -n 2p)"
+
+echo "== 2b. tracing: durable ingest with traces off, and on (sampling 1.0, to an OTLP collector), three triples" | tee -a "$RESULTS"
+"$BENCH" otlp-sink --addr 127.0.0.1:18190 >"$OUT/otlp-sink.txt" &
+SINK=$!; PIDS+=("$SINK")
+rps() { awk '/^Requests\/sec/ {print $2}' "$1"; }
+for triple in 1 2 3; do
+  target/release/noop_ceiling 127.0.0.1:18180 >/dev/null &
+  NOOP=$!; PIDS+=("$NOOP")
+  sleep 0.5
+  RUN_ID=tceiling$triple wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18180 >"$OUT/tceiling-$triple.txt"
+  kill "$NOOP"; wait "$NOOP" 2>/dev/null || true
+  for tracing in off on; do
+    rm -f "$OUT"/traced.db*
+    if [ "$tracing" = on ]; then export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18190; fi
+    start_service "sqlite://$OUT/traced.db"
+    unset OTEL_EXPORTER_OTLP_ENDPOINT
+    RUN_ID=t$tracing$triple wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead.lua http://127.0.0.1:18181 >"$OUT/tracing-$tracing-$triple.txt"
+    stop_service
+    wrk_summary "ingest tracing=$tracing triple=$triple" "$OUT/tracing-$tracing-$triple.txt"
+    record "tracing_ratio tracing=$tracing triple=$triple ratio=$(awk -v i="$(rps "$OUT/tracing-$tracing-$triple.txt")" -v c="$(rps "$OUT/tceiling-$triple.txt")" 'BEGIN {printf "%.3f", i / c}')"
+  done
+done
+kill -TERM "$SINK"; wait "$SINK" || true
+record "$(cat "$OUT/otlp-sink.txt")"
+for tracing in off on; do
+  record "tracing_ratio tracing=$tracing median=$(grep "^tracing_ratio tracing=$tracing triple" "$RESULTS" | sed 's/.*ratio=//' | sort -n | sed -n 2p)"
+done
 
 echo "== 3. end-to-end latency at 1,000 leads/s (three runs), then during a /readyz flood" | tee -a "$RESULTS"
 start_service "sqlite://$OUT/e2e.db"

@@ -36,6 +36,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// An OpenTelemetry collector that takes every span sent over OTLP/gRPC and
+    /// counts them (on SIGTERM or Ctrl-C it prints the count).
+    OtlpSink {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+    },
     /// Connections that each send a webhook body one byte short of what they
     /// declare and stall, before any token is checked: the service's resident
     /// memory while they hold, and a real webhook's answer meanwhile.
@@ -242,5 +248,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             binary,
             database_url,
         } => probes::startup(&binary, &database_url).await,
+        Command::OtlpSink { addr } => probes::otlp_sink(addr).await,
     }
 }

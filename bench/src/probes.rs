@@ -234,3 +234,57 @@ pub async fn stall(
     );
     Ok(())
 }
+
+/// Counts the spans an OTLP exporter sends.
+#[derive(Default, Clone)]
+struct Sink {
+    spans: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let spans: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .map(|scope| scope.spans.len())
+            .sum();
+        self.spans
+            .fetch_add(spans as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// Serves an OTLP/gRPC trace collector on `addr` until SIGTERM or Ctrl-C, then
+/// prints how many spans it took.
+pub async fn otlp_sink(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let sink = Sink::default();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(sink.clone()))
+        .serve_with_shutdown(addr, async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        })
+        .await?;
+    println!(
+        "otlp_sink spans={}",
+        sink.spans.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(())
+}

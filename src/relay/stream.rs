@@ -142,11 +142,13 @@ impl Streams {
                 &self.subscribers,
                 self.max_subscribers,
                 "StreamLeads subscribers are open, the most allowed (--grpc-max-subscribers)",
+                |_| {},
             )?,
             Audience::ConsoleFeed => Seat::take(
                 &self.console_feeds,
                 self.max_console_feeds,
                 "console live feeds are open, the most allowed (--console-max-feeds)",
+                telemetry::console_feeds,
             )?,
         };
         // Subscribed before reading the store, so nothing committed in between is missed.
@@ -330,17 +332,26 @@ impl Streams {
 }
 
 /// One of the subscribers' places, held while the subscriber is open.
-struct Seat(Arc<AtomicUsize>);
+struct Seat(Arc<AtomicUsize>, fn(usize));
 
 impl Seat {
     /// A place among at most `max`; RESOURCE_EXHAUSTED when all are taken (`what`
-    /// says which are all open).
-    fn take(count: &Arc<AtomicUsize>, max: usize, what: &str) -> Result<Self, Error> {
+    /// says which are all open). `report` is told how many are open after each
+    /// change.
+    fn take(
+        count: &Arc<AtomicUsize>,
+        max: usize,
+        what: &str,
+        report: fn(usize),
+    ) -> Result<Self, Error> {
         let taken = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
             (open < max).then_some(open + 1)
         });
         match taken {
-            Ok(_) => Ok(Self(count.clone())),
+            Ok(open) => {
+                report(open + 1);
+                Ok(Self(count.clone(), report))
+            }
             Err(open) => Err(Error::ResourceExhausted(format!(
                 "{open} {what}: retry later"
             ))),
@@ -350,7 +361,8 @@ impl Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let open = self.0.fetch_sub(1, Ordering::AcqRel);
+        (self.1)(open - 1);
     }
 }
 

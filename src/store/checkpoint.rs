@@ -43,6 +43,9 @@ impl Checkpointer {
         // the connection syncs at `synchronous=FULL`.
         let conn =
             wal_coalesce::open(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(unavailable)?;
+        if let Ok(bytes) = conn.query_row("PRAGMA page_size", [], |row| row.get::<_, u64>(0)) {
+            PAGE_BYTES.store(bytes, Ordering::Relaxed);
+        }
         let (stop, stop_requested) = mpsc::channel::<()>();
         let (stopped, on_stop) = oneshot::channel();
         let long_log = Arc::new(AtomicBool::new(false));
@@ -84,10 +87,18 @@ impl Checkpointer {
 /// Copies what it can of the log into the database file, without waiting for the
 /// writer or readers; returns the log's length in pages.
 pub(super) fn passive(conn: &Connection) -> Option<i64> {
+    let started = std::time::Instant::now();
     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         row.get::<_, i64>(1)
     });
-    result
+    let pages = result
         .inspect_err(|error| tracing::warn!(%error, "cannot copy the log into the database file"))
-        .ok()
+        .ok()?;
+    let page_bytes = PAGE_BYTES.load(Ordering::Relaxed);
+    let log_bytes = u64::try_from(pages).unwrap_or(0) * page_bytes;
+    crate::telemetry::sqlite_checkpointed(started.elapsed(), log_bytes);
+    Some(pages)
 }
+
+/// The database's page size, read when the checkpointer starts.
+static PAGE_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(4096);

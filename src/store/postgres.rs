@@ -127,17 +127,32 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<PostgresStor
         deal_reports.clone(),
         stop.clone(),
     ));
+    let sampler = tokio::spawn(sample_pool(pool.clone(), stop.clone()));
     Ok(SqlStore {
         backend: PgBackend {
             pool,
             stop,
-            tasks: Mutex::new(vec![publisher, listener]),
+            tasks: Mutex::new(vec![publisher, listener, sampler]),
         },
         commands,
         feed,
         deal_reports,
         writer_done: Mutex::new(Some(writer_done)),
     })
+}
+
+/// Keeps the pool's metrics: its connections in use and idle, every second.
+async fn sample_pool(pool: PgPool, stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = every.tick() => {
+                let idle = pool.num_idle() as u32;
+                crate::telemetry::postgres_pool(pool.size().saturating_sub(idle), idle);
+            }
+        }
+    }
 }
 
 /// The read side: a pool, and the tasks that feed this replica's subscribers.
@@ -154,7 +169,9 @@ impl Backend for PgBackend {
     type Reader<'a> = Box<PooledConn>;
 
     async fn reader(&self) -> Result<Box<PooledConn>, DbError> {
+        let waiting = crate::telemetry::PoolWait::start();
         let conn = self.pool.acquire().await.map_err(pg_error)?;
+        drop(waiting);
         Ok(Box::new(PgConn(conn)))
     }
 

@@ -207,9 +207,7 @@ struct SqliteWriteSide {
 
 impl WriteSide for SqliteWriteSide {
     type Conn = SqliteConn;
-
     const NAME: &'static str = "sqlite";
-
     /// Takes the write lock at once, so a busy database is waited for up front.
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
 

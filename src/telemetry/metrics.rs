@@ -163,6 +163,7 @@ pub fn install_metrics(known: &KnownLabels) {
         metrics::gauge!(SCHEME_MISSING, "integration" => integration.clone()).set(0.0);
     }
     super::grpc::install(&known.grpc_methods);
+    super::store::install(known.backend);
     metrics::gauge!(READY).set(0.0);
     metrics::gauge!(SUBSCRIBERS).set(0.0);
     metrics::counter!(AUTH_FAILURES).absolute(0);
@@ -418,5 +419,6 @@ pub fn render_metrics() -> String {
             "{CONSUMER_PENDING}{{consumer=\"{name}\"}} {pending}\n"
         ));
     }
+    super::process::render(&mut text);
     text
 }

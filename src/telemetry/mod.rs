@@ -6,6 +6,8 @@
 mod grpc;
 mod metrics;
 mod otel;
+mod process;
+mod store;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -18,6 +20,7 @@ use tracing_subscriber::EnvFilter;
 pub use grpc::{GRPC_REQUESTS, GRPC_SECONDS, GrpcMethod, grpc_answered, grpc_method};
 pub use metrics::*;
 pub use otel::*;
+pub use store::*;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

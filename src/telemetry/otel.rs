@@ -84,7 +84,7 @@ mod on {
     use opentelemetry::trace::{
         SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
     };
-    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
     use opentelemetry_sdk::Resource;
     use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
     use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -99,9 +99,15 @@ mod on {
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint(endpoint)
+            .with_endpoint(endpoint);
+        if endpoint.starts_with("https:") {
+            // The system's roots, as for PostgreSQL.
+            let tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            builder = builder.with_tls_config(tls);
+        }
+        let exporter = builder
             .build()
             .map_err(|error| format!("OTLP exporter to {endpoint}: {error}"))?;
         let processor =

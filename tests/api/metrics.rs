@@ -16,10 +16,95 @@ const SERIES_COME_LATER: &[(&str, &str)] = &[(
 )];
 
 /// Metrics only a particular set-up has, and the test that checks them there.
-const ONLY_WITH: &[(&str, &str)] = &[(
-    "roistat_leads_tls_certificate_expiry_timestamp_seconds",
-    "TLS: tls.rs, certificate_expiry_is_a_metric_and_a_warning_when_near",
-)];
+const ONLY_WITH: &[(&str, &str)] = &[
+    (
+        "roistat_leads_tls_certificate_expiry_timestamp_seconds",
+        "TLS: tls.rs, certificate_expiry_is_a_metric_and_a_warning_when_near",
+    ),
+    (
+        "roistat_leads_postgres_pool_connections",
+        "PostgreSQL: the_store_and_each_grpc_method_have_their_figures",
+    ),
+    (
+        "roistat_leads_postgres_pool_waiting",
+        "PostgreSQL: the_store_and_each_grpc_method_have_their_figures",
+    ),
+];
+
+backend_tests!(the_store_and_each_grpc_method_have_their_figures);
+
+/// The value of the sample `series` (its name and labels as scraped), if present.
+fn value(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+async fn the_store_and_each_grpc_method_have_their_figures(options: Options) {
+    let postgres = options.database.url.starts_with("postgres");
+    let app = TestApp::spawn_with(options.in_a_process()).await;
+    app.lead("1").await;
+    let mut grpc = app.grpc().await;
+    let missing = roistat_leads::proto::GetLeadRequest {
+        lead_id: "none".into(),
+        ..Default::default()
+    };
+    let status = grpc.get_lead(missing).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let found = roistat_leads::proto::GetLeadRequest {
+        lead_id: "1".into(),
+        ..Default::default()
+    };
+    grpc.get_lead(found).await.unwrap();
+
+    let scrape = app.scrape().await;
+
+    let get_lead = "/roistat.leads.v1.LeadService/GetLead";
+    let calls = |code: &str| {
+        let series =
+            format!("roistat_leads_grpc_requests_total{{method=\"{get_lead}\",code=\"{code}\"}}");
+        value(&scrape, &series)
+    };
+    assert_eq!(calls("OK"), Some(1.0), "{scrape}");
+    assert_eq!(calls("NOT_FOUND"), Some(1.0), "{scrape}");
+    let latency = format!("roistat_leads_grpc_request_seconds_count{{method=\"{get_lead}\"}}");
+    assert_eq!(value(&scrape, &latency), Some(2.0), "{scrape}");
+    // A stream's length is no latency.
+    assert!(!scrape.contains(
+        "roistat_leads_grpc_request_seconds_count{method=\"/roistat.leads.v1.LeadService/StreamLeads\"}"
+    ));
+    let backend = if postgres { "postgresql" } else { "sqlite" };
+    let commits = format!("roistat_leads_store_commit_seconds_count{{backend=\"{backend}\"}}");
+    assert!(
+        value(&scrape, &commits).is_some_and(|count| count >= 1.0),
+        "{scrape}"
+    );
+    let has = |name: &str| scrape.lines().any(|line| line.starts_with(name));
+    if postgres {
+        assert!(has(
+            r#"roistat_leads_postgres_pool_connections{state="in_use"}"#
+        ));
+        assert!(has(
+            r#"roistat_leads_postgres_pool_connections{state="idle"}"#
+        ));
+        assert!(has("roistat_leads_postgres_pool_waiting "));
+        assert!(!has("roistat_leads_sqlite_log_bytes"));
+    } else {
+        assert!(has("roistat_leads_sqlite_log_bytes "));
+        assert!(has("roistat_leads_sqlite_checkpoint_seconds_count"));
+        assert!(!has("roistat_leads_postgres_pool"));
+    }
+    for name in [
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_cpu_seconds_total ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(has(name), "{name} in {scrape}");
+    }
+}
 
 /// The `.rs` files under `dir`, with their text.
 fn sources(dir: &Path) -> Vec<(std::path::PathBuf, String)> {

@@ -151,7 +151,12 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
             r#"roistat_leads_ingest_seconds_count{action="lead"}"#
         ) >= 4.0
     );
-    assert!(sample(&after, "roistat_leads_store_commit_seconds_count") >= 2.0);
+    assert!(
+        sample(
+            &after,
+            r#"roistat_leads_store_commit_seconds_count{backend="sqlite"}"#
+        ) >= 2.0
+    );
     assert!(
         after
             .keys()

@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 
 use super::crm::{ORDER_COLUMNS, order_from_row};
-use super::reads::{EVENT, EventReader};
+use super::reads::{EVENT, EVENT_WIDTH, EventReader};
 use super::{to_db_sequence, to_micros};
 use crate::domain::{EncodedEvent, FoundLead, LeadKey, LeadSearch, LeadSource, Order, SearchField};
 use crate::store::db::{Arg, Conn, DbError, query_opt, scalar};
@@ -90,9 +90,9 @@ pub(super) async fn search_leads<C: Conn>(
             .query(&sql, &args, |row| {
                 Ok(FoundLead {
                     event: reader.read(row)?,
-                    order_id: row.opt_text(7)?.map(str::to_owned),
-                    deal_id: row.opt_text(8)?.map(str::to_owned),
-                    name_key: row.text(9)?.to_owned(),
+                    order_id: row.opt_text(EVENT_WIDTH)?.map(str::to_owned),
+                    deal_id: row.opt_text(EVENT_WIDTH + 1)?.map(str::to_owned),
+                    name_key: row.text(EVENT_WIDTH + 2)?.to_owned(),
                 })
             })
             .await?;

@@ -12,7 +12,10 @@ use crate::domain::{EncodedEvent, EventBody, EventKind, LeadKey, LeadSource};
 use crate::store::db::{Conn, DbError, Row, query_opt, scalar};
 
 /// The columns an event is read from.
-pub(super) const EVENT: &str = "e.sequence, e.receive_time, e.kind, e.integration, e.source, e.body, e.payload, e.trace_parent";
+pub(super) const EVENT: &str = "e.sequence, e.receive_time, e.kind, e.integration, e.source, \
+     e.body, e.payload, e.trace_parent";
+/// How many columns [`EVENT`] names: the columns a query adds after it start here.
+pub(super) const EVENT_WIDTH: usize = 8;
 
 /// Reads rows into events, their bodies cut from large shared buffers rather than
 /// allocated one by one, and the integration's name shared while it repeats.
