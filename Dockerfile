@@ -47,7 +47,7 @@ COPY --from=build /src/target/release/roistat-leads /usr/local/bin/roistat-leads
 LABEL org.opencontainers.image.title="roistat-leads" \
       org.opencontainers.image.description="Receives Roistat's own-CRM webhooks, stores every lead durably and serves them over gRPC" \
       org.opencontainers.image.licenses="MIT OR Apache-2.0" \
-      org.opencontainers.image.version="0.2.0"
+      org.opencontainers.image.version="0.3.0"
 # A numeric user, so that Kubernetes' runAsNonRoot can check it.
 USER 10001:10001
 WORKDIR /data

@@ -235,46 +235,80 @@ pub async fn stall(
     Ok(())
 }
 
-/// Counts the spans an OTLP exporter sends.
-#[derive(Default, Clone)]
-struct Sink {
-    spans: std::sync::Arc<std::sync::atomic::AtomicU64>,
+/// An OTLP export request read without decoding its spans: a collector's own cost
+/// is not the service's, and the sink shares the machine with it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawExport {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    resource_spans: Vec<bytes::Bytes>,
 }
 
-#[tonic::async_trait]
-impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
-        >,
-    ) -> Result<
-        tonic::Response<
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
-        >,
-        tonic::Status,
-    > {
-        let spans: usize = request
-            .into_inner()
+/// `ExportTraceServiceResponse` with nothing rejected.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Accepted {}
+
+/// Takes OTLP/gRPC trace exports and counts their requests and bytes.
+#[derive(Clone, Default)]
+struct Sink {
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl tonic::server::NamedService for Sink {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tonic::server::UnaryService<RawExport> for Sink {
+    type Response = Accepted;
+    type Future = std::future::Ready<Result<tonic::Response<Accepted>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<RawExport>) -> Self::Future {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bytes: usize = request
+            .get_ref()
             .resource_spans
             .iter()
-            .flat_map(|resource| &resource.scope_spans)
-            .map(|scope| scope.spans.len())
+            .map(|b| b.len())
             .sum();
-        self.spans
-            .fetch_add(spans as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(tonic::Response::new(Default::default()))
+        self.requests.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+        std::future::ready(Ok(tonic::Response::new(Accepted {})))
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Sink {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let sink = self.clone();
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<Accepted, RawExport>::default();
+            let mut grpc = tonic::server::Grpc::new(codec);
+            Ok(grpc.unary(sink, request).await)
+        })
     }
 }
 
 /// Serves an OTLP/gRPC trace collector on `addr` until SIGTERM or Ctrl-C, then
-/// prints how many spans it took.
+/// prints how many export requests and span bytes it took.
 pub async fn otlp_sink(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
     let sink = Sink::default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(sink.clone()))
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(4 << 20))
+        .add_service(sink.clone())
         .serve_with_shutdown(addr, async move {
             tokio::select! {
                 _ = terminate.recv() => {}
@@ -282,9 +316,11 @@ pub async fn otlp_sink(addr: std::net::SocketAddr) -> anyhow::Result<()> {
             }
         })
         .await?;
+    use std::sync::atomic::Ordering::Relaxed;
     println!(
-        "otlp_sink spans={}",
-        sink.spans.load(std::sync::atomic::Ordering::Relaxed)
+        "otlp_sink export_requests={} span_bytes={}",
+        sink.requests.load(Relaxed),
+        sink.bytes.load(Relaxed)
     );
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::domain::{EncodedEvent, LeadKey, RejectedFilter, integration_or_defaul
 use crate::proto;
 use crate::proto::lead_service_server::LeadService;
 use crate::relay::{Error, LeadRelay, RejectedCursor};
-use crate::telemetry;
+use crate::telemetry::TraceContext;
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
@@ -139,11 +139,11 @@ impl LeadService for LeadApi {
         let (key, report) = convert::deal_report(request.into_inner())?;
         let deal = self.relay.report_deal(&key, report).await?;
         // The caller's span (its traceparent the parent) linked to the lead's trace.
-        if let Some(observe::CallSpan(span)) = span
+        if let Some(span) = span
             && let Ok(lead) = self.relay.get_lead(&key).await
-            && let Some(trace_parent) = &lead.trace_parent
+            && let Some(trace) = lead.trace_parent.as_deref().and_then(TraceContext::parse)
         {
-            telemetry::link_to(&span, trace_parent);
+            span.link(trace);
         }
         Ok(Response::new(convert::deal(
             &deal,

@@ -5,6 +5,7 @@
 //! for a call that fails at once, else in the trailers after the last message.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use pin_project_lite::pin_project;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use crate::telemetry;
+use crate::telemetry::{self, Attr, SpanRole, TraceContext, TraceSpan};
 
 /// Observes each call of the service it wraps.
 #[derive(Clone, Copy, Default)]
@@ -47,26 +48,24 @@ where
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let method = telemetry::grpc_method(request.uri().path());
-        let span = tracing::info_span!(
-            target: telemetry::TRACE_TARGET,
-            "grpc",
-            otel.name = method.path,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.method = method.path,
-            rpc.grpc.status_code = tracing::field::Empty,
-        );
+        let mut span = None;
         if telemetry::tracing_on() {
-            let traceparent = request.headers().get("traceparent");
-            telemetry::set_remote_parent(&span, traceparent.and_then(|v| v.to_str().ok()));
-            request.extensions_mut().insert(CallSpan(span.clone()));
+            let parent = request
+                .headers()
+                .get("traceparent")
+                .and_then(|value| TraceContext::parse(value.to_str().ok()?));
+            let attributes = vec![
+                ("rpc.system", Attr::Str("grpc")),
+                ("rpc.method", Attr::Str(method.path)),
+            ];
+            let started = TraceSpan::start(method.path, SpanRole::Server, parent, &[], attributes);
+            let shared = CallSpan(Arc::new(Mutex::new(started)));
+            request.extensions_mut().insert(shared.clone());
+            span = Some(shared);
         }
-        let future = {
-            let _entered = span.enter();
-            self.inner.call(request)
-        };
+        let context = span.as_ref().and_then(CallSpan::context);
         ObservedFuture {
-            future,
+            future: telemetry::scoped(context, self.inner.call(request)),
             call: Some(Call {
                 method,
                 started: Instant::now(),
@@ -78,18 +77,37 @@ where
 
 /// The call's exported span, for a method that links it to a lead's trace.
 #[derive(Clone)]
-pub struct CallSpan(pub tracing::Span);
+pub struct CallSpan(Arc<Mutex<TraceSpan>>);
+
+impl CallSpan {
+    fn context(&self) -> Option<TraceContext> {
+        self.0.lock().ok()?.context()
+    }
+
+    /// Links the call's span to another trace's span.
+    pub fn link(&self, to: TraceContext) {
+        if let Ok(mut span) = self.0.lock() {
+            span.link(to);
+        }
+    }
+}
 
 /// A call under way: what its end is recorded with.
 struct Call {
     method: telemetry::GrpcMethod,
     started: Instant,
-    span: tracing::Span,
+    span: Option<CallSpan>,
 }
 
 impl Call {
     fn end(self, code: i32) {
-        self.span.record("rpc.grpc.status_code", code);
+        if let Some(CallSpan(span)) = &self.span
+            && let Ok(mut span) = span.lock()
+        {
+            span.set(vec![("rpc.grpc.status_code", Attr::Int(i64::from(code)))]);
+            // Ended here, whoever still holds the handle.
+            *span = TraceSpan::default();
+        }
         telemetry::grpc_answered(&self.method, code, self.started.elapsed());
     }
 }
@@ -105,7 +123,7 @@ fn status_code(headers: &http::HeaderMap) -> Option<i32> {
 pin_project! {
     pub struct ObservedFuture<F> {
         #[pin]
-        future: F,
+        future: tokio::task::futures::TaskLocalFuture<Option<TraceContext>, F>,
         call: Option<Call>,
     }
 }
@@ -118,10 +136,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = {
-            let _entered = this.call.as_ref().map(|call| call.span.enter());
-            ready!(this.future.poll(cx))
-        };
+        let result = ready!(this.future.poll(cx));
         let Some(call) = this.call.take() else {
             return Poll::Ready(result);
         };

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
 
 use super::actions::dispatch;
 use super::error::OutcomeLabel;
@@ -21,7 +20,7 @@ use crate::domain::{DEFAULT_INTEGRATION, RejectedRequest};
 use crate::net::Limits;
 use crate::own_crm::{Action, AuthError, BodyKind, RawRequest, form_credentials};
 use crate::relay::{Error, bounded, refused};
-use crate::telemetry;
+use crate::telemetry::{self, Attr, SpanRole, TraceContext, TraceSpan};
 
 /// `GET|POST /webhook` (and `/webhook/`): the default integration.
 pub async fn receive_default(State(state): State<Shared>, request: Request) -> Response {
@@ -99,31 +98,29 @@ async fn gated<F: Future<Output = Answered>>(
     let counted = configured_integration(state, request.uri().path());
     // Exported when tracing is on: ids and labels only, never what the request
     // carries.
-    let span = tracing::info_span!(
-        target: telemetry::TRACE_TARGET,
-        "webhook",
-        otel.kind = "server",
-        integration = counted,
-        action = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
+    let mut span = TraceSpan::default();
     if telemetry::tracing_on() {
-        let traceparent = request.headers().get("traceparent");
-        telemetry::set_remote_parent(&span, traceparent.and_then(|v| v.to_str().ok()));
+        let parent = request
+            .headers()
+            .get("traceparent")
+            .and_then(|value| TraceContext::parse(value.to_str().ok()?));
+        let attributes = vec![("integration", Attr::Text(counted.to_owned()))];
+        span = TraceSpan::start("webhook", SpanRole::Server, parent, &[], attributes);
     }
     let answered = match layers::admit(state, &request, counted) {
         Some(refusal) => Answered::before_action(refusal),
-        None => answer(request).instrument(span.clone()).await,
+        None => span.scope(answer(request)).await,
     };
     let (action, outcome) = answered.labels();
     telemetry::webhook_answered(counted, action, outcome, started.elapsed());
-    span.record("action", action);
-    span.record("outcome", outcome);
-    span.record(
-        "http.response.status_code",
-        i64::from(answered.response.status().as_u16()),
-    );
+    if span.context().is_some() {
+        let status = i64::from(answered.response.status().as_u16());
+        span.set(vec![
+            ("action", Attr::Str(action)),
+            ("outcome", Attr::Str(outcome)),
+            ("http.response.status_code", Attr::Int(status)),
+        ]);
+    }
     answered.response
 }
 

@@ -11,9 +11,9 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::telemetry::{Attr, SpanRole, TraceContext, TraceSpan};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
 
 use super::{DbError, EventReceipt, ExportKind, LeadReceipt, NewEvent, NewLead, StoreError};
 use crate::domain::{
@@ -141,8 +141,8 @@ pub(super) struct Reply<T> {
     /// Boxed, so that a write in the queue stays small whatever it produces.
     outcome: Option<Box<Applied<T>>>,
     /// The caller's span, when traces are exported: the commit's span is its child
-    /// (the batch's first write's) or follows from it (the others').
-    span: tracing::Span,
+    /// (the batch's first write's) or links to it (the others').
+    trace: Option<TraceContext>,
 }
 
 impl<T> Reply<T> {
@@ -150,11 +150,7 @@ impl<T> Reply<T> {
         Self {
             caller: Some(caller),
             outcome: None,
-            span: if crate::telemetry::tracing_on() {
-                tracing::Span::current()
-            } else {
-                tracing::Span::none()
-            },
+            trace: crate::telemetry::current_trace(),
         }
     }
 
@@ -174,8 +170,8 @@ impl<T> fmt::Debug for Reply<T> {
 
 /// A reply of any type, as the writer settles it.
 trait Pending: Send {
-    /// The caller's span (disabled unless traces are exported).
-    fn span(&self) -> &tracing::Span;
+    /// The caller's span, when traces are exported.
+    fn trace(&self) -> Option<TraceContext>;
     /// Forgets the outcome of a transaction that did not commit.
     fn forget(&mut self);
     /// Fails the write.
@@ -186,8 +182,8 @@ trait Pending: Send {
 }
 
 impl<T: Send> Pending for Reply<T> {
-    fn span(&self) -> &tracing::Span {
-        &self.span
+    fn trace(&self) -> Option<TraceContext> {
+        self.trace
     }
 
     fn forget(&mut self) {
@@ -293,7 +289,9 @@ async fn commit_batch<T: Transactor>(transactor: &mut T, mut writes: Vec<Write>)
     }
     let started = std::time::Instant::now();
     let span = commit_span::<T>(&mut writes);
-    match transactor.apply_batch(&mut writes).instrument(span).await {
+    let applied = transactor.apply_batch(&mut writes).await;
+    drop(span);
+    match applied {
         Ok(committed) => {
             crate::telemetry::store_committed(T::BACKEND, started.elapsed(), writes.len());
             transactor.announce(committed);
@@ -322,30 +320,31 @@ async fn commit_batch<T: Transactor>(transactor: &mut T, mut writes: Vec<Write>)
 }
 
 /// The commit's span, when traces are exported: a child of the first traced
-/// write's caller, following from every other's.
-fn commit_span<T: Transactor>(writes: &mut [Write]) -> tracing::Span {
+/// write's caller, linked to every other's.
+fn commit_span<T: Transactor>(writes: &mut [Write]) -> TraceSpan {
     if !crate::telemetry::tracing_on() {
-        return tracing::Span::none();
+        return TraceSpan::default();
     }
-    let size = writes.len();
-    let mut callers = writes
+    let size = writes.len() as i64;
+    let mut callers: Vec<TraceContext> = writes
         .iter_mut()
-        .map(|write| write.reply().span().clone())
-        .filter(|span| !span.is_disabled());
-    let Some(first) = callers.next() else {
-        return tracing::Span::none();
-    };
-    let span = tracing::info_span!(
-        target: crate::telemetry::TRACE_TARGET,
-        parent: &first,
-        "store commit",
-        db.system.name = T::BACKEND,
-        batch_size = size as i64,
-    );
-    for caller in callers {
-        span.follows_from(&caller);
+        .filter_map(|write| write.reply().trace())
+        .collect();
+    if callers.is_empty() {
+        return TraceSpan::default();
     }
-    span
+    let first = callers.remove(0);
+    let attributes = vec![
+        ("db.system.name", Attr::Str(T::BACKEND)),
+        ("batch_size", Attr::Int(size)),
+    ];
+    TraceSpan::start(
+        "store commit",
+        SpanRole::Internal,
+        Some(first),
+        &callers,
+        attributes,
+    )
 }
 
 #[cfg(test)]

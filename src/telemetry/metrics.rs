@@ -164,6 +164,7 @@ pub fn install_metrics(known: &KnownLabels) {
     }
     super::grpc::install(&known.grpc_methods);
     super::store::install(known.backend);
+    super::otel::install_trace_metrics();
     metrics::gauge!(READY).set(0.0);
     metrics::gauge!(SUBSCRIBERS).set(0.0);
     metrics::counter!(AUTH_FAILURES).absolute(0);

@@ -1,8 +1,10 @@
-//! Logging and metrics; it knows no other module of the service. Logs go to
-//! standard error as text or JSON, filtered by `RUST_LOG` (default `info`); every
-//! webhook and RPC runs in a span carrying a request id. Metrics are kept for
-//! Prometheus and rendered at `GET /metrics`.
+//! Logging, metrics and traces; it knows no other module of the service. Logs go
+//! to standard error as text or JSON, filtered by `RUST_LOG` (default `info`);
+//! every webhook and RPC runs in a span carrying a request id. Metrics are kept for
+//! Prometheus and rendered at `GET /metrics`. Traces (`otel`, `export`) go to an
+//! OpenTelemetry collector over OTLP/gRPC when an endpoint is given.
 
+mod export;
 mod grpc;
 mod metrics;
 mod otel;
@@ -59,51 +61,20 @@ impl std::str::FromStr for LogFormat {
 /// exporter (which needs a Tokio runtime). Fails only for an exporter that cannot
 /// be built, or one this build lacks.
 pub fn init(format: LogFormat, traces: &TraceSettings) -> Result<Tracer, String> {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn"))
-        // The exported spans are the exporter's alone: never in the logs.
-        .add_directive(
-            format!("{TRACE_TARGET}=off")
-                .parse()
-                .expect("a valid directive"),
-        );
-    let logs = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .boxed(),
-    };
-    let Some(endpoint) = &traces.endpoint else {
-        tracing_subscriber::registry()
-            .with(logs.with_filter(filter))
-            .init();
-        return Ok(Tracer::default());
-    };
-    #[cfg(feature = "otlp")]
-    {
-        let exported = tracing_subscriber::filter::Targets::new()
-            .with_target(TRACE_TARGET, tracing::Level::INFO);
-        let (tracer, spans) = otel::layer(traces, endpoint)?;
-        tracing_subscriber::registry()
-            .with(logs.with_filter(filter))
-            .with(spans.with_filter(exported))
-            .init();
-        Ok(tracer)
+            .init(),
     }
-    #[cfg(not(feature = "otlp"))]
-    Err(format!(
-        "traces to {endpoint}: this build has no OTLP exporter (built without the `otlp` feature)"
-    ))
+    otel::start(traces)
 }
 
 /// A new request id: unique within the process, and across replicas with near
