@@ -21,16 +21,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-# runc and cgroupfs: crun refuses this machine's hybrid cgroup layout; raising
-# limits is not permitted here.
-cat >"$work/containers.conf" <<'CONF'
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-[containers]
-default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-CONF
-export CONTAINERS_CONF="$work/containers.conf"
+. .ci/podman-conf.sh
 
 if ! podman image exists localhost/debian-base:bookworm; then
   mmdebstrap --quiet --variant=minbase --include=ca-certificates bookworm "$work/base.tar"

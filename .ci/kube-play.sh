@@ -14,14 +14,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-cat >"$work/containers.conf" <<'CONF'
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-[containers]
-default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-CONF
-export CONTAINERS_CONF="$work/containers.conf"
+. .ci/podman-conf.sh
 
 manifest=deploy/kubernetes/sqlite/roistat-leads.yaml
 port=18480

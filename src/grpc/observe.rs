@@ -48,7 +48,7 @@ where
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let method = telemetry::grpc_method(request.uri().path());
-        let mut span = None;
+        let (mut span, mut context) = (None, None);
         if telemetry::tracing_on() {
             let parent = request
                 .headers()
@@ -59,11 +59,11 @@ where
                 ("rpc.method", Attr::Str(method.path)),
             ];
             let started = TraceSpan::start(method.path, SpanRole::Server, parent, &[], attributes);
+            context = started.context();
             let shared = CallSpan(Arc::new(Mutex::new(started)));
             request.extensions_mut().insert(shared.clone());
             span = Some(shared);
         }
-        let context = span.as_ref().and_then(CallSpan::context);
         ObservedFuture {
             future: telemetry::scoped(context, self.inner.call(request)),
             call: Some(Call {
@@ -80,10 +80,6 @@ where
 pub struct CallSpan(Arc<Mutex<TraceSpan>>);
 
 impl CallSpan {
-    fn context(&self) -> Option<TraceContext> {
-        self.0.lock().ok()?.context()
-    }
-
     /// Links the call's span to another trace's span.
     pub fn link(&self, to: TraceContext) {
         if let Ok(mut span) = self.0.lock() {

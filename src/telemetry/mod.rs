@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
-pub use grpc::{GRPC_REQUESTS, GRPC_SECONDS, GrpcMethod, grpc_answered, grpc_method};
+pub use grpc::{GrpcMethod, grpc_answered, grpc_method};
 pub use metrics::*;
 pub use otel::*;
 pub use store::*;
