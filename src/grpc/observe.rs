@@ -50,10 +50,7 @@ where
         let method = telemetry::grpc_method(request.uri().path());
         let (mut span, mut context) = (None, None);
         if telemetry::tracing_on() {
-            let parent = request
-                .headers()
-                .get("traceparent")
-                .and_then(|value| TraceContext::parse(value.to_str().ok()?));
+            let parent = TraceContext::from_headers(request.headers());
             let attributes = vec![
                 ("rpc.system", Attr::Str("grpc")),
                 ("rpc.method", Attr::Str(method.path)),

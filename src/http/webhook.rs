@@ -100,10 +100,7 @@ async fn gated<F: Future<Output = Answered>>(
     // carries.
     let mut span = TraceSpan::default();
     if telemetry::tracing_on() {
-        let parent = request
-            .headers()
-            .get("traceparent")
-            .and_then(|value| TraceContext::parse(value.to_str().ok()?));
+        let parent = TraceContext::from_headers(request.headers());
         let attributes = vec![("integration", Attr::Text(counted.to_owned()))];
         span = TraceSpan::start("webhook", SpanRole::Server, parent, &[], attributes);
     }

@@ -116,6 +116,12 @@ impl TraceContext {
         })
     }
 
+    /// The caller's span a request's `traceparent` header (or gRPC metadata)
+    /// names, if it names one this service reads.
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        Self::parse(headers.get("traceparent")?.to_str().ok()?)
+    }
+
     fn traceparent_text(&self) -> TraceparentText {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [b'-'; 55];
