@@ -126,6 +126,12 @@ impl Application {
         };
         let shutdown = CancellationToken::new();
         let relay = LeadRelay::new(store.clone(), relay_options(&settings), shutdown.clone());
+        tokio::spawn({
+            let relay = relay.clone();
+            async move { relay.match_stored_leads().await }
+        });
+        // The phone metadata loads once (about half a second), not on a lead's time.
+        tokio::task::spawn_blocking(|| crate::domain::PhoneNumber::parse("+79990001122", None));
         // Ready (or not) from the first probe on.
         relay.check_readiness().await;
         let grpc_options = grpc_options(&settings);
@@ -382,6 +388,7 @@ fn relay_options(settings: &Settings) -> RelayOptions {
         max_console_feeds: settings.console.max_feeds,
         max_consumers: settings.max_consumers,
         integrations: settings.integrations.keys().cloned().collect(),
+        persons: settings.persons.clone(),
     }
 }
 

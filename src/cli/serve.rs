@@ -145,6 +145,30 @@ pub struct ServeArgs {
     #[arg(long, env = "ROISTAT_LEADS_DEFAULT_STATUS", value_name = "STATUS_ID")]
     pub default_status: Option<String>,
 
+    /// The region phone numbers written without a country code are read in (an
+    /// ISO 3166 code: RU, KZ, US, …), for integrations without their own
+    /// `default_phone_region` in the file.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_DEFAULT_PHONE_REGION",
+        value_name = "REGION",
+        default_value = "RU"
+    )]
+    pub default_phone_region: String,
+
+    /// Match leads to persons (leads of one integration sharing a valid phone or
+    /// an e-mail); false turns it off for integrations without their own
+    /// `person_matching` in the file.
+    #[arg(
+        long,
+        env = "ROISTAT_LEADS_PERSON_MATCHING",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub person_matching: bool,
+
     /// Requests refused after the token check kept per integration, newest first
     /// (0 keeps none).
     #[arg(long, env = "ROISTAT_LEADS_REJECTED_KEEP", default_value_t = 1000)]

@@ -61,6 +61,10 @@ pub struct TailArgs {
     #[arg(long, conflicts_with = "since")]
     pub only_new: bool,
 
+    /// Skip the leads of persons seen before (first-time persons only).
+    #[arg(long)]
+    pub first_time_only: bool,
+
     /// Start with the events received at or after this time (RFC 3339).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub since: Option<OffsetDateTime>,
@@ -101,6 +105,8 @@ pub enum KindArg {
     Task,
     Call,
     UnknownAction,
+    PersonsMerged,
+    PersonSplit,
 }
 
 impl KindArg {
@@ -144,6 +150,7 @@ impl TailArgs {
         StreamLeadsRequest {
             after_sequence: self.after.unwrap_or(0),
             only_new: self.only_new,
+            first_time_only: self.first_time_only,
             consumer: self.consumer.clone().unwrap_or_default(),
             start_time: self.since.map(crate::proto::timestamp),
             integrations: self.integration.clone(),
@@ -316,6 +323,10 @@ pub fn event_json(event: &LeadEvent) -> Value {
                     "source": lead.source().as_str_name(),
                     "manager_id": lead.manager_id,
                     "extra": lead.extra,
+                    "phone_e164": lead.phone_e164,
+                    "email_normalized": lead.email_normalized,
+                    "person_id": lead.person_id,
+                    "returning": lead.returning,
                 }),
             );
         }
@@ -359,6 +370,32 @@ pub fn event_json(event: &LeadEvent) -> Value {
                     "duration": call.duration,
                     "file_url": call.file_url,
                     "extra": call.extra,
+                    "callee_e164": call.callee_e164,
+                    "caller_e164": call.caller_e164,
+                }),
+            );
+        }
+        Some(Event::PersonsMerged(merged)) => {
+            object.insert(
+                "persons_merged".into(),
+                json!({
+                    "integration": merged.integration,
+                    "kept_person_id": merged.kept_person_id,
+                    "merged_person_id": merged.merged_person_id,
+                    "lead_id": merged.lead_id,
+                    "linked_by": merged.linked_by,
+                }),
+            );
+        }
+        Some(Event::PersonSplit(split)) => {
+            object.insert(
+                "person_split".into(),
+                json!({
+                    "integration": split.integration,
+                    "person_id": split.person_id,
+                    "new_person_id": split.new_person_id,
+                    "unlinked": split.unlinked,
+                    "lead_ids": split.lead_ids,
                 }),
             );
         }

@@ -15,41 +15,54 @@ pub struct KindForms {
     /// The field of the `LeadEvent.event` oneof its body is sent in.
     pub field: u32,
     /// The first of the four decoding fields of its message (`decoding_lossy`,
-    /// `raw_request`, `repeated_parameters`, `decoding_notes`, in that order).
-    pub decoding: u32,
+    /// `raw_request`, `repeated_parameters`, `decoding_notes`, in that order); none
+    /// for a kind the service writes itself (nothing was read).
+    pub decoding: Option<u32>,
 }
 
 /// The kinds, in the order of [`EventKind::ALL`].
-pub const KINDS: [KindForms; 5] = [
+pub const KINDS: [KindForms; 7] = [
     KindForms {
         kind: EventKind::Lead,
         proto: proto::EventKind::Lead,
         field: proto::LEAD,
-        decoding: 18,
+        decoding: Some(18),
     },
     KindForms {
         kind: EventKind::Message,
         proto: proto::EventKind::Message,
         field: 11,
-        decoding: 7,
+        decoding: Some(7),
     },
     KindForms {
         kind: EventKind::Task,
         proto: proto::EventKind::Task,
         field: 13,
-        decoding: 6,
+        decoding: Some(6),
     },
     KindForms {
         kind: EventKind::Call,
         proto: proto::EventKind::Call,
         field: 14,
-        decoding: 13,
+        decoding: Some(13),
     },
     KindForms {
         kind: EventKind::UnknownAction,
         proto: proto::EventKind::UnknownAction,
         field: 15,
-        decoding: 4,
+        decoding: Some(4),
+    },
+    KindForms {
+        kind: EventKind::PersonsMerged,
+        proto: proto::EventKind::PersonsMerged,
+        field: 16,
+        decoding: None,
+    },
+    KindForms {
+        kind: EventKind::PersonSplit,
+        proto: proto::EventKind::PersonSplit,
+        field: 17,
+        decoding: None,
     },
 ];
 
@@ -171,7 +184,7 @@ mod tests {
             for (offset, name) in (0..).zip(names) {
                 assert_eq!(
                     number(name),
-                    Some(row.decoding + offset),
+                    row.decoding.map(|first| first + offset),
                     "{message_name}.{name}"
                 );
             }

@@ -13,14 +13,15 @@ use prost::encoding;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Call, DealMessage, Decoding, EncodedEvent, EventBody, EventKind, Lead, Task, UnknownAction,
+    Call, DealMessage, Decoding, EncodedEvent, EventBody, EventKind, Lead, PersonLink, Task,
+    UnknownAction,
 };
 use crate::proto::{self, EventFrame};
 
 pub use kinds::{forms, kind_from_proto};
 #[cfg(test)]
 pub use model::lead_proto;
-pub use model::{source, source_from_proto};
+pub use model::{phone_kind, source, source_from_proto};
 
 /// Why stored bytes are not an event of their kind.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,6 +77,19 @@ impl Writer {
         self
     }
 
+    /// A lead's phone read and e-mail normalised (fields 24 to 28).
+    fn identity(&mut self, lead: &Lead) -> &mut Self {
+        if let Some(number) = &lead.phone_number {
+            self.str(24, &number.e164);
+            if number.valid {
+                encoding::bool::encode(25, &true, &mut self.0);
+            }
+            self.str(26, &number.region)
+                .enumeration(27, phone_kind(number.kind) as i32);
+        }
+        self.str(28, &lead.email_normalized)
+    }
+
     /// The four decoding fields every event message carries, from `first`:
     /// `decoding_lossy`, `raw_request`, `repeated_parameters`, `decoding_notes`.
     /// Nothing at all for a request read whole.
@@ -94,8 +108,21 @@ impl Writer {
     }
 }
 
-/// A lead as stored and sent (all fields of `Lead` but `sequence` and
-/// `receive_time`).
+/// A lead stored before persons with the phone and e-mail fields it lacks
+/// (appended: a field may come in any order).
+pub fn with_identity(body: &[u8], lead: &Lead) -> Bytes {
+    let mut out = Writer(body.to_vec());
+    out.identity(lead);
+    Bytes::from(out.0)
+}
+
+/// A stored lead read back into the domain model.
+pub fn lead_from_proto(lead: proto::Lead) -> Lead {
+    model::lead(lead)
+}
+
+/// A lead as stored and sent (all fields of `Lead` but `sequence`, `receive_time`
+/// and the person's, known at commit).
 pub fn encode_lead(lead: &Lead) -> Vec<u8> {
     let mut out = Writer(Vec::with_capacity(
         256 + lead.text.len() + lead.data_json.len(),
@@ -115,8 +142,16 @@ pub fn encode_lead(lead: &Lead) -> Vec<u8> {
         .enumeration(13, source(lead.source) as i32)
         .str(14, &lead.manager_id)
         .map(15, &lead.extra)
-        .decoding(forms(EventKind::Lead).decoding, &lead.decoding);
+        .decoding(decoding_field(EventKind::Lead), &lead.decoding)
+        .identity(lead);
     out.0
+}
+
+/// The first decoding field of a kind that has them.
+fn decoding_field(kind: EventKind) -> u32 {
+    forms(kind)
+        .decoding
+        .expect("a kind read from a request has decoding fields")
 }
 
 fn encode_message(message: &DealMessage) -> Vec<u8> {
@@ -127,7 +162,7 @@ fn encode_message(message: &DealMessage) -> Vec<u8> {
         .str(4, &message.text)
         .map(5, &message.extra)
         .str(6, &message.resolved_lead_id)
-        .decoding(forms(EventKind::Message).decoding, &message.decoding);
+        .decoding(decoding_field(EventKind::Message), &message.decoding);
     out.0
 }
 
@@ -138,7 +173,7 @@ fn encode_task(task: &Task) -> Vec<u8> {
         .time(3, task.deadline)
         .str(4, &task.text)
         .map(5, &task.extra)
-        .decoding(forms(EventKind::Task).decoding, &task.decoding);
+        .decoding(decoding_field(EventKind::Task), &task.decoding);
     out.0
 }
 
@@ -156,7 +191,9 @@ fn encode_call(call: &Call) -> Vec<u8> {
         .uint(10, call.duration.unwrap_or(0))
         .str(11, &call.file_url)
         .map(12, &call.extra)
-        .decoding(forms(EventKind::Call).decoding, &call.decoding);
+        .decoding(decoding_field(EventKind::Call), &call.decoding)
+        .str(17, &call.callee_e164)
+        .str(18, &call.caller_e164);
     out.0
 }
 
@@ -173,6 +210,9 @@ pub fn encode_body(body: &EventBody) -> Vec<u8> {
         EventBody::Task(task) => encode_task(task),
         EventBody::Call(call) => encode_call(call),
         EventBody::UnknownAction(unknown) => encode_unknown_action(unknown),
+        // Rare, and written by the service: through the generated messages.
+        EventBody::PersonsMerged(merged) => model::persons_merged_proto(merged).encode_to_vec(),
+        EventBody::PersonSplit(split) => model::person_split_proto(split).encode_to_vec(),
     }
 }
 
@@ -205,6 +245,10 @@ pub fn decode_body(kind: EventKind, bytes: &[u8]) -> Result<EventBody, DecodeErr
         EventKind::UnknownAction => {
             EventBody::UnknownAction(model::unknown_action(decode(kind, bytes)?))
         }
+        EventKind::PersonsMerged => {
+            EventBody::PersonsMerged(model::persons_merged(decode(kind, bytes)?))
+        }
+        EventKind::PersonSplit => EventBody::PersonSplit(model::person_split(decode(kind, bytes)?)),
     })
 }
 
@@ -213,7 +257,23 @@ pub fn decode_lead(event: &EncodedEvent) -> Result<proto::Lead, DecodeError> {
     let mut lead: proto::Lead = decode(EventKind::Lead, &event.body)?;
     lead.sequence = event.sequence;
     lead.receive_time = Some(proto::timestamp(event.receive_time));
+    if let Some(person) = event.person {
+        lead.person_id = person.person_id;
+        lead.returning = person.returning;
+        lead.person_first_seen = Some(proto::timestamp(person.first_seen));
+    }
     Ok(lead)
+}
+
+/// The `name` of a stored lead (field 6 of `Lead`), read without the rest; empty
+/// when it has none or cannot be read.
+pub fn lead_name(body: &[u8]) -> String {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Name {
+        #[prost(string, tag = "6")]
+        name: String,
+    }
+    Name::decode(body).map(|lead| lead.name).unwrap_or_default()
 }
 
 /// The `manager_id` of a stored lead (field 14 of `Lead`), read without the rest;
@@ -237,6 +297,15 @@ pub fn frame(event: &EncodedEvent) -> EventFrame<'_> {
         field: forms(event.kind).field,
         body: &event.body,
         trace_parent: event.trace_parent.as_deref(),
+        person: event.person.map(frame_person),
+    }
+}
+
+fn frame_person(person: PersonLink) -> proto::FramePerson {
+    proto::FramePerson {
+        person_id: person.person_id,
+        returning: person.returning,
+        first_seen: proto::timestamp(person.first_seen),
     }
 }
 

@@ -1,11 +1,14 @@
 //! The events' protobuf messages to and from the domain model. Reading a stored
-//! event back into the domain model serves the console (and the tests) only.
+//! event back into the domain model serves the console, the background match of
+//! stored leads to persons, and the tests.
 
+use crate::domain::{Decoding, Lead};
 #[cfg(any(test, feature = "console"))]
-use crate::domain::{Call, DealMessage, Decoding, Lead, Task};
-use crate::domain::{KeptRequest, LeadSource, UnknownAction};
+use crate::domain::{Call, DealMessage, Task};
+use crate::domain::{
+    KeptRequest, LeadSource, PersonSplit, PersonsMerged, PhoneKind, PhoneNumber, UnknownAction,
+};
 use crate::proto;
-#[cfg(any(test, feature = "console"))]
 use crate::proto::from_timestamp;
 
 pub fn source(source: LeadSource) -> proto::LeadSource {
@@ -30,12 +33,10 @@ pub fn source_from_proto(value: i32) -> Option<LeadSource> {
     }
 }
 
-#[cfg(any(test, feature = "console"))]
 fn time(time: Option<prost_types::Timestamp>) -> Option<time::OffsetDateTime> {
     time.as_ref().and_then(from_timestamp)
 }
 
-#[cfg(any(test, feature = "console"))]
 pub(super) fn lead(lead: proto::Lead) -> Lead {
     Lead {
         source: source_from_proto(lead.source).unwrap_or(LeadSource::Other),
@@ -58,6 +59,79 @@ pub(super) fn lead(lead: proto::Lead) -> Lead {
             lead.repeated_parameters,
             lead.decoding_notes,
         ),
+        phone_number: (!lead.phone_e164.is_empty()).then(|| PhoneNumber {
+            e164: lead.phone_e164,
+            valid: lead.phone_valid,
+            region: lead.phone_region,
+            kind: phone_kind_from_proto(lead.phone_kind),
+        }),
+        email_normalized: lead.email_normalized,
+    }
+}
+
+pub fn phone_kind(kind: PhoneKind) -> proto::PhoneKind {
+    match kind {
+        PhoneKind::Unknown => proto::PhoneKind::Unspecified,
+        PhoneKind::Mobile => proto::PhoneKind::Mobile,
+        PhoneKind::FixedLine => proto::PhoneKind::FixedLine,
+        PhoneKind::FixedLineOrMobile => proto::PhoneKind::FixedLineOrMobile,
+        PhoneKind::TollFree => proto::PhoneKind::TollFree,
+        PhoneKind::PremiumRate => proto::PhoneKind::PremiumRate,
+        PhoneKind::SharedCost => proto::PhoneKind::SharedCost,
+        PhoneKind::Voip => proto::PhoneKind::Voip,
+        PhoneKind::PersonalNumber => proto::PhoneKind::PersonalNumber,
+        PhoneKind::Pager => proto::PhoneKind::Pager,
+        PhoneKind::Uan => proto::PhoneKind::Uan,
+        PhoneKind::Voicemail => proto::PhoneKind::Voicemail,
+    }
+}
+
+fn phone_kind_from_proto(value: i32) -> PhoneKind {
+    PhoneKind::ALL
+        .into_iter()
+        .find(|kind| phone_kind(*kind) as i32 == value)
+        .unwrap_or_default()
+}
+
+pub(super) fn persons_merged_proto(merged: &PersonsMerged) -> proto::PersonsMerged {
+    proto::PersonsMerged {
+        integration: merged.integration.clone(),
+        kept_person_id: merged.kept_person_id,
+        merged_person_id: merged.merged_person_id,
+        lead_id: merged.lead_id.clone(),
+        linked_by: merged.linked_by.clone(),
+    }
+}
+
+pub(super) fn person_split_proto(split: &PersonSplit) -> proto::PersonSplit {
+    proto::PersonSplit {
+        integration: split.integration.clone(),
+        person_id: split.person_id,
+        new_person_id: split.new_person_id,
+        unlinked: split.unlinked.clone(),
+        lead_ids: split.lead_ids.clone(),
+    }
+}
+
+#[cfg(any(test, feature = "console"))]
+pub(super) fn persons_merged(merged: proto::PersonsMerged) -> PersonsMerged {
+    PersonsMerged {
+        integration: merged.integration,
+        kept_person_id: merged.kept_person_id,
+        merged_person_id: merged.merged_person_id,
+        lead_id: merged.lead_id,
+        linked_by: merged.linked_by,
+    }
+}
+
+#[cfg(any(test, feature = "console"))]
+pub(super) fn person_split(split: proto::PersonSplit) -> PersonSplit {
+    PersonSplit {
+        integration: split.integration,
+        person_id: split.person_id,
+        new_person_id: split.new_person_id,
+        unlinked: split.unlinked,
+        lead_ids: split.lead_ids,
     }
 }
 
@@ -89,6 +163,25 @@ pub fn lead_proto(lead: &Lead, sequence: u64, receive_time: time::OffsetDateTime
         decoding_notes: lead.decoding.notes.clone(),
         history: vec![],
         calls: vec![],
+        phone_e164: lead
+            .phone_number
+            .as_ref()
+            .map(|n| n.e164.clone())
+            .unwrap_or_default(),
+        phone_valid: lead.phone_number.as_ref().is_some_and(|n| n.valid),
+        phone_region: lead
+            .phone_number
+            .as_ref()
+            .map(|n| n.region.clone())
+            .unwrap_or_default(),
+        phone_kind: lead
+            .phone_number
+            .as_ref()
+            .map_or(0, |n| phone_kind(n.kind) as i32),
+        email_normalized: lead.email_normalized.clone(),
+        person_id: 0,
+        returning: false,
+        person_first_seen: None,
     }
 }
 
@@ -145,6 +238,8 @@ pub(super) fn call(call: proto::Call) -> Call {
             call.repeated_parameters,
             call.decoding_notes,
         ),
+        callee_e164: call.callee_e164,
+        caller_e164: call.caller_e164,
     }
 }
 
@@ -180,7 +275,6 @@ pub(super) fn raw_request_proto(raw: &KeptRequest) -> proto::RawRequest {
 }
 
 /// The decoding fields of an event message as the domain's.
-#[cfg(any(test, feature = "console"))]
 fn decoding(
     raw: Option<proto::RawRequest>,
     repeated: Vec<proto::Parameter>,
@@ -197,7 +291,6 @@ fn decoding(
     }
 }
 
-#[cfg(any(test, feature = "console"))]
 fn pairs(parameters: Vec<proto::Parameter>) -> Vec<(String, String)> {
     parameters
         .into_iter()

@@ -31,6 +31,13 @@ fn lead() -> Lead {
         manager_id: "7".to_owned(),
         extra: extra(),
         decoding: Decoding::default(),
+        phone_number: Some(crate::domain::PhoneNumber {
+            e164: "+79990001122".to_owned(),
+            valid: true,
+            region: "RU".to_owned(),
+            kind: crate::domain::PhoneKind::Mobile,
+        }),
+        email_normalized: "r@example.com".to_owned(),
     }
 }
 
@@ -91,6 +98,8 @@ fn call() -> Call {
         file_url: "https://example.com/c-1.mp3".to_owned(),
         extra: extra(),
         decoding: Decoding::default(),
+        callee_e164: "+74950000000".to_owned(),
+        caller_e164: "+79990001122".to_owned(),
     }
 }
 
@@ -177,6 +186,8 @@ fn every_kind_is_encoded_as_prost_encodes_its_message() {
         duration: 95,
         file_url: call.file_url.clone(),
         extra: call.extra.clone().into_iter().collect(),
+        callee_e164: call.callee_e164.clone(),
+        caller_e164: call.caller_e164.clone(),
         ..Default::default()
     };
     assert_eq!(
@@ -224,6 +235,8 @@ fn a_lead_is_stored_byte_for_byte_as_pinned() {
         manager_id: String::new(),
         extra: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
         decoding: Decoding::default(),
+        phone_number: None,
+        email_normalized: String::new(),
     };
     let expected: &[u8] = &[
         0x0a, 7, b'd', b'e', b'f', b'a', b'u', b'l', b't', // 1: integration
@@ -259,6 +272,11 @@ fn a_stored_lead_is_framed_with_its_sequence_and_receive_time() {
         source: Some(LeadSource::Calltracking),
         body: encode_lead(&lead()).into(),
         trace_parent: None,
+        person: Some(crate::domain::PersonLink {
+            person_id: 7,
+            returning: true,
+            first_seen: datetime!(2025-12-31 00:00 UTC),
+        }),
     };
     let mut sent = Vec::new();
     frame(&event).put_message(&mut sent);
@@ -268,7 +286,13 @@ fn a_stored_lead_is_framed_with_its_sequence_and_receive_time() {
     let Some(proto::lead_event::Event::Lead(sent_lead)) = decoded.event else {
         panic!("not a lead: {decoded:?}");
     };
-    assert_eq!(*sent_lead, lead_proto(&lead(), 99, receive_time));
+    let expected = proto::Lead {
+        person_id: 7,
+        returning: true,
+        person_first_seen: Some(proto::timestamp(datetime!(2025-12-31 00:00 UTC))),
+        ..lead_proto(&lead(), 99, receive_time)
+    };
+    assert_eq!(*sent_lead, expected);
     assert_eq!(decode_lead(&event).unwrap(), *sent_lead);
 }
 

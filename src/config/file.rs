@@ -36,6 +36,9 @@ pub(super) struct FileConfig {
     pub export_page_size: Option<u64>,
     pub message_dedup_window: Option<String>,
     pub default_status: Option<String>,
+    pub default_phone_region: Option<String>,
+    #[serde(default, deserialize_with = "boolish")]
+    pub person_matching: Option<bool>,
     pub rejected_keep: Option<u64>,
     pub log_format: Option<String>,
     pub otlp_endpoint: Option<String>,
@@ -81,6 +84,11 @@ pub(super) struct FileIntegration {
     pub token_file: Option<PathBuf>,
     /// The status of an order until the CRM reports one.
     pub default_status: Option<String>,
+    /// The region of phones written without a country code.
+    pub default_phone_region: Option<String>,
+    /// Whether its leads are matched to persons.
+    #[serde(default, deserialize_with = "boolish")]
+    pub person_matching: Option<bool>,
 }
 
 impl FileConfig {

@@ -6,6 +6,7 @@
 mod credentials;
 mod error;
 mod file;
+mod persons;
 mod sources;
 mod traces;
 
@@ -59,6 +60,8 @@ pub struct Settings {
     pub message_dedup_window: Duration,
     /// The status of an order without a reported one, by integration.
     pub default_statuses: BTreeMap<String, String>,
+    /// Phone region and person matching, by integration.
+    pub persons: BTreeMap<String, crate::domain::PersonSettings>,
     /// Requests refused after the token check kept per integration.
     pub rejected_keep: u32,
     /// The most StreamLeads subscribers at once.
@@ -296,6 +299,7 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
         return Err(ConfigError::ConsoleOpen(addr));
     }
     let sources = sources::of(matches, args.config.as_deref());
+    let persons = persons::persons(&args, &file, &explicit, integrations.keys().cloned())?;
     Ok(Settings {
         sources,
         http_addr: pick!(http_addr),
@@ -315,6 +319,7 @@ pub fn load(args: ServeArgs, matches: &ArgMatches) -> Result<Settings, ConfigErr
         export_page_size,
         log_format,
         traces: traces(&args, &file, &explicit)?,
+        persons,
         grpc_token,
         grpc_insecure,
         grpc_keepalive_interval: Duration::from_millis(keepalive_interval),

@@ -47,6 +47,9 @@ pub fn event(event: &EncodedEvent, order_id: Option<&str>) -> Value {
             "title": lead.title,
             "visit": lead.visit,
             "order_id": order_id,
+            "phone_e164": lead.phone_number.as_ref().map(|number| number.e164.as_str()),
+            "person_id": event.person.map(|person| person.person_id),
+            "returning": event.person.is_some_and(|person| person.returning),
         }),
         EventBody::Message(message) => json!({
             "lead_id": message.lead_id,
@@ -69,6 +72,27 @@ pub fn event(event: &EncodedEvent, order_id: Option<&str>) -> Value {
             "visit": call.visit,
             "duration": call.duration,
             "file_url": call.file_url,
+        }),
+        EventBody::PersonsMerged(merged) => json!({
+            "lead_id": merged.lead_id,
+            "title": "Persons merged",
+            "text": format!(
+                "person {} merged into {} (linked by {})",
+                merged.merged_person_id, merged.kept_person_id, merged.linked_by
+            ),
+            "person_id": merged.kept_person_id,
+        }),
+        EventBody::PersonSplit(split) => json!({
+            "lead_id": "",
+            "title": "Person split",
+            "text": format!(
+                "{} unlinked: leads {} left person {} for {}",
+                split.unlinked,
+                split.lead_ids.join(", "),
+                split.person_id,
+                split.new_person_id
+            ),
+            "person_id": split.new_person_id,
         }),
         EventBody::UnknownAction(unknown) => json!({
             "lead_id": "",

@@ -286,6 +286,11 @@ pub struct Call {
     pub extra: BTreeMap<String, String>,
     #[serde(default)]
     pub decoding: super::Decoding,
+    /// `callee` and `caller` in E.164; empty when they cannot be read.
+    #[serde(default)]
+    pub callee_e164: String,
+    #[serde(default)]
+    pub caller_e164: String,
 }
 
 #[cfg(test)]

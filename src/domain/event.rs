@@ -6,7 +6,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Call, DealMessage, Lead, LeadSource, Task, UnknownAction};
+use super::{
+    Call, DealMessage, Lead, LeadSource, PersonLink, PersonSplit, PersonsMerged, Task,
+    UnknownAction,
+};
 
 /// A record once committed: its event sequence and when it was stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +30,8 @@ pub enum EventBody {
     Task(Task),
     Call(Call),
     UnknownAction(UnknownAction),
+    PersonsMerged(PersonsMerged),
+    PersonSplit(PersonSplit),
 }
 
 /// One committed event of the lead stream.
@@ -46,11 +51,15 @@ pub struct EncodedEvent {
     pub body: Bytes,
     /// The W3C `traceparent` of the request that stored it, when tracing was on.
     pub trace_parent: Option<Arc<str>>,
+    /// A lead's person, as of when it was stored (or matched, for a lead stored
+    /// before persons); none for other events, or with matching off.
+    pub person: Option<PersonLink>,
 }
 
 impl EncodedEvent {
     pub fn admitted_by(&self, filter: &EventFilter) -> bool {
         filter.admits(self.kind, self.source, &self.integration)
+            && !(filter.first_time_only && self.person.is_some_and(|person| person.returning))
     }
 }
 
@@ -62,15 +71,19 @@ pub enum EventKind {
     Task,
     Call,
     UnknownAction,
+    PersonsMerged,
+    PersonSplit,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Lead,
         EventKind::Message,
         EventKind::Task,
         EventKind::Call,
         EventKind::UnknownAction,
+        EventKind::PersonsMerged,
+        EventKind::PersonSplit,
     ];
 
     /// The kind's name, as stored and as a metric label.
@@ -81,6 +94,8 @@ impl EventKind {
             EventKind::Task => "task",
             EventKind::Call => "call",
             EventKind::UnknownAction => "unknown_action",
+            EventKind::PersonsMerged => "persons_merged",
+            EventKind::PersonSplit => "person_split",
         }
     }
 
@@ -93,7 +108,8 @@ impl EventKind {
             EventKind::Message | EventKind::Task | EventKind::Call | EventKind::UnknownAction => {
                 true
             }
-            EventKind::Lead => false,
+            // Leads are one under their id; person events are written once each.
+            EventKind::Lead | EventKind::PersonsMerged | EventKind::PersonSplit => false,
         }
     }
 
@@ -117,6 +133,8 @@ impl EventBody {
             EventBody::Task(_) => EventKind::Task,
             EventBody::Call(_) => EventKind::Call,
             EventBody::UnknownAction(_) => EventKind::UnknownAction,
+            EventBody::PersonsMerged(_) => EventKind::PersonsMerged,
+            EventBody::PersonSplit(_) => EventKind::PersonSplit,
         }
     }
 
@@ -127,17 +145,26 @@ impl EventBody {
             EventBody::Task(task) => &task.integration,
             EventBody::Call(call) => &call.integration,
             EventBody::UnknownAction(unknown) => &unknown.integration,
+            EventBody::PersonsMerged(merged) => &merged.integration,
+            EventBody::PersonSplit(split) => &split.integration,
         }
     }
 
     /// How its request was read (what was lost, and the request when anything was).
     pub fn decoding(&self) -> &super::Decoding {
+        static WHOLE: super::Decoding = super::Decoding {
+            raw_request: None,
+            repeated: Vec::new(),
+            notes: Vec::new(),
+        };
         match self {
             EventBody::Lead(lead) => &lead.decoding,
             EventBody::Message(message) => &message.decoding,
             EventBody::Task(task) => &task.decoding,
             EventBody::Call(call) => &call.decoding,
             EventBody::UnknownAction(unknown) => &unknown.decoding,
+            // Written by the service itself: nothing was read.
+            EventBody::PersonsMerged(_) | EventBody::PersonSplit(_) => &WHOLE,
         }
     }
 
@@ -158,6 +185,8 @@ impl EventBody {
             EventBody::Task(task) => &task.element_id,
             EventBody::Call(call) => &call.call_id,
             EventBody::UnknownAction(unknown) => &unknown.action,
+            EventBody::PersonsMerged(merged) => &merged.lead_id,
+            EventBody::PersonSplit(split) => &split.unlinked,
         }
     }
 
@@ -170,6 +199,8 @@ impl EventBody {
             EventBody::Call(call) => &call.order_id,
             // It names no lead this version can tell.
             EventBody::UnknownAction(_) => "",
+            EventBody::PersonsMerged(merged) => &merged.lead_id,
+            EventBody::PersonSplit(_) => "",
         }
     }
 
@@ -214,6 +245,13 @@ impl EventBody {
                 }
                 format!("unknown_action:{}", digest(&parts))
             }
+            EventBody::PersonsMerged(merged) => format!(
+                "persons_merged:{}:{}",
+                merged.kept_person_id, merged.merged_person_id
+            ),
+            EventBody::PersonSplit(split) => {
+                format!("person_split:{}:{}", split.person_id, split.new_person_id)
+            }
         }
     }
 }
@@ -253,6 +291,8 @@ pub struct EventFilter {
     pub sources: Vec<LeadSource>,
     pub kinds: Vec<EventKind>,
     pub integrations: Vec<String>,
+    /// Skip the leads of persons seen before.
+    pub first_time_only: bool,
 }
 
 impl EventFilter {

@@ -4,6 +4,7 @@
 mod crm;
 mod event;
 mod order;
+mod person;
 mod rejected;
 mod search;
 
@@ -19,6 +20,10 @@ pub use crm::{
 };
 pub use event::{EncodedEvent, Event, EventBody, EventFilter, EventKind, Stored};
 pub use order::{Deal, DealReport, Order, OrderIdMode};
+pub use person::{
+    Identity, Person, PersonCursor, PersonLead, PersonLink, PersonSettings, PersonSplit,
+    PersonsMerged, PhoneKind, PhoneNumber, PhoneRegion, email_key, micros,
+};
 pub use rejected::{RejectedFilter, RejectedRequest};
 pub use search::{
     FoundLead, LeadSearch, SearchCursor, SearchField, SearchKeys, fold, phone_digits,
@@ -181,6 +186,13 @@ pub struct Lead {
     pub extra: BTreeMap<String, String>,
     #[serde(default)]
     pub decoding: Decoding,
+    /// `phone` read (or, without one, the number a calltracking title carries);
+    /// set by the relay, which knows the integration's region.
+    #[serde(default)]
+    pub phone_number: Option<PhoneNumber>,
+    /// `email` as leads are matched by it; empty when it is not an address.
+    #[serde(default)]
+    pub email_normalized: String,
 }
 
 impl Lead {

@@ -82,6 +82,7 @@ pub fn stream_request(request: proto::StreamLeadsRequest) -> Result<StreamReques
                 .into_iter()
                 .map(kind_from_proto)
                 .collect::<Result<_, _>>()?,
+            first_time_only: request.first_time_only,
         },
         audience: Audience::Subscriber,
     })

@@ -5,6 +5,7 @@
 
 mod convert;
 mod observe;
+mod persons;
 mod server;
 mod stream;
 
@@ -199,6 +200,54 @@ impl LeadService for LeadApi {
             &client,
             update_time,
         )))
+    }
+
+    async fn get_person(
+        &self,
+        request: Request<proto::GetPersonRequest>,
+    ) -> Result<Response<proto::Person>, Status> {
+        let request = request.into_inner();
+        let person = if request.person_id != 0 {
+            self.relay.get_person(request.person_id).await?
+        } else {
+            let integration = integration(&request.integration)?;
+            self.relay
+                .find_person(&integration, &request.phone, &request.email)
+                .await?
+        };
+        Ok(Response::new(persons::person(&person)))
+    }
+
+    async fn list_persons(
+        &self,
+        request: Request<proto::ListPersonsRequest>,
+    ) -> Result<Response<proto::ListPersonsResponse>, Status> {
+        let request = request.into_inner();
+        let integration = integration(&request.integration)?;
+        let page = self
+            .relay
+            .list_persons(&integration, request.page_size, &request.page_token)
+            .await?;
+        Ok(Response::new(proto::ListPersonsResponse {
+            persons: page.persons.iter().map(persons::person).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn split_person(
+        &self,
+        request: Request<proto::SplitPersonRequest>,
+    ) -> Result<Response<proto::SplitPersonResponse>, Status> {
+        let request = request.into_inner();
+        let split = self
+            .relay
+            .split_person(request.person_id, &request.phone, &request.email)
+            .await?;
+        Ok(Response::new(proto::SplitPersonResponse {
+            person: Some(persons::person(&split.person)),
+            new_person: Some(persons::person(&split.new_person)),
+            sequence: split.sequence,
+        }))
     }
 
     async fn ack_leads(

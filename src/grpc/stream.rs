@@ -183,6 +183,7 @@ impl http_body::Body for Events {
                 })) => {
                     let body = proto::heartbeat_body(latest_sequence);
                     let heartbeat = EventFrame {
+                        person: None,
                         sequence,
                         receive_time: None,
                         field: proto::HEARTBEAT,

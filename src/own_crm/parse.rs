@@ -120,6 +120,8 @@ pub fn parse_lead(integration: &str, params: &Params) -> Result<Lead, ParseError
         manager_id: params.text("manager_id").trim().to_owned(),
         extra,
         decoding,
+        phone_number: None,
+        email_normalized: String::new(),
     })
 }
 
@@ -210,6 +212,8 @@ pub fn parse_call(integration: &str, params: &Params) -> Result<Call, ParseError
         file_url: params.text("file_url").trim().to_owned(),
         extra,
         decoding,
+        callee_e164: String::new(),
+        caller_e164: String::new(),
     })
 }
 

@@ -19,6 +19,11 @@ pub const HEARTBEAT: u32 = 12;
 /// `Lead.receive_time`, `Lead.sequence`: a lead carries them too.
 const LEAD_RECEIVE_TIME: u32 = 16;
 const LEAD_SEQUENCE: u32 = 17;
+/// `Lead.person_id`, `Lead.returning`, `Lead.person_first_seen`: a lead's person,
+/// known at commit.
+const LEAD_PERSON_ID: u32 = 29;
+const LEAD_RETURNING: u32 = 30;
+const LEAD_PERSON_FIRST_SEEN: u32 = 31;
 
 /// A gRPC message's prefix: a compression flag and the length that follows.
 pub const MESSAGE_PREFIX: usize = 5;
@@ -35,6 +40,16 @@ pub struct EventFrame<'a> {
     pub body: &'a [u8],
     /// The W3C `traceparent` the event was stored in, if any.
     pub trace_parent: Option<&'a str>,
+    /// A lead's person, if it has one.
+    pub person: Option<FramePerson>,
+}
+
+/// A lead's person as its frame writes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FramePerson {
+    pub person_id: u64,
+    pub returning: bool,
+    pub first_seen: prost_types::Timestamp,
 }
 
 /// The encoded body of a heartbeat: every event up to the frame's sequence was
@@ -45,9 +60,10 @@ pub fn heartbeat_body(latest_sequence: u64) -> Vec<u8> {
 
 /// At most what a frame writes before its body (the prefix 5, the sequence 11, the
 /// receive time 24, the oneof field's key 1 and a length of at most 5 for any body
-/// a message can carry), and after it (a lead's own receive time 25 and sequence 12).
+/// a message can carry), and after it (a lead's own receive time 25 and sequence
+/// 12, its person id 12, returning 3 and first seen 26).
 const HEAD_BYTES: usize = 48;
-const TRAILER_BYTES: usize = 40;
+const TRAILER_BYTES: usize = 80;
 
 /// Bytes put together on the stack, then copied out at once.
 struct Scratch<const N: usize> {
@@ -118,7 +134,20 @@ impl EventFrame<'_> {
             0 => 0,
             sequence => encoding::uint64::encoded_len(LEAD_SEQUENCE, &sequence),
         };
-        time + sequence
+        let person = self.person.as_ref().map_or(0, |person| {
+            let id = match person.person_id {
+                0 => 0,
+                id => encoding::uint64::encoded_len(LEAD_PERSON_ID, &id),
+            };
+            let returning = if person.returning {
+                encoding::bool::encoded_len(LEAD_RETURNING, &true)
+            } else {
+                0
+            };
+            id + returning
+                + encoding::message::encoded_len(LEAD_PERSON_FIRST_SEEN, &person.first_seen)
+        });
+        time + sequence + person
     }
 
     /// The length of the `LeadEvent` (without the message prefix).
@@ -176,6 +205,11 @@ impl EventFrame<'_> {
                 trailer.timestamp(LEAD_RECEIVE_TIME, time);
             }
             trailer.uint64(LEAD_SEQUENCE, self.sequence);
+            if let Some(person) = &self.person {
+                trailer.uint64(LEAD_PERSON_ID, person.person_id);
+                trailer.uint64(LEAD_RETURNING, u64::from(person.returning));
+                trailer.timestamp(LEAD_PERSON_FIRST_SEEN, &person.first_seen);
+            }
             buf.put_slice(trailer.as_slice());
         }
     }
@@ -221,6 +255,7 @@ mod tests {
             field: LEAD,
             body: &body,
             trace_parent: None,
+            person: None,
         };
 
         let event = written(&frame);
@@ -248,6 +283,7 @@ mod tests {
             field: HEARTBEAT,
             body: &body,
             trace_parent: None,
+            person: None,
         };
         let event = written(&frame);
         assert_eq!(event.sequence, 7);
@@ -273,7 +309,13 @@ mod tests {
             text in ".{0,300}",
             lead in any::<bool>(),
             traced in any::<bool>(),
+            person in proptest::option::of((any::<u64>(), any::<bool>(), any::<i64>())),
         ) {
+            let person = person.map(|(person_id, returning, seconds)| FramePerson {
+                person_id,
+                returning,
+                first_seen: prost_types::Timestamp { seconds, nanos: 0 },
+            });
             let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
             let trace_parent = traced.then_some(trace);
             let receive_time = timed.then_some(prost_types::Timestamp { seconds, nanos });
@@ -282,6 +324,9 @@ mod tests {
                 let expected = lead_event::Event::Lead(Box::new(Lead {
                     receive_time,
                     sequence,
+                    person_id: person.map_or(0, |person| person.person_id),
+                    returning: person.is_some_and(|person| person.returning),
+                    person_first_seen: person.map(|person| person.first_seen),
                     ..lead.clone()
                 }));
                 (LEAD, lead.encode_to_vec(), expected)
@@ -289,7 +334,8 @@ mod tests {
                 let message = DealMessage { text, ..Default::default() };
                 (11, message.encode_to_vec(), lead_event::Event::Message(Box::new(message)))
             };
-            let frame = EventFrame { sequence, receive_time, field, body: &body, trace_parent };
+            let person = if lead { person } else { None };
+            let frame = EventFrame { sequence, receive_time, field, body: &body, trace_parent, person };
             let expected = LeadEvent {
                 sequence,
                 receive_time,

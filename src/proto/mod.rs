@@ -17,7 +17,7 @@ mod server {
     include!(concat!(env!("OUT_DIR"), "/server/roistat.leads.v1.rs"));
 }
 
-pub use frame::{EventFrame, HEARTBEAT, LEAD, MESSAGE_PREFIX, heartbeat_body};
+pub use frame::{EventFrame, FramePerson, HEARTBEAT, LEAD, MESSAGE_PREFIX, heartbeat_body};
 pub use generated::*;
 pub use server::lead_service_server;
 

@@ -7,6 +7,7 @@ mod consumers;
 mod crm;
 mod error;
 mod inspect;
+mod persons;
 mod readiness;
 mod rejected;
 mod stream;
@@ -20,7 +21,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
-    Deal, DealMessage, EncodedEvent, EventBody, Lead, LeadKey, OrderIdMode, SearchKeys,
+    Deal, DealMessage, EncodedEvent, EventBody, Identity, Lead, LeadKey, OrderIdMode,
+    PersonSettings, SearchKeys,
 };
 use crate::store::{LeadStore, NewEvent, NewLead};
 use crate::{codec, telemetry};
@@ -28,6 +30,7 @@ use crate::{codec, telemetry};
 pub use crm::{ExportPage, OrdersExport};
 pub use error::Error;
 pub use inspect::{ConsumerView, LeadView, Overview};
+pub use persons::{PersonPage, SplitOutcome};
 pub use rejected::{REFUSED_KEPT, RejectedCursor, RejectedPage, bounded, refused};
 pub use stream::{Audience, StreamItem, StreamRequest, StreamStart};
 
@@ -73,6 +76,8 @@ pub struct RelayOptions {
     pub max_consumers: u32,
     /// The configured integrations (watched for a status to export orders with).
     pub integrations: Vec<String>,
+    /// Phone region and person matching by integration (the default for others).
+    pub persons: BTreeMap<String, PersonSettings>,
 }
 
 impl Default for RelayOptions {
@@ -88,6 +93,7 @@ impl Default for RelayOptions {
             max_console_feeds: 32,
             max_consumers: 1_000,
             integrations: vec![crate::domain::DEFAULT_INTEGRATION.to_owned()],
+            persons: BTreeMap::new(),
         }
     }
 }
@@ -131,7 +137,9 @@ impl LeadRelay {
         // Only in `crm` mode does a webhook wait for a report; subscribed before the
         // insert, so a report that lands in between is seen.
         let reports = (mode == OrderIdMode::Crm).then(|| self.store.subscribe_deal_reports());
-        let new = new_lead(lead);
+        let mut lead = lead;
+        let identity = self.read_identity(&mut lead);
+        let new = new_lead(lead, identity);
         let (key, source) = (new.key.clone(), new.source);
         let receipt = self.store.insert_lead(new, mode).await?;
         if receipt.created {
@@ -193,9 +201,13 @@ impl LeadRelay {
 
     /// Stores a message, task or call once; the same one sent again is not a
     /// second event. Returns the event's sequence (of the first delivery).
-    pub async fn receive_event(&self, body: EventBody) -> Result<u64, Error> {
-        if let EventBody::UnknownAction(unknown) = &body {
-            self.unknown_action_seen(&unknown.integration, &unknown.action);
+    pub async fn receive_event(&self, mut body: EventBody) -> Result<u64, Error> {
+        match &mut body {
+            EventBody::UnknownAction(unknown) => {
+                self.unknown_action_seen(&unknown.integration, &unknown.action);
+            }
+            EventBody::Call(call) => self.read_call(call),
+            _ => {}
         }
         let kind = body.kind().as_str();
         let new = new_event(&body);
@@ -287,7 +299,7 @@ impl LeadRelay {
 }
 
 /// A lead ready to store, encoded here, on the request's task.
-fn new_lead(mut lead: Lead) -> NewLead {
+fn new_lead(mut lead: Lead, identity: Option<Identity>) -> NewLead {
     let body = codec::encode_lead(&lead).into();
     NewLead {
         key: lead.key(),
@@ -298,6 +310,7 @@ fn new_lead(mut lead: Lead) -> NewLead {
         create_time: lead.create_time,
         body,
         trace_parent: telemetry::current_trace_parent(),
+        identity,
     }
 }
 

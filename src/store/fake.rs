@@ -60,6 +60,7 @@ impl FakeLog {
                 source: None,
                 body: bytes::Bytes::new(),
                 trace_parent: None,
+                person: None,
             });
             state.events.push(event.clone());
             // Nobody listening is not an error.

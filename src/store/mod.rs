@@ -1,6 +1,7 @@
 //! Durable storage of leads, messages, deals and the event log behind them.
 //! The store is seen through the roles its callers use ([`EventLog`],
-//! [`LeadWrites`], [`CrmStore`], [`ConsumerStore`], [`Inspection`], [`Lifecycle`]);
+//! [`LeadWrites`], [`CrmStore`], [`ConsumerStore`], [`Inspection`], [`PersonStore`],
+//! [`Lifecycle`]);
 //! [`LeadStore`] is all of them. Every backend implements them through the same SQL
 //! (`sql/`), over the small database surface of `db.rs`; `open` picks one from the
 //! database URL.
@@ -24,12 +25,13 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use crate::domain::{
-    Client, ClientRecord, Consumer, Deal, DealReport, EncodedEvent, EventKind, FoundLead, LeadKey,
-    LeadSearch, LeadSource, Order, OrderIdMode, RejectedFilter, RejectedRequest, Scheme,
-    SearchKeys,
+    Client, ClientRecord, Consumer, Deal, DealReport, EncodedEvent, EventKind, FoundLead, Identity,
+    LeadKey, LeadSearch, LeadSource, Order, OrderIdMode, Person, PersonCursor, RejectedFilter,
+    RejectedRequest, Scheme, SearchKeys,
 };
 
 pub use db::DbError;
+pub use sql::{Backfilled, PersonKey};
 
 /// Deal reports a waiting webhook may fall behind before it re-reads the store.
 const DEAL_REPORTS_CAPACITY: usize = 1024;
@@ -81,6 +83,9 @@ pub struct NewLead {
     pub body: Bytes,
     /// The W3C `traceparent` of the request that stores it, when tracing is on.
     pub trace_parent: Option<Arc<str>>,
+    /// What the lead is matched to a person by; `None` when matching is off for
+    /// its integration.
+    pub identity: Option<Identity>,
 }
 
 /// A message, task or call ready to store.
@@ -346,6 +351,52 @@ pub trait Inspection: Send + Sync + 'static {
     async fn store_bytes(&self) -> Result<u64, StoreError>;
 }
 
+/// Persons: leads of one integration that share a valid phone or an e-mail.
+#[async_trait]
+pub trait PersonStore: Send + Sync + 'static {
+    /// A person by its id or an id merged into it, with its oldest `max_leads` leads.
+    async fn get_person(
+        &self,
+        person_id: u64,
+        max_leads: u32,
+    ) -> Result<Option<Person>, StoreError>;
+
+    /// The person of a phone (E.164) or e-mail in an integration (the one with the
+    /// latest lead, if a split left two).
+    async fn find_person(
+        &self,
+        integration: &str,
+        key: &PersonKey,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// An integration's persons by last seen, newest first, after `after`, at most
+    /// `limit`; without their leads.
+    async fn list_persons(
+        &self,
+        integration: &str,
+        after: Option<PersonCursor>,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError>;
+
+    /// Moves the person's leads that carry `key` to a new person; returns its id
+    /// and the sequence of the split's event. [`StoreError::NotFound`] for an
+    /// unknown person, [`StoreError::Conflict`] when no lead (or every lead) of
+    /// it carries the key.
+    async fn split_person(&self, person_id: u64, key: PersonKey) -> Result<(u64, u64), StoreError>;
+
+    /// Leads without a person (stored before persons), after `after_sequence`,
+    /// in sequence order, at most `limit`.
+    async fn unmatched_leads(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<EncodedEvent>, StoreError>;
+
+    /// Matches leads stored before persons (see [`Backfilled`]); returns how many
+    /// were still unmatched and now are.
+    async fn match_stored(&self, leads: Vec<Backfilled>) -> Result<u64, StoreError>;
+}
+
 /// The store as a whole: whether it can write, and its end.
 #[async_trait]
 pub trait Lifecycle: Send + Sync + 'static {
@@ -361,12 +412,12 @@ pub trait Lifecycle: Send + Sync + 'static {
 /// durably committed; every new event is then published on the event feed in
 /// sequence order.
 pub trait LeadStore:
-    EventLog + LeadWrites + CrmStore + ConsumerStore + Inspection + Lifecycle
+    EventLog + LeadWrites + CrmStore + ConsumerStore + Inspection + PersonStore + Lifecycle
 {
 }
 
 impl<S> LeadStore for S where
-    S: EventLog + LeadWrites + CrmStore + ConsumerStore + Inspection + Lifecycle
+    S: EventLog + LeadWrites + CrmStore + ConsumerStore + Inspection + PersonStore + Lifecycle
 {
 }
 

@@ -7,7 +7,11 @@
 //! transaction fills the replies of its writes, and they are sent only once it
 //! committed.
 
-use std::fmt;
+mod reply;
+
+use reply::Pending;
+pub(super) use reply::Reply;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -92,6 +96,17 @@ pub(super) enum Write {
         /// The record's id.
         reply: Reply<u64>,
     },
+    /// Leads stored before persons, matched now (replies how many).
+    MatchStored {
+        leads: Vec<super::Backfilled>,
+        reply: Reply<u64>,
+    },
+    /// Replies the new person's id and the split event's sequence.
+    SplitPerson {
+        person_id: u64,
+        key: super::PersonKey,
+        reply: Reply<(u64, u64)>,
+    },
     /// An empty write: proves the write path (lock, disk, connection) works.
     Ping { reply: Reply<()> },
 }
@@ -99,7 +114,11 @@ pub(super) enum Write {
 impl Write {
     /// Whether the write may append events (and so needs the event counter).
     pub fn appends_events(&self) -> bool {
-        matches!(self, Write::InsertLead { .. } | Write::InsertEvent { .. })
+        use Write::{InsertEvent, InsertLead, MatchStored, SplitPerson};
+        matches!(
+            self,
+            InsertLead { .. } | InsertEvent { .. } | MatchStored { .. } | SplitPerson { .. }
+        )
     }
 
     /// Whether the write may hand out versions, or read the latest one.
@@ -126,6 +145,8 @@ impl Write {
             | Write::AckConsumer { reply, .. }
             | Write::Ping { reply } => reply,
             Write::DeleteConsumer { reply, .. } => reply,
+            Write::MatchStored { reply, .. } => reply,
+            Write::SplitPerson { reply, .. } => reply,
         }
     }
 }
@@ -133,81 +154,6 @@ impl Write {
 /// What a write produced, or its logical refusal (an unknown lead, a conflicting
 /// deal id): either is only told once the transaction committed.
 pub(super) type Applied<T> = Result<T, StoreError>;
-
-/// Where a write's outcome waits for its transaction to commit, then goes to the
-/// caller.
-pub(super) struct Reply<T> {
-    caller: Option<oneshot::Sender<Applied<T>>>,
-    /// Boxed, so that a write in the queue stays small whatever it produces.
-    outcome: Option<Box<Applied<T>>>,
-    /// The caller's span, when traces are exported: the commit's span is its child
-    /// (the batch's first write's) or links to it (the others').
-    trace: Option<TraceContext>,
-}
-
-impl<T> Reply<T> {
-    fn new(caller: oneshot::Sender<Applied<T>>) -> Self {
-        Self {
-            caller: Some(caller),
-            outcome: None,
-            trace: crate::telemetry::current_trace(),
-        }
-    }
-
-    /// Keeps the write's outcome until its transaction commits.
-    pub fn set(&mut self, outcome: Applied<T>) {
-        self.outcome = Some(Box::new(outcome));
-    }
-}
-
-impl<T> fmt::Debug for Reply<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reply")
-            .field("settled", &self.outcome.is_some())
-            .finish()
-    }
-}
-
-/// A reply of any type, as the writer settles it.
-trait Pending: Send {
-    /// The caller's span, when traces are exported.
-    fn trace(&self) -> Option<TraceContext>;
-    /// Forgets the outcome of a transaction that did not commit.
-    fn forget(&mut self);
-    /// Fails the write.
-    fn fail(&mut self, error: StoreError);
-    /// Sends the outcome to the caller; one without an outcome is told the write
-    /// failed. A caller that gave up (its request was cancelled) is not waiting.
-    fn send(&mut self);
-}
-
-impl<T: Send> Pending for Reply<T> {
-    fn trace(&self) -> Option<TraceContext> {
-        self.trace
-    }
-
-    fn forget(&mut self) {
-        self.outcome = None;
-    }
-
-    fn fail(&mut self, error: StoreError) {
-        self.set(Err(error));
-    }
-
-    fn send(&mut self) {
-        let outcome = self.outcome.take().map_or_else(
-            || {
-                Err(StoreError::Failed(DbError::invalid(
-                    "the writer produced no outcome for a write",
-                )))
-            },
-            |outcome| *outcome,
-        );
-        if let Some(caller) = self.caller.take() {
-            let _ = caller.send(outcome);
-        }
-    }
-}
 
 /// A message to the writer.
 pub(super) enum Command {
@@ -405,6 +351,7 @@ mod tests {
                     source: None,
                     body: bytes::Bytes::new(),
                     trace_parent: None,
+                    person: None,
                 });
             }
             // The poisoned write fails the transaction after the others were applied:

@@ -10,6 +10,8 @@ pub const SQLITE_CHECKPOINT_SECONDS: &str = "roistat_leads_sqlite_checkpoint_sec
 pub const POSTGRES_POOL: &str = "roistat_leads_postgres_pool_connections";
 pub const POSTGRES_POOL_WAITING: &str = "roistat_leads_postgres_pool_waiting";
 pub const CONSOLE_FEEDS: &str = "roistat_leads_console_feeds";
+pub const PERSON_BACKFILL_LEADS: &str = "roistat_leads_person_backfill_leads_total";
+pub const PERSON_BACKFILL_RUNNING: &str = "roistat_leads_person_backfill_running";
 
 /// Describes the metrics and starts the series of the `backend` in use.
 pub(super) fn install(backend: &str) {
@@ -38,7 +40,19 @@ pub(super) fn install(backend: &str) {
         metrics::Unit::Count,
         "The operator console's live feeds open (at most --console-max-feeds)."
     );
+    metrics::describe_counter!(
+        PERSON_BACKFILL_LEADS,
+        metrics::Unit::Count,
+        "Leads stored before persons that the background match has given a person."
+    );
+    metrics::describe_gauge!(
+        PERSON_BACKFILL_RUNNING,
+        metrics::Unit::Count,
+        "1 while the background match of leads stored before persons runs, 0 once every lead has a person."
+    );
     metrics::gauge!(CONSOLE_FEEDS).set(0.0);
+    metrics::counter!(PERSON_BACKFILL_LEADS).absolute(0);
+    metrics::gauge!(PERSON_BACKFILL_RUNNING).set(0.0);
     if backend == "postgresql" {
         metrics::gauge!(POSTGRES_POOL, "state" => "in_use").set(0.0);
         metrics::gauge!(POSTGRES_POOL, "state" => "idle").set(0.0);
@@ -84,4 +98,14 @@ impl Drop for PoolWait {
 /// The console's live feeds open.
 pub fn console_feeds(open: usize) {
     metrics::gauge!(CONSOLE_FEEDS).set(open as f64);
+}
+
+/// The background match of stored leads gave `leads` more a person.
+pub fn persons_backfilled(leads: u64) {
+    metrics::counter!(PERSON_BACKFILL_LEADS).increment(leads);
+}
+
+/// Whether the background match of stored leads runs.
+pub fn person_backfill_running(running: bool) {
+    metrics::gauge!(PERSON_BACKFILL_RUNNING).set(if running { 1.0 } else { 0.0 });
 }

@@ -351,4 +351,44 @@ async fn a_store_written_by_release_0007_reads_back_as_written(options: Options)
         .webhook(&[("action", "message"), ("leadId", "6"), ("text", "again")])
         .await;
     assert_eq!(message.1["order_id"], "6");
+
+    // Leads stored before persons get theirs in the background, while the
+    // service serves: the calltracking lead's number is read from its title.
+    let lead = |id: &str| GetLeadRequest {
+        lead_id: id.into(),
+        ..Default::default()
+    };
+    let call = loop {
+        let call = client.get_lead(lead("7")).await.unwrap().into_inner();
+        if call.person_id != 0 {
+            break call;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(call.phone_e164, "+79990001122");
+    assert!(!call.returning);
+    let seed = client.get_lead(lead("6")).await.unwrap().into_inner();
+    assert_ne!(seed.person_id, 0);
+    assert_ne!(seed.person_id, call.person_id);
+    assert_eq!(seed.email_normalized, "email@mail.com");
+    // A new lead with the same number joins the stored one's person.
+    let (status, _) = app
+        .webhook(&[("action", "lead"), ("id", "9"), ("phone", "89990001122")])
+        .await;
+    assert_eq!(status, 200);
+    let again = client.get_lead(lead("9")).await.unwrap().into_inner();
+    assert_eq!(again.person_id, call.person_id);
+    assert!(again.returning);
+    // Its progress is a metric: three leads matched, and it is done.
+    loop {
+        let scrape = app.scrape().await;
+        if scrape.contains("roistat_leads_person_backfill_running 0") {
+            assert!(
+                scrape.contains("roistat_leads_person_backfill_leads_total 3"),
+                "{scrape}"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -825,6 +825,8 @@ pub fn lead_id(event: &LeadEvent) -> Option<&str> {
         Event::Task(task) => Some(&task.element_id),
         Event::Call(call) => Some(&call.call_id),
         Event::UnknownAction(unknown) => Some(&unknown.action),
+        Event::PersonsMerged(merged) => Some(&merged.lead_id),
+        Event::PersonSplit(split) => Some(&split.unlinked),
         Event::Heartbeat(_) => None,
     }
 }

@@ -16,6 +16,7 @@ mod metrics;
 mod namespace;
 mod never_refused;
 mod operability;
+mod persons;
 mod protected;
 mod replicas;
 mod stream;

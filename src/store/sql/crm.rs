@@ -177,6 +177,19 @@ pub(super) async fn report_deal<C: Conn>(
             &[(&key.integration).into(), (&key.lead_id).into(), now.into()],
         )
         .await?;
+        if let Some(client_id) = &details.client_id {
+            // The CRM knows this person: its client is exported instead.
+            conn.execute(
+                "UPDATE persons SET client_id = $3 WHERE person_id = \
+                 (SELECT person_id FROM leads WHERE integration = $1 AND lead_id = $2)",
+                &[
+                    (&key.integration).into(),
+                    (&key.lead_id).into(),
+                    client_id.as_str().into(),
+                ],
+            )
+            .await?;
+        }
         deal.details = details;
         deal.update_time = from_micros(now);
     }
@@ -339,23 +352,47 @@ pub(super) fn order_from_row(integration: &str, row: &dyn Row) -> Result<Order, 
     })
 }
 
+/// The clients the CRM reported, then (ranked after them) the persons it has no client for (by their
+/// first seen time: `person-<id>`, the phone and e-mail of their latest lead that
+/// has one, the name of their latest lead).
 const CLIENTS_WALK: &str = "WITH latest AS ( \
        SELECT client_id, MAX(version) AS version FROM client_versions \
        WHERE integration = $1 AND version <= $2 GROUP BY client_id) \
-     SELECT v.client_id, v.update_time, v.payload FROM latest \
+     SELECT v.client_id AS client_id, v.update_time AS update_time, v.payload AS payload, \
+       NULL AS phone, NULL AS email, NULL AS body, 0 AS rank FROM latest \
      JOIN client_versions v ON v.integration = $1 AND v.client_id = latest.client_id \
        AND v.version = latest.version \
-     WHERE v.update_time >= $3";
+     WHERE v.update_time >= $3 \
+     UNION ALL \
+     SELECT 'person-' || p.person_id, p.first_seen, NULL, \
+       (SELECT l.phone_e164 FROM leads l WHERE l.person_id = p.person_id \
+          AND l.phone_e164 <> '' ORDER BY l.sequence DESC LIMIT 1), \
+       (SELECT l.email_folded FROM leads l WHERE l.person_id = p.person_id \
+          AND l.email_folded <> '' ORDER BY l.sequence DESC LIMIT 1), \
+       (SELECT e.body FROM leads l JOIN events e ON e.sequence = l.sequence \
+          WHERE l.person_id = p.person_id ORDER BY l.sequence DESC LIMIT 1), 1 \
+     FROM persons p WHERE p.integration = $1 AND p.merged_into IS NULL \
+       AND p.client_id IS NULL AND p.first_seen >= $3";
 
 pub(super) async fn export_clients<C: Conn>(
     conn: &mut C,
     integration: &str,
     window: ExportWindow,
 ) -> Result<(u64, Vec<ClientRecord>), DbError> {
-    let order = "v.update_time, v.client_id";
+    let order = "rank, update_time, client_id";
     export_walk(conn, CLIENTS_WALK, order, integration, window, |row| {
+        let client = match row.opt_text(2)? {
+            Some(payload) => from_json::<Client>(payload)?,
+            None => Client {
+                id: row.text(0)?.to_owned(),
+                name: row.opt_bytes(5)?.map(codec::lead_name).unwrap_or_default(),
+                phone: row.opt_text(3)?.unwrap_or_default().to_owned(),
+                email: row.opt_text(4)?.unwrap_or_default().to_owned(),
+                ..Client::default()
+            },
+        };
         Ok(ClientRecord {
-            client: from_json::<Client>(row.text(2)?)?,
+            client,
             update_time: from_micros(row.int(1)?),
         })
     })

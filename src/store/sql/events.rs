@@ -8,18 +8,19 @@ use super::from_micros;
 use super::now_micros;
 use super::writes::Tx;
 use crate::codec;
-use crate::domain::{EncodedEvent, EventKind, LeadKey};
+use crate::domain::{EncodedEvent, EventKind, LeadKey, PersonLink};
 use crate::store::db::{Arg, Conn, DbError, query_opt};
 use crate::store::{EventReceipt, NewEvent, StoreError};
 
 /// An event's row. `payload` held the JSON of versions before 0005; it stays empty.
 pub(super) const EVENT_COLUMNS: &str = "sequence, kind, integration, lead_id, receive_time, \
-     payload, lead_ref, body, source, trace_parent";
-pub(super) const EVENT_COLUMN_COUNT: usize = 10;
+     payload, lead_ref, body, source, trace_parent, person_id, person_returning, \
+     person_first_seen";
+pub(super) const EVENT_COLUMN_COUNT: usize = 13;
 
 /// An event's row: filed under `key` (its integration and subject id), about the
 /// lead `lead_ref` (if any), of a lead `source` (if a lead), stored in the trace
-/// `trace_parent` (if tracing was on).
+/// `trace_parent` (if tracing was on), of the person `person` (if a lead matched).
 pub(super) fn event_args<'a>(
     sequence: i64,
     kind: EventKind,
@@ -27,7 +28,7 @@ pub(super) fn event_args<'a>(
     receive_micros: i64,
     body: &'a [u8],
     (lead_ref, source): (Option<&'a str>, Option<&'static str>),
-    trace_parent: Option<&'a str>,
+    (trace_parent, person): (Option<&'a str>, Option<PersonLink>),
 ) -> [Arg<'a>; EVENT_COLUMN_COUNT] {
     [
         sequence.into(),
@@ -40,6 +41,11 @@ pub(super) fn event_args<'a>(
         body.into(),
         source.into(),
         trace_parent.into(),
+        person.map(|person| person.person_id as i64).into(),
+        i64::from(person.is_some_and(|person| person.returning)).into(),
+        person
+            .map(|person| super::to_micros(person.first_seen))
+            .into(),
     ]
 }
 
@@ -63,10 +69,11 @@ pub(super) async fn append_event<C: Conn>(
         micros,
         &event.body,
         (lead_ref, source),
-        event.trace_parent.as_deref(),
+        (event.trace_parent.as_deref(), event.person),
     );
     let sql = format!(
-        "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
+        crate::store::db::values_placeholders(1, EVENT_COLUMN_COUNT)
     );
     conn.execute(&sql, &args).await?;
     Ok(())
@@ -160,6 +167,7 @@ pub(super) async fn insert_event<C: Conn>(
         source: None,
         body,
         trace_parent: new.trace_parent.clone(),
+        person: None,
     };
     append_event(conn, &event, &new.subject_id, &lead_ref).await?;
     let receipt = EventReceipt {

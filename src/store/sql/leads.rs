@@ -5,20 +5,19 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use super::crm;
-use super::events::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, append_event, event_args};
+use super::events::{EVENT_COLUMN_COUNT, EVENT_COLUMNS, event_args};
+use super::persons::{self, Candidate, Matched};
 use super::writes::Tx;
 use super::{column_text, from_micros, now_micros, to_micros};
-use crate::domain::{Deal, EncodedEvent, EventKind, LeadKey, OrderIdMode};
-use crate::store::db::{
-    Arg, Conn, DbError, built_once, query_opt, values_placeholders, values_placeholders_with,
-};
+use crate::domain::{Deal, EncodedEvent, EventKind, LeadKey, OrderIdMode, PersonLink};
+use crate::store::db::{Arg, Conn, DbError, built_once, values_placeholders_with};
 use crate::store::writer::{Applied, Write};
 use crate::store::{LeadReceipt, NewLead, StoreError};
 
 const LEAD_COLUMNS: &str = "integration, lead_id, sequence, order_id, deal_update_time, \
      visit, title, create_time, receive_time, order_version, order_time, \
-     name_folded, phone_digits, email_folded";
-const LEAD_COLUMN_COUNT: usize = 14;
+     name_folded, phone_digits, email_folded, person_id, phone_e164";
+const LEAD_COLUMN_COUNT: usize = 16;
 
 /// The leads at the start of `batch`, up to its first write of another kind.
 pub(super) fn leading_leads(batch: &[Write]) -> usize {
@@ -48,12 +47,12 @@ impl<'a> LeadTexts<'a> {
 }
 
 /// A new lead's row: `order_id` is what it is answered at once, if anything;
-/// `version` fixes it in the export.
+/// `version` fixes it in the export; `person_id` is its person's, if it matched.
 fn lead_args<'a>(
     lead: &'a NewLead,
     texts: &'a LeadTexts<'_>,
     (sequence, order_id, version): (i64, Option<&'a str>, Option<i64>),
-    now: i64,
+    (now, person_id): (i64, Option<i64>),
 ) -> [Arg<'a>; LEAD_COLUMN_COUNT] {
     [
         (&lead.key.integration).into(),
@@ -70,11 +69,22 @@ fn lead_args<'a>(
         texts.name.as_ref().into(),
         (&lead.search.phone).into(),
         texts.email.as_ref().into(),
+        person_id.into(),
+        lead.identity
+            .as_ref()
+            .and_then(|identity| identity.phone.as_deref())
+            .unwrap_or_default()
+            .into(),
     ]
 }
 
 /// A new lead's event, as committed.
-fn lead_event(lead: &NewLead, sequence: i64, receive_micros: i64) -> EncodedEvent {
+fn lead_event(
+    lead: &NewLead,
+    sequence: i64,
+    receive_micros: i64,
+    person: Option<PersonLink>,
+) -> EncodedEvent {
     EncodedEvent {
         sequence: sequence as u64,
         receive_time: from_micros(receive_micros),
@@ -83,55 +93,29 @@ fn lead_event(lead: &NewLead, sequence: i64, receive_micros: i64) -> EncodedEven
         source: Some(lead.source),
         body: lead.body.clone(),
         trace_parent: lead.trace_parent.clone(),
+        person,
     }
 }
 
-/// Stores a lead unless its key is taken; a retry gets the stored lead's answer.
-pub(super) async fn insert_lead<C: Conn>(
+/// Answers a lead whose key is taken: a retry gets the stored lead's answer.
+async fn answer_retry<C: Conn>(
     conn: &mut C,
     lead: &NewLead,
     mode: OrderIdMode,
     tx: &mut Tx<'_>,
 ) -> Result<Result<LeadReceipt, StoreError>, DbError> {
     let key = &lead.key;
-    let now = now_micros();
-    let order_id = mode.without_deal_id(&key.lead_id);
-    let version = order_id.map(|_| tx.counters.versions.peek());
-    let sequence = tx.counters.sequences.peek();
-    // The common case in one statement: a new lead claims its key; the event it
-    // names follows in the same transaction.
-    let sql = format!(
-        "INSERT INTO leads ({LEAD_COLUMNS}) VALUES {} \
-         ON CONFLICT (integration, lead_id) DO NOTHING RETURNING sequence",
-        values_placeholders(1, LEAD_COLUMN_COUNT)
-    );
-    let texts = LeadTexts::of(lead);
-    let args = lead_args(lead, &texts, (sequence, order_id, version), now);
-    let claimed = query_opt(conn, &sql, &args, |row| row.int(0)).await?;
-    if claimed.is_none() {
-        // A retry: the lead is stored already.
-        let Some((sequence, deal)) = crm::load_deal(conn, key).await? else {
-            return Err(DbError::invalid(
-                "a lead's key is taken but the lead is gone",
-            ));
-        };
-        let deal = crm::assign(conn, deal, mode, tx).await?;
-        return Ok(Ok(LeadReceipt {
-            sequence,
-            created: false,
-            deal,
-        }));
-    }
-    if version.is_some() {
-        tx.counters.versions.take();
-    }
-    let order_id = order_id.map(str::to_owned);
-    let sequence = tx.counters.sequences.take();
-    let event = lead_event(lead, sequence, now);
-    append_event(conn, &event, &key.lead_id, &key.lead_id).await?;
-    let receipt = new_lead_receipt(key.clone(), event.sequence, order_id, event.receive_time);
-    tx.committed.events.push(event);
-    Ok(Ok(receipt))
+    let Some((sequence, deal)) = crm::load_deal(conn, key).await? else {
+        return Err(DbError::invalid(
+            "a lead's key is taken but the lead is gone",
+        ));
+    };
+    let deal = crm::assign(conn, deal, mode, tx).await?;
+    Ok(Ok(LeadReceipt {
+        sequence,
+        created: false,
+        deal,
+    }))
 }
 
 /// The receipt of a lead stored just now.
@@ -161,10 +145,10 @@ struct Appended {
     order_id: Option<String>,
 }
 
-/// Inserts a run of leads with one statement per table instead of two per lead.
-/// Leads stored already, and repeats within the run, then take the one-by-one
-/// path, where they are retries. Sets the reply of each write of the run, which
-/// holds leads only (see [`leading_leads`]).
+/// Inserts a run of leads (one or more) with one statement per table, each new
+/// one with its person (see `persons`). Leads stored already, and repeats within
+/// the run, are retries. Sets the reply of each write of the run, which holds
+/// leads only (see [`leading_leads`]).
 pub(super) async fn insert_leads<C: Conn>(
     conn: &mut C,
     writes: &mut [Write],
@@ -218,6 +202,7 @@ async fn insert_run<C: Conn>(
         .collect();
     let now = now_micros();
     let mut appended = Vec::new();
+    let mut persons_of_new: Vec<Option<Matched>> = Vec::new();
     for ((_, mode), key) in run
         .iter()
         .zip(&keys)
@@ -242,10 +227,18 @@ async fn insert_run<C: Conn>(
             .iter()
             .map(|((lead, _), _)| LeadTexts::of(lead))
             .collect();
+        let leads_and_keys: Vec<(&NewLead, &LeadKey)> = new_leads
+            .iter()
+            .map(|((lead, _), key)| (*lead, **key))
+            .collect();
+        let matched = match_persons(conn, &leads_and_keys, &appended, now, tx).await?;
         let (mut lead_rows, mut event_rows) = (Vec::new(), Vec::new());
-        for ((((lead, _), key), new), texts) in new_leads.iter().zip(&appended).zip(&texts) {
+        for (((((lead, _), key), new), texts), matched) in
+            new_leads.iter().zip(&appended).zip(&texts).zip(&matched)
+        {
             let numbers = (new.sequence, new.order_id.as_deref(), new.version);
-            lead_rows.extend(lead_args(lead, texts, numbers, now));
+            let person_id = matched.map(|matched| matched.person_id);
+            lead_rows.extend(lead_args(lead, texts, numbers, (now, person_id)));
             event_rows.extend(event_args(
                 new.sequence,
                 EventKind::Lead,
@@ -253,9 +246,13 @@ async fn insert_run<C: Conn>(
                 now,
                 &lead.body,
                 (Some(&key.lead_id), Some(lead.source.as_str())),
-                lead.trace_parent.as_deref(),
+                (
+                    lead.trace_parent.as_deref(),
+                    matched.map(|matched| matched.link),
+                ),
             ));
         }
+        persons_of_new = matched;
         let (count, mark) = (appended.len(), C::PLACEHOLDER);
         let rows = count as u64;
         let sql = built_once("leads", mark, count, || {
@@ -284,21 +281,57 @@ async fn insert_run<C: Conn>(
     // In the run's order: new leads from what was appended (in sequence order), the
     // others answered as retries now that the new ones are in.
     let receive_time = from_micros(now);
-    let mut appended = appended.into_iter();
+    let mut appended = appended.into_iter().zip(persons_of_new);
     let mut outcomes = Vec::with_capacity(run.len());
     for ((lead, mode), fresh) in run.iter().zip(fresh) {
         let next = if fresh { appended.next() } else { None };
-        let Some(new) = next else {
-            let retry = insert_lead(conn, lead, *mode, tx).await?;
+        let Some((new, matched)) = next else {
+            let retry = answer_retry(conn, lead, *mode, tx).await?;
             outcomes.push(retry);
             continue;
         };
+        let person = matched.map(|matched| matched.link);
         tx.committed
             .events
-            .push(lead_event(lead, new.sequence, now));
+            .push(lead_event(lead, new.sequence, now, person));
         let (key, sequence) = (lead.key.clone(), new.sequence as u64);
         let receipt = new_lead_receipt(key, sequence, new.order_id, receive_time);
         outcomes.push(Ok(receipt));
     }
     Ok(outcomes)
+}
+
+/// The persons of new leads, in order; none for a lead whose integration has
+/// matching off.
+async fn match_persons<C: Conn>(
+    conn: &mut C,
+    new_leads: &[(&NewLead, &LeadKey)],
+    appended: &[Appended],
+    now: i64,
+    tx: &mut Tx<'_>,
+) -> Result<Vec<Option<Matched>>, DbError> {
+    let candidates: Vec<Candidate> = new_leads
+        .iter()
+        .zip(appended)
+        .filter_map(|((lead, key), new)| {
+            let identity = lead.identity.as_ref()?;
+            Some(Candidate {
+                integration: &key.integration,
+                lead_id: &key.lead_id,
+                sequence: new.sequence,
+                seen_at: now,
+                identity,
+            })
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(vec![None; new_leads.len()]);
+    }
+    let mut matched = persons::match_leads(conn, &candidates, tx)
+        .await?
+        .into_iter();
+    Ok(new_leads
+        .iter()
+        .map(|(lead, _)| lead.identity.as_ref().and_then(|_| matched.next()))
+        .collect())
 }

@@ -17,6 +17,8 @@ mod crm;
 mod events;
 mod inspect;
 mod leads;
+mod person_store;
+mod persons;
 mod reads;
 mod rejected;
 mod writes;
@@ -44,6 +46,8 @@ use crate::domain::{
 #[cfg(test)]
 pub(super) use backfill::UNCONVERTED;
 pub(super) use backfill::convert_stored;
+pub use person_store::PersonKey;
+pub use persons::Backfilled;
 #[cfg(feature = "postgres")]
 pub(super) use reads::{events_after, latest_sequence};
 

@@ -8,14 +8,14 @@ use time::OffsetDateTime;
 
 use super::{from_json, from_micros, to_db_sequence, to_micros};
 use crate::codec;
-use crate::domain::{EncodedEvent, EventBody, EventKind, LeadKey, LeadSource};
+use crate::domain::{EncodedEvent, EventBody, EventKind, LeadKey, LeadSource, PersonLink};
 use crate::store::db::{Conn, DbError, Row, query_opt, scalar};
 
 /// The columns an event is read from.
 pub(super) const EVENT: &str = "e.sequence, e.receive_time, e.kind, e.integration, e.source, \
-     e.body, e.payload, e.trace_parent";
+     e.body, e.payload, e.trace_parent, e.person_id, e.person_returning, e.person_first_seen";
 /// How many columns [`EVENT`] names: the columns a query adds after it start here.
-pub(super) const EVENT_WIDTH: usize = 8;
+pub(super) const EVENT_WIDTH: usize = 11;
 
 /// Reads rows into events, their bodies cut from large shared buffers rather than
 /// allocated one by one, and the integration's name shared while it repeats.
@@ -77,6 +77,14 @@ impl EventReader {
             source,
             body,
             trace_parent: row.opt_text(7)?.map(Into::into),
+            person: match row.opt_int(8)? {
+                Some(person_id) => Some(PersonLink {
+                    person_id: person_id as u64,
+                    returning: row.int(9)? != 0,
+                    first_seen: from_micros(row.opt_int(10)?.unwrap_or_default()),
+                }),
+                None => None,
+            },
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The writer's transactions: a batch of writes applied in one transaction, with
 //! the counters it hands sequences and versions from.
 
-use super::{WriteSide, consumers, crm, events, leads, rejected};
+use super::{WriteSide, consumers, crm, events, leads, person_store, persons, rejected};
 use crate::store::StoreError;
 use crate::store::db::{Conn, DbError, query_one};
 use crate::store::writer::{Committed, Write};
@@ -122,7 +122,7 @@ async fn writes<W: WriteSide>(
         // Consecutive new leads, the bulk of any busy batch, go in together.
         let run = leads::leading_leads(rest);
         let (first, after) = rest.split_at_mut(run.max(1));
-        if run > 1 {
+        if run >= 1 {
             leads::insert_leads(conn, first, &mut tx).await?;
         } else {
             apply(conn, &mut first[0], &mut tx).await?;
@@ -152,8 +152,8 @@ async fn read_counters<C: Conn>(conn: &mut C) -> Result<(i64, i64), DbError> {
 /// Applies one write inside the batch's transaction, setting its reply.
 async fn apply<C: Conn>(conn: &mut C, write: &mut Write, tx: &mut Tx<'_>) -> Result<(), DbError> {
     match write {
-        Write::InsertLead { lead, mode, reply } => {
-            reply.set(leads::insert_lead(conn, lead, *mode, tx).await?);
+        Write::InsertLead { .. } => {
+            leads::insert_leads(conn, std::slice::from_mut(write), tx).await?;
         }
         Write::AssignOrderId { key, mode, reply } => {
             reply.set(match crm::load_deal(conn, key).await? {
@@ -210,6 +210,14 @@ async fn apply<C: Conn>(conn: &mut C, write: &mut Write, tx: &mut Tx<'_>) -> Res
             keep,
             reply,
         } => reply.set(Ok(rejected::record(conn, request, *keep).await?)),
+        Write::MatchStored { leads, reply } => {
+            reply.set(Ok(persons::match_stored(conn, leads, tx).await?));
+        }
+        Write::SplitPerson {
+            person_id,
+            key,
+            reply,
+        } => reply.set(person_store::split(conn, *person_id, key, tx).await?),
         Write::Ping { reply } => {
             // A real (empty) write: it needs the write lock and the disk, as a lead
             // would, so readiness fails when leads could not be committed.

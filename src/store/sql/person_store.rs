@@ -1,0 +1,312 @@
+//! Reading persons, an operator's split, and the [`PersonStore`] role of a SQL
+//! store.
+
+use async_trait::async_trait;
+
+use super::persons::{Backfilled, append_person_event, resolve_stored};
+use super::reads::{EVENT, EventReader};
+use super::writes::Tx;
+use super::{Backend, SqlStore, from_micros, to_db_sequence};
+use crate::domain::{
+    EncodedEvent, EventBody, LeadSource, Person, PersonCursor, PersonLead, PersonSplit,
+};
+use crate::store::db::{Conn, DbError, Row, query_opt};
+use crate::store::writer::Write;
+use crate::store::{PersonStore, StoreError};
+
+/// What links leads: a valid phone in E.164, or an e-mail folded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersonKey {
+    Phone(String),
+    Email(String),
+}
+
+impl PersonKey {
+    /// The leads' column that holds it, and its value.
+    pub(super) fn column(&self) -> (&'static str, &str) {
+        match self {
+            PersonKey::Phone(phone) => ("phone_e164", phone),
+            PersonKey::Email(email) => ("email_folded", email),
+        }
+    }
+}
+
+/// Moves the leads of `person_id` that carry `key` to a new person, split from
+/// it; appends the event. Returns the new person's id and the event's sequence.
+pub(super) async fn split<C: Conn>(
+    conn: &mut C,
+    person_id: u64,
+    key: &PersonKey,
+    tx: &mut Tx<'_>,
+) -> Result<Result<(u64, u64), StoreError>, DbError> {
+    let Some(person) = resolve_stored(conn, person_id as i64).await? else {
+        return Ok(Err(StoreError::NotFound));
+    };
+    let (column, value) = key.column();
+    let leads = conn
+        .query(
+            &format!(
+                "SELECT lead_id, receive_time, {column} FROM leads \
+                 WHERE person_id = $1 ORDER BY sequence"
+            ),
+            &[person.into()],
+            |row| Ok((row.text(0)?.to_owned(), row.int(1)?, row.text(2)? == value)),
+        )
+        .await?;
+    let (moving, staying): (Vec<_>, Vec<_>) = leads.into_iter().partition(|lead| lead.2);
+    if moving.is_empty() || staying.is_empty() {
+        let reason = if moving.is_empty() {
+            format!("no lead of person {person} carries {value}")
+        } else {
+            format!("every lead of person {person} carries {value}: there is nothing to split")
+        };
+        return Ok(Err(StoreError::Conflict(reason)));
+    }
+    let new_id = tx.counters.sequences.peek();
+    let lead_ids: Vec<String> = moving.iter().map(|lead| lead.0.clone()).collect();
+    let integration: String = query_opt(
+        conn,
+        "SELECT integration FROM persons WHERE person_id = $1",
+        &[person.into()],
+        |row| Ok(row.text(0)?.to_owned()),
+    )
+    .await?
+    .unwrap_or_default();
+    let counts = |leads: &[(String, i64, bool)]| {
+        let first = leads.iter().map(|lead| lead.1).min().unwrap_or_default();
+        let last = leads.iter().map(|lead| lead.1).max().unwrap_or_default();
+        (first, last, leads.len() as i64)
+    };
+    let (first, last, count) = counts(&moving);
+    conn.execute(
+        "INSERT INTO persons (person_id, integration, first_seen, last_seen, lead_count, \
+         split_from) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            new_id.into(),
+            integration.as_str().into(),
+            first.into(),
+            last.into(),
+            count.into(),
+            person.into(),
+        ],
+    )
+    .await?;
+    let (first, last, count) = counts(&staying);
+    conn.execute(
+        "UPDATE persons SET first_seen = $1, last_seen = $2, lead_count = $3 \
+         WHERE person_id = $4",
+        &[first.into(), last.into(), count.into(), person.into()],
+    )
+    .await?;
+    conn.execute(
+        &format!("UPDATE leads SET person_id = $1 WHERE person_id = $2 AND {column} = $3"),
+        &[new_id.into(), person.into(), value.into()],
+    )
+    .await?;
+    let body = EventBody::PersonSplit(PersonSplit {
+        integration,
+        person_id: person as u64,
+        new_person_id: new_id as u64,
+        unlinked: value.to_owned(),
+        lead_ids,
+    });
+    let sequence = append_person_event(conn, body, value, tx).await?;
+    debug_assert_eq!(sequence as i64, new_id);
+    Ok(Ok((new_id as u64, sequence)))
+}
+
+const PERSON_COLUMNS: &str = "p.person_id, p.integration, p.first_seen, p.last_seen, p.lead_count";
+
+fn person_from_row(row: &dyn Row) -> Result<Person, DbError> {
+    Ok(Person {
+        person_id: row.int(0)? as u64,
+        integration: row.text(1)?.to_owned(),
+        first_seen: from_micros(row.int(2)?),
+        last_seen: from_micros(row.int(3)?),
+        lead_count: row.int(4)? as u64,
+        aliases: Vec::new(),
+        leads: Vec::new(),
+        phones: Vec::new(),
+        emails: Vec::new(),
+    })
+}
+
+/// A person, found by its id or an id merged into it, with its oldest leads.
+async fn get_person<C: Conn>(
+    conn: &mut C,
+    person_id: u64,
+    max_leads: u32,
+) -> Result<Option<Person>, DbError> {
+    let Some(id) = resolve_stored(conn, person_id as i64).await? else {
+        return Ok(None);
+    };
+    let sql = format!("SELECT {PERSON_COLUMNS} FROM persons p WHERE p.person_id = $1");
+    let Some(mut person) = query_opt(conn, &sql, &[id.into()], person_from_row).await? else {
+        return Ok(None);
+    };
+    person.aliases = conn
+        .query(
+            "SELECT person_id FROM persons WHERE merged_into = $1 ORDER BY person_id",
+            &[id.into()],
+            |row| Ok(row.int(0)? as u64),
+        )
+        .await?;
+    person.leads = conn
+        .query(
+            "SELECT l.lead_id, l.sequence, l.receive_time, e.source, l.title, l.phone_e164, \
+             l.email_folded FROM leads l JOIN events e ON e.sequence = l.sequence \
+             WHERE l.person_id = $1 ORDER BY l.sequence LIMIT $2",
+            &[id.into(), i64::from(max_leads).into()],
+            |row| {
+                Ok(PersonLead {
+                    lead_id: row.text(0)?.to_owned(),
+                    sequence: row.int(1)? as u64,
+                    receive_time: from_micros(row.int(2)?),
+                    source: row
+                        .opt_bytes(3)?
+                        .and_then(LeadSource::from_bytes)
+                        .unwrap_or(LeadSource::Other),
+                    title: row.text(4)?.to_owned(),
+                    phone_e164: row.text(5)?.to_owned(),
+                    email: row.text(6)?.to_owned(),
+                })
+            },
+        )
+        .await?;
+    let keys = |column: &str| {
+        format!(
+            "SELECT DISTINCT {column} FROM leads WHERE person_id = $1 AND {column} <> '' \
+             ORDER BY {column}"
+        )
+    };
+    person.phones = conn
+        .query(&keys("phone_e164"), &[id.into()], |row| {
+            Ok(row.text(0)?.to_owned())
+        })
+        .await?;
+    // Only addresses link leads (and only they are stored folded for it).
+    person.emails = conn
+        .query(&keys("email_folded"), &[id.into()], |row| {
+            Ok(row.text(0)?.to_owned())
+        })
+        .await?
+        .into_iter()
+        .filter(|email| crate::domain::email_key(email).is_some())
+        .collect();
+    Ok(Some(person))
+}
+
+async fn find_person<C: Conn>(
+    conn: &mut C,
+    integration: &str,
+    key: &PersonKey,
+) -> Result<Option<u64>, DbError> {
+    let (column, value) = key.column();
+    let sql = format!(
+        "SELECT person_id FROM leads WHERE {column} = $1 AND integration = $2 \
+         AND person_id IS NOT NULL ORDER BY sequence DESC LIMIT 1"
+    );
+    let found = query_opt(conn, &sql, &[value.into(), integration.into()], |row| {
+        row.int(0)
+    })
+    .await?;
+    Ok(found.map(|id| id as u64))
+}
+
+async fn list_persons<C: Conn>(
+    conn: &mut C,
+    integration: &str,
+    after: Option<PersonCursor>,
+    limit: u32,
+) -> Result<Vec<Person>, DbError> {
+    let (last_seen, person_id) = after.map_or((i64::MAX, i64::MAX), |cursor| {
+        (cursor.last_seen_micros, cursor.person_id as i64)
+    });
+    let sql = format!(
+        "SELECT {PERSON_COLUMNS} FROM persons p \
+         WHERE p.integration = $1 AND p.merged_into IS NULL \
+           AND (p.last_seen < $2 OR (p.last_seen = $2 AND p.person_id < $3)) \
+         ORDER BY p.last_seen DESC, p.person_id DESC LIMIT $4"
+    );
+    conn.query(
+        &sql,
+        &[
+            integration.into(),
+            last_seen.into(),
+            person_id.into(),
+            i64::from(limit).into(),
+        ],
+        person_from_row,
+    )
+    .await
+}
+
+async fn unmatched_leads<C: Conn>(
+    conn: &mut C,
+    after_sequence: u64,
+    limit: u32,
+) -> Result<Vec<EncodedEvent>, DbError> {
+    let mut reader = EventReader::default();
+    conn.query(
+        &format!(
+            "SELECT {EVENT} FROM leads l JOIN events e ON e.sequence = l.sequence \
+             WHERE l.person_id IS NULL AND l.sequence > $1 ORDER BY l.sequence LIMIT $2"
+        ),
+        &[
+            to_db_sequence(after_sequence).into(),
+            i64::from(limit).into(),
+        ],
+        |row| reader.read(row),
+    )
+    .await
+}
+
+#[async_trait]
+impl<B: Backend> PersonStore for SqlStore<B> {
+    async fn get_person(
+        &self,
+        person_id: u64,
+        max_leads: u32,
+    ) -> Result<Option<Person>, StoreError> {
+        Ok(get_person(&mut *self.reader().await?, person_id, max_leads).await?)
+    }
+
+    async fn find_person(
+        &self,
+        integration: &str,
+        key: &PersonKey,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(find_person(&mut *self.reader().await?, integration, key).await?)
+    }
+
+    async fn list_persons(
+        &self,
+        integration: &str,
+        after: Option<PersonCursor>,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError> {
+        Ok(list_persons(&mut *self.reader().await?, integration, after, limit).await?)
+    }
+
+    async fn split_person(&self, person_id: u64, key: PersonKey) -> Result<(u64, u64), StoreError> {
+        self.write(|reply| Write::SplitPerson {
+            person_id,
+            key,
+            reply,
+        })
+        .await
+    }
+
+    async fn unmatched_leads(
+        &self,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<EncodedEvent>, StoreError> {
+        Ok(unmatched_leads(&mut *self.reader().await?, after_sequence, limit).await?)
+    }
+
+    async fn match_stored(&self, leads: Vec<Backfilled>) -> Result<u64, StoreError> {
+        self.write(|reply| Write::MatchStored { leads, reply })
+            .await
+    }
+}

@@ -1,0 +1,470 @@
+//! Persons, in the writer's transactions: each new lead joins the person of a
+//! lead that shares its valid phone or e-mail, or starts one; a lead that shares
+//! them with two persons merges them (the older one is kept). Also the
+//! background match of leads stored before persons, and an operator's split.
+
+use std::collections::HashMap;
+
+use super::events::append_event;
+use super::writes::Tx;
+use super::{from_micros, now_micros};
+use crate::codec;
+use crate::domain::{EncodedEvent, EventBody, Identity, PersonLink, PersonsMerged};
+use crate::store::db::{Arg, Conn, DbError, built_once, query_opt};
+
+/// A lead to find the person of.
+pub(super) struct Candidate<'a> {
+    pub integration: &'a str,
+    pub lead_id: &'a str,
+    /// Its event's sequence: the id of the person it starts, if it starts one.
+    pub sequence: i64,
+    /// When it was received (Unix microseconds).
+    pub seen_at: i64,
+    pub identity: &'a Identity,
+}
+
+/// A lead's person: as its event tells it, and where the lead stands once the
+/// batch's merges are done.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Matched {
+    pub link: PersonLink,
+    pub person_id: i64,
+}
+
+/// A person as matching sees it.
+#[derive(Debug, Clone)]
+struct State {
+    integration: String,
+    first_seen: i64,
+    last_seen: i64,
+    lead_count: i64,
+    split_from: Option<i64>,
+    /// Merged into another in this batch.
+    merged_into: Option<i64>,
+    /// Not stored yet.
+    new: bool,
+    changed: bool,
+}
+
+/// Where a key (`p:` phone, `e:` e-mail) of an integration belongs.
+type KeyMap = HashMap<(String, String), i64>;
+
+/// Finds (or starts) each candidate's person, in order, merging persons a
+/// candidate links; writes the persons and the merge events. The leads' own rows
+/// are the caller's to write.
+pub(super) async fn match_leads<C: Conn>(
+    conn: &mut C,
+    candidates: &[Candidate<'_>],
+    tx: &mut Tx<'_>,
+) -> Result<Vec<Matched>, DbError> {
+    let mut keys = stored_keys(conn, candidates).await?;
+    let mut persons = load_persons(conn, keys.values().copied().collect()).await?;
+    // Merged ids and where they went, within this batch.
+    let mut merged_into: HashMap<i64, i64> = HashMap::new();
+    let mut merges = Vec::new();
+    let mut matched = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        let own = own_keys(candidate);
+        let mut found: Vec<i64> = Vec::new();
+        for key in &own {
+            if let Some(id) = keys.get(key).map(|id| resolve(&merged_into, *id))
+                && !found.contains(&id)
+            {
+                found.push(id);
+            }
+        }
+        let (person_id, returning) = match found.first() {
+            None => {
+                let id = candidate.sequence;
+                persons.insert(
+                    id,
+                    State {
+                        integration: candidate.integration.to_owned(),
+                        first_seen: candidate.seen_at,
+                        last_seen: candidate.seen_at,
+                        lead_count: 0,
+                        split_from: None,
+                        merged_into: None,
+                        new: true,
+                        changed: true,
+                    },
+                );
+                (id, false)
+            }
+            // Persons an operator split apart stay apart: the lead joins the person
+            // of its first key (its phone's) and nothing merges.
+            Some(&first)
+                if found
+                    .iter()
+                    .any(|a| found.iter().any(|b| apart(&persons, *a, *b))) =>
+            {
+                (first, persons[&first].first_seen < candidate.seen_at)
+            }
+            Some(_) => {
+                // The oldest person is kept.
+                found.sort_by_key(|id| (persons[id].first_seen, *id));
+                let kept = found[0];
+                for &other in &found[1..] {
+                    let linked_by = own
+                        .iter()
+                        .find(|key| {
+                            keys.get(*key).map(|id| resolve(&merged_into, *id)) == Some(other)
+                        })
+                        .map(|(_, key)| key[2..].to_owned())
+                        .unwrap_or_default();
+                    let gone = persons.get_mut(&other).expect("a found person is loaded");
+                    gone.merged_into = Some(kept);
+                    gone.changed = true;
+                    let gone = gone.clone();
+                    let person = persons.get_mut(&kept).expect("a found person is loaded");
+                    person.first_seen = person.first_seen.min(gone.first_seen);
+                    person.last_seen = person.last_seen.max(gone.last_seen);
+                    person.lead_count += gone.lead_count;
+                    merged_into.insert(other, kept);
+                    merges.push(PersonsMerged {
+                        integration: candidate.integration.to_owned(),
+                        kept_person_id: kept as u64,
+                        merged_person_id: other as u64,
+                        lead_id: candidate.lead_id.to_owned(),
+                        linked_by,
+                    });
+                }
+                (kept, persons[&kept].first_seen < candidate.seen_at)
+            }
+        };
+        for key in own {
+            keys.entry(key).or_insert(person_id);
+        }
+        let person = persons.get_mut(&person_id).expect("the person is loaded");
+        person.first_seen = person.first_seen.min(candidate.seen_at);
+        person.last_seen = person.last_seen.max(candidate.seen_at);
+        person.lead_count += 1;
+        person.changed = true;
+        matched.push(Matched {
+            link: PersonLink {
+                person_id: person_id as u64,
+                returning,
+                first_seen: from_micros(person.first_seen),
+            },
+            person_id,
+        });
+    }
+    for entry in &mut matched {
+        entry.person_id = resolve(&merged_into, entry.person_id);
+    }
+    write_persons(conn, &persons).await?;
+    for merge in merges {
+        record_merge(conn, merge, tx).await?;
+    }
+    Ok(matched)
+}
+
+/// Where an id stands after the batch's merges.
+fn resolve(merged_into: &HashMap<i64, i64>, mut id: i64) -> i64 {
+    while let Some(next) = merged_into.get(&id) {
+        id = *next;
+    }
+    id
+}
+
+/// Whether an operator split one of the two from the other.
+fn apart(persons: &HashMap<i64, State>, a: i64, b: i64) -> bool {
+    persons[&a].split_from == Some(b) || persons[&b].split_from == Some(a)
+}
+
+/// A candidate's keys, phone first.
+fn own_keys(candidate: &Candidate<'_>) -> Vec<(String, String)> {
+    let integration = candidate.integration;
+    let phone = candidate
+        .identity
+        .phone
+        .iter()
+        .map(|phone| format!("p:{phone}"));
+    let email = candidate
+        .identity
+        .email
+        .iter()
+        .map(|email| format!("e:{email}"));
+    phone
+        .chain(email)
+        .map(|key| (integration.to_owned(), key))
+        .collect()
+}
+
+/// The persons of stored leads that carry the candidates' keys.
+async fn stored_keys<C: Conn>(
+    conn: &mut C,
+    candidates: &[Candidate<'_>],
+) -> Result<KeyMap, DbError> {
+    let mut found = KeyMap::new();
+    for (column, prefix) in [("phone_e164", "p:"), ("email_folded", "e:")] {
+        let values: Vec<&str> = candidates
+            .iter()
+            .filter_map(|candidate| match prefix {
+                "p:" => candidate.identity.phone.as_deref(),
+                _ => candidate.identity.email.as_deref(),
+            })
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let mark = C::PLACEHOLDER;
+        let sql = built_once(
+            if prefix == "p:" {
+                "persons by phone"
+            } else {
+                "persons by email"
+            },
+            mark,
+            values.len(),
+            || {
+                let list: Vec<String> = (1..=values.len()).map(|n| format!("{mark}{n}")).collect();
+                format!(
+                    "SELECT DISTINCT integration, {column}, person_id FROM leads \
+                     WHERE {column} IN ({}) AND person_id IS NOT NULL",
+                    list.join(", ")
+                )
+            },
+        );
+        let args: Vec<Arg> = values.iter().map(|value| Arg::from(*value)).collect();
+        let rows = conn
+            .query(sql, &args, |row| {
+                Ok((
+                    row.text(0)?.to_owned(),
+                    row.text(1)?.to_owned(),
+                    row.int(2)?,
+                ))
+            })
+            .await?;
+        for (integration, value, person) in rows {
+            found.insert((integration, format!("{prefix}{value}")), person);
+        }
+    }
+    Ok(found)
+}
+
+/// The stored persons with these ids.
+async fn load_persons<C: Conn>(
+    conn: &mut C,
+    mut ids: Vec<i64>,
+) -> Result<HashMap<i64, State>, DbError> {
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mark = C::PLACEHOLDER;
+    let sql = built_once("persons", mark, ids.len(), || {
+        let list: Vec<String> = (1..=ids.len()).map(|n| format!("{mark}{n}")).collect();
+        format!(
+            "SELECT person_id, integration, first_seen, last_seen, lead_count, split_from \
+             FROM persons WHERE person_id IN ({})",
+            list.join(", ")
+        )
+    });
+    let args: Vec<Arg> = ids.iter().map(|id| Arg::from(*id)).collect();
+    let rows = conn
+        .query(sql, &args, |row| {
+            Ok((
+                row.int(0)?,
+                State {
+                    integration: row.text(1)?.to_owned(),
+                    first_seen: row.int(2)?,
+                    last_seen: row.int(3)?,
+                    lead_count: row.int(4)?,
+                    split_from: row.opt_int(5)?,
+                    merged_into: None,
+                    new: false,
+                    changed: false,
+                },
+            ))
+        })
+        .await?;
+    if rows.len() != ids.len() {
+        return Err(DbError::invalid("a lead names a person that is not stored"));
+    }
+    Ok(rows.into_iter().collect())
+}
+
+/// Inserts the new persons and updates the changed ones.
+async fn write_persons<C: Conn>(
+    conn: &mut C,
+    persons: &HashMap<i64, State>,
+) -> Result<(), DbError> {
+    let new: Vec<(&i64, &State)> = persons.iter().filter(|(_, state)| state.new).collect();
+    if !new.is_empty() {
+        let mark = C::PLACEHOLDER;
+        let sql = built_once("new persons", mark, new.len(), || {
+            format!(
+                "INSERT INTO persons (person_id, integration, first_seen, last_seen, lead_count, \
+                 merged_into) VALUES {}",
+                crate::store::db::values_placeholders_with(mark, new.len(), 6)
+            )
+        });
+        let args: Vec<Arg> = new
+            .iter()
+            .flat_map(|(id, state)| {
+                [
+                    Arg::from(**id),
+                    Arg::from(state.integration.as_str()),
+                    state.first_seen.into(),
+                    state.last_seen.into(),
+                    state.lead_count.into(),
+                    state.merged_into.into(),
+                ]
+            })
+            .collect();
+        conn.execute(sql, &args).await?;
+    }
+    for (id, state) in persons
+        .iter()
+        .filter(|(_, state)| state.changed && !state.new)
+    {
+        conn.execute(
+            "UPDATE persons SET first_seen = $1, last_seen = $2, lead_count = $3, \
+             merged_into = $4 WHERE person_id = $5",
+            &[
+                state.first_seen.into(),
+                state.last_seen.into(),
+                state.lead_count.into(),
+                state.merged_into.into(),
+                (*id).into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves a merged person's stored leads and aliases to the kept one (its own row,
+/// written with the others, points there too), and appends the event.
+async fn record_merge<C: Conn>(
+    conn: &mut C,
+    merge: PersonsMerged,
+    tx: &mut Tx<'_>,
+) -> Result<(), DbError> {
+    let (kept, merged) = (merge.kept_person_id as i64, merge.merged_person_id as i64);
+    conn.execute(
+        "UPDATE leads SET person_id = $1 WHERE person_id = $2",
+        &[kept.into(), merged.into()],
+    )
+    .await?;
+    conn.execute(
+        "UPDATE persons SET merged_into = $1 WHERE merged_into = $2",
+        &[kept.into(), merged.into()],
+    )
+    .await?;
+    let lead_id = merge.lead_id.clone();
+    append_person_event(conn, EventBody::PersonsMerged(merge), &lead_id, tx).await?;
+    Ok(())
+}
+
+/// Appends a person event to the log.
+pub(super) async fn append_person_event<C: Conn>(
+    conn: &mut C,
+    body: EventBody,
+    subject_id: &str,
+    tx: &mut Tx<'_>,
+) -> Result<u64, DbError> {
+    let event = EncodedEvent {
+        sequence: tx.counters.sequences.take() as u64,
+        receive_time: from_micros(now_micros()),
+        kind: body.kind(),
+        integration: body.integration().into(),
+        source: None,
+        body: codec::encode_body(&body).into(),
+        trace_parent: crate::telemetry::current_trace_parent(),
+        person: None,
+    };
+    let lead_ref = body.named_lead().to_owned();
+    append_event(conn, &event, subject_id, &lead_ref).await?;
+    let sequence = event.sequence;
+    tx.committed.events.push(event);
+    Ok(sequence)
+}
+
+/// A lead stored before persons, to match now.
+#[derive(Debug, Clone)]
+pub struct Backfilled {
+    pub integration: String,
+    pub lead_id: String,
+    pub sequence: u64,
+    pub receive_micros: i64,
+    pub identity: Identity,
+    /// Its body with the phone and e-mail fields it lacked.
+    pub body: bytes::Bytes,
+}
+
+/// Matches leads stored before persons, in sequence order, and writes their
+/// person, phone and body. Leads matched meanwhile are left as they are.
+pub(super) async fn match_stored<C: Conn>(
+    conn: &mut C,
+    leads: &[Backfilled],
+    tx: &mut Tx<'_>,
+) -> Result<u64, DbError> {
+    let mut pending = Vec::with_capacity(leads.len());
+    for lead in leads {
+        let unmatched = query_opt(
+            conn,
+            "SELECT 1 FROM leads WHERE integration = $1 AND lead_id = $2 AND person_id IS NULL",
+            &[(&lead.integration).into(), (&lead.lead_id).into()],
+            |_| Ok(()),
+        )
+        .await?;
+        if unmatched.is_some() {
+            pending.push(lead);
+        }
+    }
+    let candidates: Vec<Candidate> = pending
+        .iter()
+        .map(|lead| Candidate {
+            integration: &lead.integration,
+            lead_id: &lead.lead_id,
+            sequence: lead.sequence as i64,
+            seen_at: lead.receive_micros,
+            identity: &lead.identity,
+        })
+        .collect();
+    let matched = match_leads(conn, &candidates, tx).await?;
+    for (lead, matched) in pending.iter().zip(&matched) {
+        let phone = lead.identity.phone.as_deref().unwrap_or_default();
+        conn.execute(
+            "UPDATE leads SET person_id = $1, phone_e164 = $2 \
+             WHERE integration = $3 AND lead_id = $4",
+            &[
+                matched.person_id.into(),
+                phone.into(),
+                (&lead.integration).into(),
+                (&lead.lead_id).into(),
+            ],
+        )
+        .await?;
+        conn.execute(
+            "UPDATE events SET body = $1, person_id = $2, person_returning = $3, \
+             person_first_seen = $4 WHERE sequence = $5",
+            &[
+                lead.body.as_ref().into(),
+                (matched.link.person_id as i64).into(),
+                i64::from(matched.link.returning).into(),
+                super::to_micros(matched.link.first_seen).into(),
+                (lead.sequence as i64).into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(pending.len() as u64)
+}
+
+/// The person an id stands for now (itself, or the one it was merged into).
+pub(super) async fn resolve_stored<C: Conn>(
+    conn: &mut C,
+    person_id: i64,
+) -> Result<Option<i64>, DbError> {
+    query_opt(
+        conn,
+        "SELECT COALESCE(merged_into, person_id) FROM persons WHERE person_id = $1",
+        &[person_id.into()],
+        |row| row.int(0),
+    )
+    .await
+}
