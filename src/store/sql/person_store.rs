@@ -203,7 +203,7 @@ async fn find_person<C: Conn>(
 ) -> Result<Option<u64>, DbError> {
     let (column, value) = key.column();
     let sql = format!(
-        "SELECT person_id FROM leads WHERE {column} = $1 AND integration = $2 \
+        "SELECT person_id FROM leads WHERE {column} = $1 AND {column} <> '' AND integration = $2 \
          AND person_id IS NOT NULL ORDER BY sequence DESC LIMIT 1"
     );
     let found = query_opt(conn, &sql, &[value.into(), integration.into()], |row| {

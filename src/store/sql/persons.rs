@@ -221,7 +221,7 @@ async fn stored_keys<C: Conn>(
                 let list: Vec<String> = (1..=values.len()).map(|n| format!("{mark}{n}")).collect();
                 format!(
                     "SELECT DISTINCT integration, {column}, person_id FROM leads \
-                     WHERE {column} IN ({}) AND person_id IS NOT NULL",
+                     WHERE {column} IN ({}) AND {column} <> '' AND person_id IS NOT NULL",
                     list.join(", ")
                 )
             },
