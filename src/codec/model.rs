@@ -2,9 +2,9 @@
 //! event back into the domain model serves the console, the background match of
 //! stored leads to persons, and the tests.
 
-use crate::domain::{Decoding, Lead};
 #[cfg(any(test, feature = "console"))]
 use crate::domain::{Call, DealMessage, Task};
+use crate::domain::{Decoding, Lead};
 use crate::domain::{
     KeptRequest, LeadSource, PersonSplit, PersonsMerged, PhoneKind, PhoneNumber, UnknownAction,
 };
