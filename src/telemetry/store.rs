@@ -51,7 +51,7 @@ pub(super) fn install(backend: &str) {
         "1 while the background match of leads stored before persons runs, 0 once every lead has a person."
     );
     metrics::gauge!(CONSOLE_FEEDS).set(0.0);
-    metrics::counter!(PERSON_BACKFILL_LEADS).absolute(0);
+    metrics::counter!(PERSON_BACKFILL_LEADS).increment(0);
     metrics::gauge!(PERSON_BACKFILL_RUNNING).set(0.0);
     if backend == "postgresql" {
         metrics::gauge!(POSTGRES_POOL, "state" => "in_use").set(0.0);
