@@ -6,6 +6,8 @@
 #      commits), 32 connections each, three pairs side by side, and the median ratio
 #   2b. durable ingest with tracing off and on (sampling 1.0, to an OTLP collector
 #      the bench runs), three triples of ceiling, off, on: each ratio to its ceiling
+#   2c. durable ingest of leads of persons (bench/lead-persons.lua: ~30% returning)
+#      with person matching off and on, three triples of ceiling, off, on
 #   3. webhook -> gRPC subscriber latency at a fixed 1,000 leads/s, three runs, and a
 #      fourth during a flood of 10,000 /readyz requests spread over it
 #   4. fan-out to 10,000 StreamLeads subscribers: memory per idle subscriber, and the
@@ -14,6 +16,9 @@
 #      real webhook's answer meanwhile
 #   5. replay of a 1,000,000-event store to one client that decodes every event,
 #      the disk a stored lead takes, and the console's search on that store
+#   5b. persons at scale: 1,000,000 leads of 30% returning persons stored with
+#      matching off, the background match of them timed, then GetPerson's latency
+#      (by a random person's phone) on that store, two runs of 20,000 calls
 #   6. PostgreSQL: ingest with one replica and with two on the same server, and the
 #      disk a stored lead takes (skipped when PostgreSQL cannot be reached)
 #   7. start-up time and idle memory
@@ -122,6 +127,28 @@ for tracing in off on; do
   record "tracing_ratio tracing=$tracing median=$(grep "^tracing_ratio tracing=$tracing triple" "$RESULTS" | sed 's/.*ratio=//' | sort -n | sed -n 2p)"
 done
 
+echo "== 2c. persons: durable ingest of leads of persons (30% returning), matching off and on, three triples" | tee -a "$RESULTS"
+for triple in 1 2 3; do
+  target/release/noop_ceiling 127.0.0.1:18180 >/dev/null &
+  NOOP=$!; PIDS+=("$NOOP")
+  sleep 0.5
+  RUN_ID=pceiling$triple wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead-persons.lua http://127.0.0.1:18180 >"$OUT/pceiling-$triple.txt"
+  kill "$NOOP"; wait "$NOOP" 2>/dev/null || true
+  for matching in off on; do
+    rm -f "$OUT"/persons.db*
+    if [ "$matching" = off ]; then export ROISTAT_LEADS_PERSON_MATCHING=false; fi
+    start_service "sqlite://$OUT/persons.db"
+    unset ROISTAT_LEADS_PERSON_MATCHING
+    RUN_ID=p$matching$triple wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lead-persons.lua http://127.0.0.1:18181 >"$OUT/persons-$matching-$triple.txt"
+    stop_service
+    wrk_summary "ingest matching=$matching triple=$triple" "$OUT/persons-$matching-$triple.txt"
+    record "persons_ratio matching=$matching triple=$triple ratio=$(awk -v i="$(rps "$OUT/persons-$matching-$triple.txt")" -v c="$(rps "$OUT/pceiling-$triple.txt")" 'BEGIN {printf "%.3f", i / c}')"
+  done
+done
+for matching in off on; do
+  record "persons_ratio matching=$matching median=$(grep "^persons_ratio matching=$matching triple" "$RESULTS" | sed 's/.*ratio=//' | sort -n | sed -n 2p)"
+done
+
 echo "== 3. end-to-end latency at 1,000 leads/s (three runs), then during a /readyz flood" | tee -a "$RESULTS"
 start_service "sqlite://$OUT/e2e.db"
 for run in 1 2 3; do
@@ -161,6 +188,18 @@ record "replay split_median_events_per_s=$(grep '^replay reader=Split' "$RESULTS
 record "$("$BENCH" replay --grpc http://127.0.0.1:18182 --events "$REPLAY_EVENTS" --reader stock)"
 # The console's search on that store: each field's time to its first page.
 record "$("$BENCH" search --console http://127.0.0.1:18185)"
+stop_service
+
+echo "== 5b. persons at scale: 1,000,000 leads (30% returning), the background match, GetPerson" | tee -a "$RESULTS"
+rm -f "$OUT"/people.db*
+FILL=$("$BENCH" person-fill --database-url "sqlite://$OUT/people.db" --leads 1000000 --returning 0.3)
+record "$FILL"
+PERSONS=$(echo "$FILL" | sed 's/.*persons=\([0-9]*\).*/\1/')
+record "$("$BENCH" person-backfill --database-url "sqlite://$OUT/people.db" --leads 1000000)"
+start_service "sqlite://$OUT/people.db"
+for run in 1 2; do
+  record "$("$BENCH" person-probe --grpc http://127.0.0.1:18182 --persons "$PERSONS" --requests 20000) run=$run"
+done
 stop_service
 
 echo "== 6. PostgreSQL: ingest with one replica and with two" | tee -a "$RESULTS"

@@ -13,6 +13,7 @@
 //! ```
 //! Each prints one line of `key=value` results.
 
+mod persons;
 mod probes;
 mod store;
 mod streams;
@@ -86,6 +87,32 @@ enum Command {
         database_url: String,
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
+    },
+    /// Fills a store with leads of persons (matching off), some returning.
+    PersonFill {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        leads: usize,
+        #[arg(long, default_value_t = 0.3)]
+        returning: f64,
+    },
+    /// Matches a store's leads to persons (the background match) and times it.
+    PersonBackfill {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        leads: usize,
+    },
+    /// GetPerson by random persons' phones, one at a time: latency percentiles.
+    PersonProbe {
+        #[arg(long)]
+        grpc: String,
+        /// Persons the fill made (its output says).
+        #[arg(long)]
+        persons: u64,
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
     },
     /// Streams a store's events to one client that decodes each one.
     Replay {
@@ -229,6 +256,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             events,
             reader,
         } => streams::replay(&grpc, events, reader).await,
+        Command::PersonFill {
+            database_url,
+            leads,
+            returning,
+        } => persons::fill(&database_url, leads, returning).await,
+        Command::PersonBackfill {
+            database_url,
+            leads,
+        } => persons::backfill(&database_url, leads).await,
+        Command::PersonProbe {
+            grpc,
+            persons,
+            requests,
+        } => persons::probe(&grpc, persons, requests).await,
         Command::Disk { database_url } => store::disk(&database_url).await,
         Command::Createdb { admin_url, name } => store::createdb(&admin_url, &name).await,
         Command::Search { console, repeat } => probes::search(&console, repeat).await,

@@ -3,27 +3,27 @@
 -- the event that made it (its first lead's, or a split's), so ids never collide
 -- and an older person has a smaller one. A merge keeps the older person; the
 -- other's row stays, pointing at it (`merged_into`), so its id still resolves.
+-- A row is written when a person starts and changes only with a merge, a split or
+-- the CRM's client: a returning lead writes nothing here (its last seen and count
+-- are read from its leads).
 CREATE TABLE persons (
     person_id   INTEGER PRIMARY KEY,
     integration TEXT    NOT NULL,
     first_seen  INTEGER NOT NULL, -- Unix microseconds: its first lead's receive time
-    last_seen   INTEGER NOT NULL, -- its latest lead's
-    lead_count  INTEGER NOT NULL,
     merged_into INTEGER,          -- the person it was merged into (and resolves to)
-    split_from  INTEGER           -- the person an operator split it from: never merged again
+    split_from  INTEGER,          -- the person an operator split it from: never merged again
+    client_id   TEXT           -- the CRM's client, once a deal of one of its leads reports one
 );
-CREATE INDEX persons_by_last_seen ON persons (integration, last_seen, person_id)
-    WHERE merged_into IS NULL;
 CREATE INDEX persons_by_merged_into ON persons (merged_into) WHERE merged_into IS NOT NULL;
 
--- A lead's person (now: merges and splits move it), and its valid phone in E.164,
--- which with email_folded links it to others. NULL person: matching is off for the
--- integration, or the lead was stored before persons and the background match
--- has not reached it yet.
+-- A lead's person (now: merges and splits move it), and its valid phone in E.164.
+-- Leads are matched by phone through `leads_by_phone` (the E.164 form's last ten
+-- digits are `phone_digits`), by e-mail through `leads_by_email`. NULL person:
+-- matching is off for the integration, or the lead was stored before persons and
+-- the background match has not reached it yet.
 ALTER TABLE leads ADD COLUMN person_id INTEGER;
 ALTER TABLE leads ADD COLUMN phone_e164 TEXT NOT NULL DEFAULT '';
 CREATE INDEX leads_by_person ON leads (person_id, sequence) WHERE person_id IS NOT NULL;
-CREATE INDEX leads_by_phone_e164 ON leads (phone_e164, integration) WHERE phone_e164 <> '';
 CREATE INDEX leads_unmatched ON leads (sequence) WHERE person_id IS NULL;
 
 -- A lead event's person as it was delivered (or matched): its id, whether the
@@ -31,7 +31,3 @@ CREATE INDEX leads_unmatched ON leads (sequence) WHERE person_id IS NULL;
 ALTER TABLE events ADD COLUMN person_id INTEGER;
 ALTER TABLE events ADD COLUMN person_returning INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN person_first_seen INTEGER;
-
--- The CRM's client of a person, once a deal of one of its leads reports one: the
--- client export then lists the CRM's client rather than the person.
-ALTER TABLE persons ADD COLUMN client_id TEXT;

@@ -280,6 +280,49 @@ pub(super) async fn consumers(State(console): State<Shared>) -> Response {
 }
 
 #[derive(Deserialize)]
+pub(super) struct PersonQuery {
+    #[serde(default)]
+    person_id: u64,
+    #[serde(default)]
+    integration: String,
+    /// A phone in any form, or an e-mail.
+    #[serde(default)]
+    term: String,
+}
+
+/// `GET /api/person`: a person by id, or the person of a phone or e-mail.
+pub(super) async fn person(
+    State(console): State<Shared>,
+    Query(query): Query<PersonQuery>,
+) -> Response {
+    let found = if query.person_id != 0 {
+        console.relay.get_person(query.person_id).await
+    } else {
+        if console.scope(&query.integration).is_none() {
+            return unknown_integration();
+        }
+        if query.term.trim().is_empty() || query.term.len() > MAX_TERM {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give a phone or an e-mail (at most 256 bytes)",
+            );
+        }
+        let (phone, email) = match query.term.contains('@') {
+            true => ("", query.term.as_str()),
+            false => (query.term.as_str(), ""),
+        };
+        console
+            .relay
+            .find_person(&query.integration, phone, email)
+            .await
+    };
+    match found {
+        Ok(person) => Json(view::person(&person)).into_response(),
+        Err(failure) => relay_error(failure),
+    }
+}
+
+#[derive(Deserialize)]
 pub(super) struct RequestsQuery {
     #[serde(default)]
     integration: String,

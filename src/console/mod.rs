@@ -78,6 +78,7 @@ pub fn router(relay: LeadRelay, options: ConsoleOptions) -> Router {
         .route("/api/live", get(live::feed))
         .route("/api/search", post(api::search))
         .route("/api/lead", get(api::lead))
+        .route("/api/person", get(api::person))
         .route("/api/consumers", get(api::consumers))
         .route("/api/requests", get(api::requests))
         .route("/logout", post(auth::logout))

@@ -7,7 +7,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::codec;
 use crate::domain::{
-    Consumer, Deal, Decoding, EncodedEvent, EventBody, FoundLead, RejectedRequest, Scheme,
+    Consumer, Deal, Decoding, EncodedEvent, EventBody, FoundLead, Person, RejectedRequest, Scheme,
 };
 use crate::own_crm::answer::ExportOrder;
 use crate::relay::LeadView;
@@ -223,6 +223,10 @@ pub fn lead(view: &LeadView) -> Value {
         "create_time": optional_time(create_time),
         "manager_id": stored.manager_id,
         "extra": stored.extra,
+        "phone_e164": stored.phone_e164,
+        "email_normalized": stored.email_normalized,
+        "person_id": (stored.person_id != 0).then_some(stored.person_id),
+        "returning": stored.returning,
         "deal": deal(&view.deal, view.scheme.as_ref()),
         "order": order,
         "calls": calls,
@@ -232,6 +236,30 @@ pub fn lead(view: &LeadView) -> Value {
         lead.extend(decoded);
     }
     lead
+}
+
+/// A person: its leads over time (oldest first), across channels, and what
+/// links them.
+pub fn person(person: &Person) -> Value {
+    json!({
+        "person_id": person.person_id,
+        "integration": person.integration,
+        "first_seen": time(person.first_seen),
+        "last_seen": time(person.last_seen),
+        "lead_count": person.lead_count,
+        "phones": person.phones,
+        "emails": person.emails,
+        "aliases": person.aliases,
+        "leads": person.leads.iter().map(|lead| json!({
+            "lead_id": lead.lead_id,
+            "sequence": lead.sequence,
+            "time": time(lead.receive_time),
+            "source": lead.source.as_str(),
+            "title": lead.title,
+            "phone_e164": lead.phone_e164,
+            "email": lead.email,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 pub fn consumer(consumer: &Consumer, connected: usize) -> Value {

@@ -294,6 +294,8 @@ pub struct Person {
     pub first_seen: OffsetDateTime,
     pub last_seen: OffsetDateTime,
     pub lead_count: u64,
+    /// The sequence of its latest lead.
+    pub last_sequence: u64,
     /// Ids merged into this one (they resolve to it).
     pub aliases: Vec<u64>,
     /// Its leads, oldest first (only when asked for one person).
@@ -307,11 +309,11 @@ pub fn micros(time: OffsetDateTime) -> i64 {
     (time.unix_timestamp_nanos() / 1_000) as i64
 }
 
-/// A page of persons by last seen, newest first.
+/// Where a page of persons by last seen (newest first) starts: before the
+/// latest lead of the previous page's last person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PersonCursor {
-    pub last_seen_micros: i64,
-    pub person_id: u64,
+    pub before_sequence: u64,
 }
 
 #[cfg(test)]

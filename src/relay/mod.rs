@@ -304,7 +304,14 @@ fn new_lead(mut lead: Lead, identity: Option<Identity>) -> NewLead {
     NewLead {
         key: lead.key(),
         source: lead.source,
-        search: SearchKeys::of(&lead.name, &lead.phone, &lead.email),
+        // The phone as read (E.164) when it could be: the form persons match by.
+        search: SearchKeys::of(
+            &lead.name,
+            lead.phone_number
+                .as_ref()
+                .map_or(lead.phone.as_str(), |number| number.e164.as_str()),
+            &lead.email,
+        ),
         visit: std::mem::take(&mut lead.visit),
         title: std::mem::take(&mut lead.title),
         create_time: lead.create_time,

@@ -162,11 +162,7 @@ impl LeadRelay {
         };
         let persons = self.store.list_persons(integration, after, limit).await?;
         let next_page_token = match persons.last() {
-            Some(last) if persons.len() == limit as usize => format!(
-                "{}.{}",
-                crate::domain::micros(last.last_seen),
-                last.person_id
-            ),
+            Some(last) if persons.len() == limit as usize => last.last_sequence.to_string(),
             _ => String::new(),
         };
         Ok(PersonPage {
@@ -334,12 +330,10 @@ fn number_in(text: &str) -> Option<&str> {
     None
 }
 
-/// A page token: the last person's last seen (Unix microseconds) and id.
+/// A page token: the sequence of the last person's latest lead.
 fn parse_cursor(token: &str) -> Option<PersonCursor> {
-    let (micros, id) = token.split_once('.')?;
     Some(PersonCursor {
-        last_seen_micros: micros.parse().ok()?,
-        person_id: id.parse().ok()?,
+        before_sequence: token.parse().ok().filter(|sequence| *sequence > 0)?,
     })
 }
 
@@ -360,12 +354,8 @@ mod tests {
 
     #[test]
     fn page_tokens_read_back() {
-        let cursor = parse_cursor("1700000000000000.42").unwrap();
-        assert_eq!(
-            (cursor.last_seen_micros, cursor.person_id),
-            (1_700_000_000_000_000, 42)
-        );
+        assert_eq!(parse_cursor("42").unwrap().before_sequence, 42);
         assert!(parse_cursor("x.1").is_none());
-        assert!(parse_cursor("12").is_none());
+        assert!(parse_cursor("0").is_none());
     }
 }

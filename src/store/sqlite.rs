@@ -30,7 +30,7 @@ const READ_CONNECTIONS: usize = 4;
 const READ_MMAP_BYTES: i64 = 1 << 40;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (multi-row inserts vary in size).
-const STATEMENT_CACHE: usize = 256;
+const STATEMENT_CACHE: usize = 1024;
 
 mod migrate;
 

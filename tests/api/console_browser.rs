@@ -430,3 +430,106 @@ async fn the_token_login_opens_the_console_and_every_view_loads_cleanly() {
     browser.wait_for("#token").await;
     finish(browser, "logged-out").await;
 }
+
+#[tokio::test]
+async fn a_person_is_found_by_any_phone_form_and_shows_its_leads_across_channels() {
+    let Some(browser) = Browser::start("console_browser::person").await else {
+        return;
+    };
+    let app = TestApp::spawn_with(Options::default()).await;
+    let hostile = "<img src=x onerror=alert(1)>";
+    send(
+        &app,
+        &[
+            ("id", "7001"),
+            ("title", "Site form"),
+            ("name", "Olga"),
+            ("phone", "+7 (999) 000-11-22"),
+        ],
+    )
+    .await;
+    send(&app, &[("id", "7002"), ("title", "Звонок от 79990001122")]).await;
+    send(
+        &app,
+        &[
+            ("id", "7003"),
+            ("title", hostile),
+            ("name", hostile),
+            ("phone", "89990001122"),
+            ("email", "Olga@Example.com"),
+        ],
+    )
+    .await;
+    send(
+        &app,
+        &[("id", "7004"), ("name", "Other"), ("phone", "+79995550000")],
+    )
+    .await;
+
+    // The live view marks the returning person's leads, not the first one.
+    browser.goto(&format!("{}/#/live", console(&app))).await;
+    browser.wait_for_text("#view table", "7004").await;
+    let marked = browser
+        .execute(
+            "return [...document.querySelectorAll('#view tbody tr')].map((row) => \
+             [row.textContent.includes('7001') || row.textContent.includes('7002') \
+              || row.textContent.includes('7003') || row.textContent.includes('7004'), \
+              row.querySelector('.returning') !== null, row.textContent]);",
+            serde_json::json!([]),
+        )
+        .await;
+    let rows = marked.as_array().unwrap();
+    let returning = |id: &str| {
+        rows.iter()
+            .find(|row| row[2].as_str().unwrap().contains(id))
+            .map(|row| row[1].as_bool().unwrap())
+            .unwrap()
+    };
+    assert!(!returning("7001") && returning("7002") && returning("7003"));
+    assert!(!returning("7004"));
+
+    // Search by a phone written another way opens the person.
+    browser.goto(&format!("{}/#/search", console(&app))).await;
+    browser.wait_for("#search-term").await;
+    browser
+        .execute(
+            "document.getElementById('search-field').value = 'person';",
+            serde_json::json!([]),
+        )
+        .await;
+    let term = browser.wait_for("#search-term").await;
+    browser.type_into(&term, "8 (999) 000-11-22").await;
+    browser
+        .click(&browser.wait_for("form.search button[type=submit]").await)
+        .await;
+    browser.wait_for_text("#view h1", "Person").await;
+    browser.wait_for_text("#view table", "7003").await;
+    assert!(browser.url().await.contains("#/person/"));
+    let page = browser.text_of("#view").await;
+    for expected in [
+        "7001",
+        "7002",
+        "7003",
+        "+79990001122",
+        "olga@example.com",
+        "calltracking",
+        hostile,
+    ] {
+        assert!(page.contains(expected), "{expected} in {page}");
+    }
+    assert!(!page.contains("7004"), "another person's lead: {page}");
+    assert!(!page.contains("null"), "{page}");
+    // Hostile text stays text: no element was made of it, nothing ran.
+    assert_eq!(browser.find("#view img").await, None);
+    assert_eq!(browser.alert().await, None);
+    // The lead view links back to its person.
+    browser
+        .goto(&format!("{}/#/lead/default/7002", console(&app)))
+        .await;
+    browser.wait_for_text("#view", "returning").await;
+    browser
+        .click(&browser.wait_for("#view a[href^='#/person/']").await)
+        .await;
+    browser.wait_for_text("#view table", "7001").await;
+    finish(browser, "person").await;
+}

@@ -84,7 +84,7 @@ function eventRow(event, fresh) {
     el('td', {}, when(event.time)),
     el('td', {}, el('span', { class: 'kind', text: event.kind }), lossyBadge(event)),
     el('td', { text: event.source || '' }),
-    el('td', { text: event.name || '' }),
+    el('td', {}, event.name || '', event.returning ? el('span', { class: 'kind returning', title: 'This person had a lead before', text: 'returning' }) : null),
     el('td', { text: event.phone || '' }),
     el('td', { text: event.title || '' }),
     el('td', {}, leadLink(event.integration, event.resolved_lead_id || event.lead_id)),
@@ -146,7 +146,7 @@ function showLive(root) {
 }
 
 const FIELDS = [
-  ['phone', 'Phone'], ['email', 'E-mail'], ['name', 'Name (start)'],
+  ['phone', 'Phone'], ['person', 'Person (any phone form, or e-mail)'], ['email', 'E-mail'], ['name', 'Name (start)'],
   ['lead_id', 'Lead id'], ['order_id', 'Order or deal id'], ['visit', 'Visit'],
 ];
 
@@ -160,6 +160,15 @@ function showSearch(root) {
   let rows = null;
   const run = async (more) => {
     if (!more) { results.replaceChildren(); rows = null; cursor = null; }
+    if (field.value === 'person') {
+      try {
+        const person = await api('/api/person?' + scopeQuery() + '&term=' + encodeURIComponent(term.value));
+        window.location.hash = '#/person/' + encodeURIComponent(person.person_id);
+      } catch (error) {
+        results.replaceChildren(errorBox(error.message));
+      }
+      return;
+    }
     try {
       const found = await api('/api/search', {
         method: 'POST',
@@ -232,7 +241,9 @@ async function showLead(root, integration, leadId) {
       ['Integration', lead.integration], ['Lead id', withCopy(lead.lead_id)], ['Sequence', lead.sequence],
       ['Received', when(lead.receive_time)], ['Created (Roistat)', when(lead.create_time)],
       ['Source', lead.source], ['Visit', withCopy(lead.visit)], ['Title', lead.title], ['Text', lead.text],
-      ['Name', lead.name], ['Phone', lead.phone], ['E-mail', lead.email], ['Page', lead.page],
+      ['Name', lead.name], ['Phone', lead.phone], ['Phone (E.164)', lead.phone_e164], ['E-mail', lead.email],
+      ['Person', lead.person_id ? el('span', {}, personLink(lead.person_id), lead.returning ? ' (returning)' : ' (first lead)') : null],
+      ['Page', lead.page],
       ['Manager id', lead.manager_id],
       ['Read', lead.decoding_lossy ? el('span', {}, lossyBadge(lead), ' the request as it came is below') : 'whole'],
     ]),
@@ -266,6 +277,37 @@ async function showLead(root, integration, leadId) {
     el('h2', { text: 'data, as received' }), pretty(lead.data_json),
     el('h2', { text: 'Other parameters (extra)' }), mapTable(lead.extra),
     decodingSection(lead));
+}
+
+function personLink(personId) {
+  return el('a', { href: '#/person/' + encodeURIComponent(personId), text: 'person ' + personId });
+}
+
+// Person: every lead of one person over time, across channels, and what links them.
+async function showPerson(root, personId) {
+  root.append(el('h1', {}, 'Person ', el('code', { text: personId })));
+  let person;
+  try {
+    person = await api('/api/person?person_id=' + encodeURIComponent(personId));
+  } catch (error) {
+    root.append(errorBox(error.message));
+    return;
+  }
+  if (String(person.person_id) !== String(personId)) {
+    root.append(el('p', { class: 'muted' }, 'Person ' + personId + ' was merged into ', personLink(person.person_id), '.'));
+  }
+  root.append(
+    fieldList([
+      ['Integration', person.integration], ['Person id', withCopy(String(person.person_id))],
+      ['First seen', when(person.first_seen)], ['Last seen', when(person.last_seen)], ['Leads', person.lead_count],
+      ['Phones', person.phones.join(', ')], ['E-mails', person.emails.join(', ')],
+      ['Merged into it', (person.aliases || []).join(', ')],
+    ]),
+    el('h2', { text: 'Leads over time' }),
+    table(['Time', 'Source', 'Title', 'Lead', 'Phone (E.164)', 'E-mail'], person.leads.map((lead) => el('tr', { 'data-sequence': lead.sequence },
+      el('td', {}, when(lead.time)), el('td', { text: lead.source }), el('td', { text: lead.title }),
+      el('td', {}, leadLink(person.integration, lead.lead_id)),
+      el('td', { text: lead.phone_e164 }), el('td', { text: lead.email })))));
 }
 
 // Consumers: where each named consumer stands.
@@ -388,6 +430,7 @@ function route() {
   switch (view) {
     case 'search': showSearch(root); break;
     case 'lead': showLead(root, decodeURIComponent(parts[1] || ''), decodeURIComponent(parts.slice(2).join('/'))); break;
+    case 'person': showPerson(root, decodeURIComponent(parts[1] || '')); break;
     case 'consumers': showConsumers(root); break;
     case 'requests': showRequests(root); break;
     case 'overview': showOverview(root); break;

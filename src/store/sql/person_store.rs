@@ -9,6 +9,7 @@ use super::writes::Tx;
 use super::{Backend, SqlStore, from_micros, to_db_sequence};
 use crate::domain::{
     EncodedEvent, EventBody, LeadSource, Person, PersonCursor, PersonLead, PersonSplit,
+    phone_digits,
 };
 use crate::store::db::{Conn, DbError, Row, query_opt};
 use crate::store::writer::Write;
@@ -72,30 +73,21 @@ pub(super) async fn split<C: Conn>(
     )
     .await?
     .unwrap_or_default();
-    let counts = |leads: &[(String, i64, bool)]| {
-        let first = leads.iter().map(|lead| lead.1).min().unwrap_or_default();
-        let last = leads.iter().map(|lead| lead.1).max().unwrap_or_default();
-        (first, last, leads.len() as i64)
-    };
-    let (first, last, count) = counts(&moving);
+    let first = |leads: &[(String, i64, bool)]| leads.iter().map(|lead| lead.1).min();
     conn.execute(
-        "INSERT INTO persons (person_id, integration, first_seen, last_seen, lead_count, \
-         split_from) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO persons (person_id, integration, first_seen, split_from) \
+         VALUES ($1, $2, $3, $4)",
         &[
             new_id.into(),
             integration.as_str().into(),
-            first.into(),
-            last.into(),
-            count.into(),
+            first(&moving).unwrap_or_default().into(),
             person.into(),
         ],
     )
     .await?;
-    let (first, last, count) = counts(&staying);
     conn.execute(
-        "UPDATE persons SET first_seen = $1, last_seen = $2, lead_count = $3 \
-         WHERE person_id = $4",
-        &[first.into(), last.into(), count.into(), person.into()],
+        "UPDATE persons SET first_seen = $1 WHERE person_id = $2",
+        &[first(&staying).unwrap_or_default().into(), person.into()],
     )
     .await?;
     conn.execute(
@@ -115,15 +107,22 @@ pub(super) async fn split<C: Conn>(
     Ok(Ok((new_id as u64, sequence)))
 }
 
-const PERSON_COLUMNS: &str = "p.person_id, p.integration, p.first_seen, p.last_seen, p.lead_count";
+/// A person's row, its latest lead's receive time, its leads' count and its latest
+/// lead's sequence (read from its leads: a returning lead writes no person row).
+const PERSON_COLUMNS: &str = "p.person_id, p.integration, p.first_seen, \
+     (SELECT l.receive_time FROM leads l WHERE l.person_id = p.person_id \
+        ORDER BY l.sequence DESC LIMIT 1), \
+     (SELECT COUNT(*) FROM leads l WHERE l.person_id = p.person_id), \
+     (SELECT MAX(l.sequence) FROM leads l WHERE l.person_id = p.person_id)";
 
 fn person_from_row(row: &dyn Row) -> Result<Person, DbError> {
     Ok(Person {
         person_id: row.int(0)? as u64,
         integration: row.text(1)?.to_owned(),
         first_seen: from_micros(row.int(2)?),
-        last_seen: from_micros(row.int(3)?),
+        last_seen: from_micros(row.opt_int(3)?.unwrap_or_default()),
         lead_count: row.int(4)? as u64,
+        last_sequence: row.opt_int(5)?.unwrap_or_default() as u64,
         aliases: Vec::new(),
         leads: Vec::new(),
         phones: Vec::new(),
@@ -201,15 +200,19 @@ async fn find_person<C: Conn>(
     integration: &str,
     key: &PersonKey,
 ) -> Result<Option<u64>, DbError> {
+    // Through `leads_by_phone` (the E.164 form's last ten digits) or `leads_by_email`.
+    let (indexed, probe) = match key {
+        PersonKey::Phone(phone) => ("phone_digits", phone_digits(phone)),
+        PersonKey::Email(email) => ("email_folded", email.clone()),
+    };
     let (column, value) = key.column();
     let sql = format!(
-        "SELECT person_id FROM leads WHERE {column} = $1 AND {column} <> '' AND integration = $2 \
-         AND person_id IS NOT NULL ORDER BY sequence DESC LIMIT 1"
+        "SELECT person_id FROM leads WHERE {indexed} = $3 AND {indexed} <> '' \
+         AND {column} = $1 AND integration = $2 AND person_id IS NOT NULL \
+         ORDER BY sequence DESC LIMIT 1"
     );
-    let found = query_opt(conn, &sql, &[value.into(), integration.into()], |row| {
-        row.int(0)
-    })
-    .await?;
+    let args = [value.into(), integration.into(), probe.as_str().into()];
+    let found = query_opt(conn, &sql, &args, |row| row.int(0)).await?;
     Ok(found.map(|id| id as u64))
 }
 
@@ -219,23 +222,20 @@ async fn list_persons<C: Conn>(
     after: Option<PersonCursor>,
     limit: u32,
 ) -> Result<Vec<Person>, DbError> {
-    let (last_seen, person_id) = after.map_or((i64::MAX, i64::MAX), |cursor| {
-        (cursor.last_seen_micros, cursor.person_id as i64)
-    });
-    let sql = format!(
-        "SELECT {PERSON_COLUMNS} FROM persons p \
-         WHERE p.integration = $1 AND p.merged_into IS NULL \
-           AND (p.last_seen < $2 OR (p.last_seen = $2 AND p.person_id < $3)) \
-         ORDER BY p.last_seen DESC, p.person_id DESC LIMIT $4"
-    );
+    // The integration's leads, newest first, each where it is its person's latest.
+    let before = after.map_or(i64::MAX, |cursor| cursor.before_sequence as i64);
+    let sql = "SELECT p.person_id, p.integration, p.first_seen, l.receive_time, \
+           (SELECT COUNT(*) FROM leads c WHERE c.person_id = l.person_id), l.sequence \
+         FROM events e \
+         JOIN leads l ON l.integration = e.integration AND l.lead_id = e.lead_id \
+         JOIN persons p ON p.person_id = l.person_id \
+         WHERE e.kind = 'lead' AND e.integration = $1 AND e.sequence < $2 \
+           AND NOT EXISTS (SELECT 1 FROM leads n \
+             WHERE n.person_id = l.person_id AND n.sequence > l.sequence) \
+         ORDER BY e.sequence DESC LIMIT $3";
     conn.query(
-        &sql,
-        &[
-            integration.into(),
-            last_seen.into(),
-            person_id.into(),
-            i64::from(limit).into(),
-        ],
+        sql,
+        &[integration.into(), before.into(), i64::from(limit).into()],
         person_from_row,
     )
     .await

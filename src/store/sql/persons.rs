@@ -9,7 +9,7 @@ use super::events::append_event;
 use super::writes::Tx;
 use super::{from_micros, now_micros};
 use crate::codec;
-use crate::domain::{EncodedEvent, EventBody, Identity, PersonLink, PersonsMerged};
+use crate::domain::{EncodedEvent, EventBody, Identity, PersonLink, PersonsMerged, phone_digits};
 use crate::store::db::{Arg, Conn, DbError, built_once, query_opt};
 
 /// A lead to find the person of.
@@ -36,8 +36,6 @@ pub(super) struct Matched {
 struct State {
     integration: String,
     first_seen: i64,
-    last_seen: i64,
-    lead_count: i64,
     split_from: Option<i64>,
     /// Merged into another in this batch.
     merged_into: Option<i64>,
@@ -57,8 +55,7 @@ pub(super) async fn match_leads<C: Conn>(
     candidates: &[Candidate<'_>],
     tx: &mut Tx<'_>,
 ) -> Result<Vec<Matched>, DbError> {
-    let mut keys = stored_keys(conn, candidates).await?;
-    let mut persons = load_persons(conn, keys.values().copied().collect()).await?;
+    let (mut keys, mut persons) = stored_keys(conn, candidates).await?;
     // Merged ids and where they went, within this batch.
     let mut merged_into: HashMap<i64, i64> = HashMap::new();
     let mut merges = Vec::new();
@@ -81,8 +78,6 @@ pub(super) async fn match_leads<C: Conn>(
                     State {
                         integration: candidate.integration.to_owned(),
                         first_seen: candidate.seen_at,
-                        last_seen: candidate.seen_at,
-                        lead_count: 0,
                         split_from: None,
                         merged_into: None,
                         new: true,
@@ -117,9 +112,10 @@ pub(super) async fn match_leads<C: Conn>(
                     gone.changed = true;
                     let gone = gone.clone();
                     let person = persons.get_mut(&kept).expect("a found person is loaded");
-                    person.first_seen = person.first_seen.min(gone.first_seen);
-                    person.last_seen = person.last_seen.max(gone.last_seen);
-                    person.lead_count += gone.lead_count;
+                    if gone.first_seen < person.first_seen {
+                        person.first_seen = gone.first_seen;
+                        person.changed = true;
+                    }
                     merged_into.insert(other, kept);
                     merges.push(PersonsMerged {
                         integration: candidate.integration.to_owned(),
@@ -136,10 +132,11 @@ pub(super) async fn match_leads<C: Conn>(
             keys.entry(key).or_insert(person_id);
         }
         let person = persons.get_mut(&person_id).expect("the person is loaded");
-        person.first_seen = person.first_seen.min(candidate.seen_at);
-        person.last_seen = person.last_seen.max(candidate.seen_at);
-        person.lead_count += 1;
-        person.changed = true;
+        if candidate.seen_at < person.first_seen {
+            // An older lead (the background match): it is the person's first now.
+            person.first_seen = candidate.seen_at;
+            person.changed = true;
+        }
         matched.push(Matched {
             link: PersonLink {
                 person_id: person_id as u64,
@@ -157,6 +154,14 @@ pub(super) async fn match_leads<C: Conn>(
         record_merge(conn, merge, tx).await?;
     }
     Ok(matched)
+}
+
+/// A list of values to look up, repeated up to a power of two: a few statement
+/// shapes, kept prepared, whatever the batch's size.
+fn padded<T: Clone>(values: &mut Vec<T>) {
+    if let Some(last) = values.last().cloned() {
+        values.resize(values.len().next_power_of_two(), last);
+    }
 }
 
 /// Where an id stands after the batch's merges.
@@ -191,99 +196,107 @@ fn own_keys(candidate: &Candidate<'_>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The persons of stored leads that carry the candidates' keys.
+/// The persons of stored leads that carry the candidates' keys, in one
+/// statement: phones through `leads_by_phone` (their E.164 form's last ten
+/// digits), e-mails through `leads_by_email`, the full value compared on the row.
 async fn stored_keys<C: Conn>(
     conn: &mut C,
     candidates: &[Candidate<'_>],
-) -> Result<KeyMap, DbError> {
-    let mut found = KeyMap::new();
-    for (column, prefix) in [("phone_e164", "p:"), ("email_folded", "e:")] {
-        let values: Vec<&str> = candidates
-            .iter()
-            .filter_map(|candidate| match prefix {
-                "p:" => candidate.identity.phone.as_deref(),
-                _ => candidate.identity.email.as_deref(),
-            })
-            .collect();
-        if values.is_empty() {
-            continue;
-        }
-        let mark = C::PLACEHOLDER;
-        let sql = built_once(
-            if prefix == "p:" {
-                "persons by phone"
-            } else {
-                "persons by email"
-            },
-            mark,
-            values.len(),
-            || {
-                let list: Vec<String> = (1..=values.len()).map(|n| format!("{mark}{n}")).collect();
-                format!(
-                    "SELECT DISTINCT integration, {column}, person_id FROM leads \
-                     WHERE {column} IN ({}) AND {column} <> '' AND person_id IS NOT NULL",
-                    list.join(", ")
-                )
-            },
-        );
-        let args: Vec<Arg> = values.iter().map(|value| Arg::from(*value)).collect();
-        let rows = conn
-            .query(sql, &args, |row| {
-                Ok((
-                    row.text(0)?.to_owned(),
-                    row.text(1)?.to_owned(),
-                    row.int(2)?,
-                ))
-            })
-            .await?;
-        for (integration, value, person) in rows {
-            found.insert((integration, format!("{prefix}{value}")), person);
-        }
+) -> Result<(KeyMap, HashMap<i64, State>), DbError> {
+    let phones: Vec<&str> = candidates
+        .iter()
+        .filter_map(|candidate| candidate.identity.phone.as_deref())
+        .collect();
+    let mut digits: Vec<String> = phones.iter().map(|phone| phone_digits(phone)).collect();
+    let mut emails: Vec<&str> = candidates
+        .iter()
+        .filter_map(|candidate| candidate.identity.email.as_deref())
+        .collect();
+    let (mut keys, mut persons) = (KeyMap::new(), HashMap::new());
+    if digits.is_empty() && emails.is_empty() {
+        return Ok((keys, persons));
     }
-    Ok(found)
-}
-
-/// The stored persons with these ids.
-async fn load_persons<C: Conn>(
-    conn: &mut C,
-    mut ids: Vec<i64>,
-) -> Result<HashMap<i64, State>, DbError> {
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
+    padded(&mut digits);
+    let wanted_emails = emails.clone();
+    padded(&mut emails);
     let mark = C::PLACEHOLDER;
-    let sql = built_once("persons", mark, ids.len(), || {
-        let list: Vec<String> = (1..=ids.len()).map(|n| format!("{mark}{n}")).collect();
-        format!(
-            "SELECT person_id, integration, first_seen, last_seen, lead_count, split_from \
-             FROM persons WHERE person_id IN ({})",
-            list.join(", ")
-        )
-    });
-    let args: Vec<Arg> = ids.iter().map(|id| Arg::from(*id)).collect();
+    let (phone_count, email_count) = (digits.len(), emails.len());
+    let sql = built_once(
+        "persons by key",
+        mark,
+        phone_count << 16 | email_count,
+        || {
+            let list = |from: usize, count: usize| {
+                let marks: Vec<String> =
+                    (from..from + count).map(|n| format!("{mark}{n}")).collect();
+                marks.join(", ")
+            };
+            let part = |tag: &str, indexed: &str, column: &str, list: String| {
+                format!(
+                    "SELECT DISTINCT '{tag}', l.integration, l.{column}, l.person_id, \
+                   p.integration, p.first_seen, p.split_from \
+                 FROM leads l JOIN persons p ON p.person_id = l.person_id \
+                 WHERE l.{indexed} IN ({list}) AND l.{indexed} <> ''"
+                )
+            };
+            let mut parts = Vec::new();
+            if phone_count > 0 {
+                parts.push(part(
+                    "p",
+                    "phone_digits",
+                    "phone_e164",
+                    list(1, phone_count),
+                ));
+            }
+            if email_count > 0 {
+                let first = phone_count + 1;
+                parts.push(part(
+                    "e",
+                    "email_folded",
+                    "email_folded",
+                    list(first, email_count),
+                ));
+            }
+            parts.join(" UNION ALL ")
+        },
+    );
+    let args: Vec<Arg> = digits
+        .iter()
+        .map(|digits| Arg::from(digits.as_str()))
+        .chain(emails.iter().map(|email| Arg::from(*email)))
+        .collect();
     let rows = conn
         .query(sql, &args, |row| {
+            let person = State {
+                integration: row.text(4)?.to_owned(),
+                first_seen: row.int(5)?,
+                split_from: row.opt_int(6)?,
+                merged_into: None,
+                new: false,
+                changed: false,
+            };
             Ok((
-                row.int(0)?,
-                State {
-                    integration: row.text(1)?.to_owned(),
-                    first_seen: row.int(2)?,
-                    last_seen: row.int(3)?,
-                    lead_count: row.int(4)?,
-                    split_from: row.opt_int(5)?,
-                    merged_into: None,
-                    new: false,
-                    changed: false,
-                },
+                row.text(0)? == "p",
+                row.text(1)?.to_owned(),
+                row.text(2)?.to_owned(),
+                row.int(3)?,
+                person,
             ))
         })
         .await?;
-    if rows.len() != ids.len() {
-        return Err(DbError::invalid("a lead names a person that is not stored"));
+    for (phone, integration, value, person_id, person) in rows {
+        let wanted = if phone {
+            phones.contains(&value.as_str())
+        } else {
+            wanted_emails.contains(&value.as_str())
+        };
+        if wanted {
+            let prefix = if phone { "p:" } else { "e:" };
+            keys.insert((integration, format!("{prefix}{value}")), person_id);
+            persons.insert(person_id, person);
+        }
     }
-    Ok(rows.into_iter().collect())
+    Ok((keys, persons))
 }
 
 /// Inserts the new persons and updates the changed ones.
@@ -296,9 +309,8 @@ async fn write_persons<C: Conn>(
         let mark = C::PLACEHOLDER;
         let sql = built_once("new persons", mark, new.len(), || {
             format!(
-                "INSERT INTO persons (person_id, integration, first_seen, last_seen, lead_count, \
-                 merged_into) VALUES {}",
-                crate::store::db::values_placeholders_with(mark, new.len(), 6)
+                "INSERT INTO persons (person_id, integration, first_seen, merged_into) VALUES {}",
+                crate::store::db::values_placeholders_with(mark, new.len(), 4)
             )
         });
         let args: Vec<Arg> = new
@@ -308,8 +320,6 @@ async fn write_persons<C: Conn>(
                     Arg::from(**id),
                     Arg::from(state.integration.as_str()),
                     state.first_seen.into(),
-                    state.last_seen.into(),
-                    state.lead_count.into(),
                     state.merged_into.into(),
                 ]
             })
@@ -321,12 +331,9 @@ async fn write_persons<C: Conn>(
         .filter(|(_, state)| state.changed && !state.new)
     {
         conn.execute(
-            "UPDATE persons SET first_seen = $1, last_seen = $2, lead_count = $3, \
-             merged_into = $4 WHERE person_id = $5",
+            "UPDATE persons SET first_seen = $1, merged_into = $2 WHERE person_id = $3",
             &[
                 state.first_seen.into(),
-                state.last_seen.into(),
-                state.lead_count.into(),
                 state.merged_into.into(),
                 (*id).into(),
             ],
@@ -429,13 +436,15 @@ pub(super) async fn match_stored<C: Conn>(
     for (lead, matched) in pending.iter().zip(&matched) {
         let phone = lead.identity.phone.as_deref().unwrap_or_default();
         conn.execute(
-            "UPDATE leads SET person_id = $1, phone_e164 = $2 \
+            "UPDATE leads SET person_id = $1, phone_e164 = $2, \
+             phone_digits = CASE WHEN $2 = '' THEN phone_digits ELSE $5 END \
              WHERE integration = $3 AND lead_id = $4",
             &[
                 matched.person_id.into(),
                 phone.into(),
                 (&lead.integration).into(),
                 (&lead.lead_id).into(),
+                phone_digits(phone).as_str().into(),
             ],
         )
         .await?;
