@@ -16,6 +16,7 @@ use crate::helpers::*;
 backend_tests!(
     a_store_written_by_release_0003_reads_back_as_written,
     a_store_written_by_release_0007_reads_back_as_written,
+    a_store_written_by_release_0009_keeps_its_persons,
 );
 
 /// Loads a fixture into the test's database, before the service first opens it.
@@ -394,4 +395,86 @@ async fn a_store_written_by_release_0007_reads_back_as_written(options: Options)
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A store written by the release whose last migration is 0009 (persons): leads
+/// joined by a phone written three ways, an e-mail that merged two persons, a
+/// toll-free number, a call's numbers in E.164. Its persons, aliases and events
+/// read back as written, and a new lead joins the stored person.
+async fn a_store_written_by_release_0009_keeps_its_persons(options: Options) {
+    use roistat_leads::proto::GetPersonRequest;
+    load_fixture(&options, "store-0009").await;
+    let app = TestApp::spawn_with(options.clone()).await;
+    let mut client = app.grpc().await;
+
+    let events = app.stored_events().await;
+    let sequences: Vec<u64> = events.iter().map(|event| event.sequence).collect();
+    assert_eq!(sequences, (1..=7).collect::<Vec<_>>());
+    let leads: Vec<_> = [0, 1, 2, 3].iter().map(|&i| lead_of(&events[i])).collect();
+    let persons: Vec<u64> = leads.iter().map(|lead| lead.person_id).collect();
+    assert_eq!(persons, [1, 1, 3, 1], "as of when each was stored");
+    let returning: Vec<bool> = leads.iter().map(|lead| lead.returning).collect();
+    assert_eq!(returning, [false, true, false, true]);
+    assert_eq!(leads[1].phone_e164, "+79990001122", "read from the title");
+    let Some(Event::PersonsMerged(merged)) = &events[4].event else {
+        panic!("{:?}", events[4]);
+    };
+    assert_eq!(
+        (
+            merged.kept_person_id,
+            merged.merged_person_id,
+            merged.linked_by.as_str()
+        ),
+        (1, 3, "olga@example.com")
+    );
+    let toll_free = lead_of(&events[5]);
+    assert_eq!(
+        (
+            toll_free.phone_e164.as_str(),
+            toll_free.email_normalized.as_str()
+        ),
+        ("+78005553535", "")
+    );
+    let Some(Event::Call(call)) = &events[6].event else {
+        panic!("{:?}", events[6]);
+    };
+    assert_eq!(call.caller_e164, "+79990001122");
+
+    // The merged id resolves; the person has the four leads.
+    let person = client
+        .get_person(GetPersonRequest {
+            person_id: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(person.person_id, 1);
+    assert_eq!(person.aliases, [3]);
+    let ids: Vec<&str> = person
+        .leads
+        .iter()
+        .map(|lead| lead.lead_id.as_str())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3", "4"]);
+    assert_eq!(person.emails, ["olga@example.com"]);
+
+    // A new lead in yet another form joins it.
+    let (status, _) = app
+        .webhook(&[
+            ("action", "lead"),
+            ("id", "8"),
+            ("phone", "8-999-000-11-22"),
+        ])
+        .await;
+    assert_eq!(status, 200);
+    let lead = client
+        .get_lead(GetLeadRequest {
+            lead_id: "8".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((lead.person_id, lead.returning), (1, true));
 }
