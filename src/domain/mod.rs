@@ -22,7 +22,7 @@ pub use event::{EncodedEvent, Event, EventBody, EventFilter, EventKind, Stored};
 pub use order::{Deal, DealReport, Order, OrderIdMode};
 pub use person::{
     Identity, Person, PersonCursor, PersonLead, PersonLink, PersonSettings, PersonSplit,
-    PersonsMerged, PhoneKind, PhoneNumber, PhoneRegion, email_key, micros,
+    PersonsMerged, PhoneKind, PhoneNumber, PhoneRegion, email_key,
 };
 pub use rejected::{RejectedFilter, RejectedRequest};
 pub use search::{

@@ -233,12 +233,6 @@ pub struct Identity {
     pub email: Option<String>,
 }
 
-impl Identity {
-    pub fn is_empty(&self) -> bool {
-        self.phone.is_none() && self.email.is_none()
-    }
-}
-
 /// The person a lead belongs to, as an event carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PersonLink {
@@ -302,11 +296,6 @@ pub struct Person {
     pub leads: Vec<PersonLead>,
     pub phones: Vec<String>,
     pub emails: Vec<String>,
-}
-
-/// A time as Unix microseconds.
-pub fn micros(time: OffsetDateTime) -> i64 {
-    (time.unix_timestamp_nanos() / 1_000) as i64
 }
 
 /// Where a page of persons by last seen (newest first) starts: before the

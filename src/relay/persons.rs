@@ -282,7 +282,7 @@ impl LeadRelay {
             integration: event.integration.to_string(),
             lead_id: lead.lead_id.clone(),
             sequence: event.sequence,
-            receive_micros: crate::domain::micros(event.receive_time),
+            receive_time: event.receive_time,
             identity,
             body: codec::with_identity(&event.body, &lead),
         })

@@ -396,7 +396,7 @@ pub struct Backfilled {
     pub integration: String,
     pub lead_id: String,
     pub sequence: u64,
-    pub receive_micros: i64,
+    pub receive_time: time::OffsetDateTime,
     pub identity: Identity,
     /// Its body with the phone and e-mail fields it lacked.
     pub body: bytes::Bytes,
@@ -428,7 +428,7 @@ pub(super) async fn match_stored<C: Conn>(
             integration: &lead.integration,
             lead_id: &lead.lead_id,
             sequence: lead.sequence as i64,
-            seen_at: lead.receive_micros,
+            seen_at: super::to_micros(lead.receive_time),
             identity: &lead.identity,
         })
         .collect();
