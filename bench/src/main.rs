@@ -96,6 +96,12 @@ enum Command {
         leads: usize,
         #[arg(long, default_value_t = 0.3)]
         returning: f64,
+        /// Match persons while storing (the writer's cost of matching, without HTTP).
+        #[arg(long)]
+        matching: bool,
+        /// Leads in flight at once.
+        #[arg(long, default_value_t = 256)]
+        writers: usize,
     },
     /// Matches a store's leads to persons (the background match) and times it.
     PersonBackfill {
@@ -260,7 +266,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             database_url,
             leads,
             returning,
-        } => persons::fill(&database_url, leads, returning).await,
+            matching,
+            writers,
+        } => persons::fill(&database_url, leads, returning, matching, writers).await,
         Command::PersonBackfill {
             database_url,
             leads,

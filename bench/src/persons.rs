@@ -41,12 +41,18 @@ fn options(matching: bool) -> RelayOptions {
     }
 }
 
-/// Stores `leads` leads with matching off: each from a new person, or (with
-/// probability `returning`) from one seen before; prints how many persons.
-pub async fn fill(database_url: &str, leads: usize, returning: f64) -> anyhow::Result<()> {
-    const WRITERS: usize = 256;
+/// Stores `leads` leads, `writers` at a time, with matching off (or on): each
+/// from a new person, or (with probability `returning`) from one seen before;
+/// prints how many persons and the rate.
+pub async fn fill(
+    database_url: &str,
+    leads: usize,
+    returning: f64,
+    matching: bool,
+    writers: usize,
+) -> anyhow::Result<()> {
     let store = roistat_leads::store::open(database_url, 1024).await?;
-    let relay = LeadRelay::new(store.clone(), options(false), Default::default());
+    let relay = LeadRelay::new(store.clone(), options(matching), Default::default());
     // Who sends each lead, decided up front so the run is repeatable.
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut persons = 0u64;
@@ -63,11 +69,11 @@ pub async fn fill(database_url: &str, leads: usize, returning: f64) -> anyhow::R
         .collect();
     let owners = std::sync::Arc::new(owners);
     let started = Instant::now();
-    let mut writers = JoinSet::new();
-    for writer in 0..WRITERS {
+    let mut tasks = JoinSet::new();
+    for writer in 0..writers {
         let (relay, owners) = (relay.clone(), owners.clone());
-        writers.spawn(async move {
-            for n in (writer..owners.len()).step_by(WRITERS) {
+        tasks.spawn(async move {
+            for n in (writer..owners.len()).step_by(writers) {
                 let owner = owners[n];
                 let mut params: Params = lead_query(&format!("person-fill-{n}"))
                     .into_iter()
@@ -80,13 +86,15 @@ pub async fn fill(database_url: &str, leads: usize, returning: f64) -> anyhow::R
             anyhow::Ok(())
         });
     }
-    while let Some(done) = writers.join_next().await {
+    while let Some(done) = tasks.join_next().await {
         done??;
     }
     store.close().await;
     println!(
-        "person_fill leads={leads} persons={persons} returning={returning} seconds={:.1}",
-        started.elapsed().as_secs_f64()
+        "person_fill leads={leads} persons={persons} returning={returning} matching={matching} \
+         writers={writers} seconds={:.1} leads_per_s={:.0}",
+        started.elapsed().as_secs_f64(),
+        leads as f64 / started.elapsed().as_secs_f64()
     );
     Ok(())
 }

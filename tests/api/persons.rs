@@ -342,6 +342,24 @@ async fn a_split_moves_the_leads_of_a_link_to_a_new_person_that_stays_apart(opti
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{phone}: {status:?}");
     }
+
+    // The e-mail is now carried by both: it stands for the person of the newest
+    // lead that carries it.
+    lead(&app, "d", "+79990001122", "shared@example.com").await;
+    assert_eq!(get_lead(&app, "d").await.person_id, a.person_id);
+    lead(&app, "e", "", "Shared@Example.com").await;
+    assert_eq!(get_lead(&app, "e").await.person_id, a.person_id);
+    lead(&app, "f", "+79995550000", "").await;
+    lead(&app, "g", "", "shared@example.com").await;
+    assert_eq!(get_lead(&app, "g").await.person_id, a.person_id);
+    assert_eq!(
+        lead_ids(&person(&app, a.person_id).await),
+        ["a", "d", "e", "g"]
+    );
+    assert_eq!(
+        lead_ids(&person(&app, new.person_id).await),
+        ["b", "c", "f"]
+    );
 }
 
 async fn first_time_only_streams_skip_returning_persons(options: Options) {

@@ -33,8 +33,8 @@ pub(super) struct Matched {
 
 /// A person as matching sees it.
 #[derive(Debug, Clone)]
-struct State {
-    integration: String,
+struct State<'a> {
+    integration: &'a str,
     first_seen: i64,
     split_from: Option<i64>,
     /// Merged into another in this batch.
@@ -44,15 +44,24 @@ struct State {
     changed: bool,
 }
 
-/// Where a key (`p:` phone, `e:` e-mail) of an integration belongs.
-type KeyMap = HashMap<(String, String), i64>;
+/// What links leads: an integration's phone (E.164) or e-mail (folded), borrowed
+/// from the batch's leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key<'a> {
+    integration: &'a str,
+    phone: bool,
+    value: &'a str,
+}
+
+/// Where each key belongs.
+type KeyMap<'a> = HashMap<Key<'a>, i64>;
 
 /// Finds (or starts) each candidate's person, in order, merging persons a
 /// candidate links; writes the persons and the merge events. The leads' own rows
 /// are the caller's to write.
-pub(super) async fn match_leads<C: Conn>(
+pub(super) async fn match_leads<'a, C: Conn>(
     conn: &mut C,
-    candidates: &[Candidate<'_>],
+    candidates: &[Candidate<'a>],
     tx: &mut Tx<'_>,
 ) -> Result<Vec<Matched>, DbError> {
     let (mut keys, mut persons) = stored_keys(conn, candidates).await?;
@@ -63,8 +72,8 @@ pub(super) async fn match_leads<C: Conn>(
     for candidate in candidates {
         let own = own_keys(candidate);
         let mut found: Vec<i64> = Vec::new();
-        for key in &own {
-            if let Some(id) = keys.get(key).map(|id| resolve(&merged_into, *id))
+        for key in own.clone() {
+            if let Some(id) = keys.get(&key).map(|id| resolve(&merged_into, *id))
                 && !found.contains(&id)
             {
                 found.push(id);
@@ -76,7 +85,7 @@ pub(super) async fn match_leads<C: Conn>(
                 persons.insert(
                     id,
                     State {
-                        integration: candidate.integration.to_owned(),
+                        integration: candidate.integration,
                         first_seen: candidate.seen_at,
                         split_from: None,
                         merged_into: None,
@@ -101,11 +110,11 @@ pub(super) async fn match_leads<C: Conn>(
                 let kept = found[0];
                 for &other in &found[1..] {
                     let linked_by = own
-                        .iter()
+                        .clone()
                         .find(|key| {
-                            keys.get(*key).map(|id| resolve(&merged_into, *id)) == Some(other)
+                            keys.get(key).map(|id| resolve(&merged_into, *id)) == Some(other)
                         })
-                        .map(|(_, key)| key[2..].to_owned())
+                        .map(|key| key.value.to_owned())
                         .unwrap_or_default();
                     let gone = persons.get_mut(&other).expect("a found person is loaded");
                     gone.merged_into = Some(kept);
@@ -173,136 +182,147 @@ fn resolve(merged_into: &HashMap<i64, i64>, mut id: i64) -> i64 {
 }
 
 /// Whether an operator split one of the two from the other.
-fn apart(persons: &HashMap<i64, State>, a: i64, b: i64) -> bool {
+fn apart(persons: &HashMap<i64, State<'_>>, a: i64, b: i64) -> bool {
     persons[&a].split_from == Some(b) || persons[&b].split_from == Some(a)
 }
 
 /// A candidate's keys, phone first.
-fn own_keys(candidate: &Candidate<'_>) -> Vec<(String, String)> {
+fn own_keys<'a>(candidate: &Candidate<'a>) -> impl Iterator<Item = Key<'a>> + Clone + use<'a> {
     let integration = candidate.integration;
-    let phone = candidate
-        .identity
-        .phone
-        .iter()
-        .map(|phone| format!("p:{phone}"));
-    let email = candidate
-        .identity
-        .email
-        .iter()
-        .map(|email| format!("e:{email}"));
-    phone
-        .chain(email)
-        .map(|key| (integration.to_owned(), key))
-        .collect()
+    let identity = candidate.identity;
+    let key = move |phone, value: Option<&'a String>| {
+        value.map(|value| Key {
+            integration,
+            phone,
+            value,
+        })
+    };
+    key(true, identity.phone.as_ref())
+        .into_iter()
+        .chain(key(false, identity.email.as_ref()))
 }
 
-/// The persons of stored leads that carry the candidates' keys, in one
-/// statement: phones through `leads_by_phone` (their E.164 form's last ten
-/// digits), e-mails through `leads_by_email`, the full value compared on the row.
-async fn stored_keys<C: Conn>(
+/// The persons of the candidates' keys as stored: for each distinct key, the
+/// person of the latest lead that carries it (phones through `leads_by_phone`, on
+/// their E.164 form's last ten digits, e-mails through `leads_by_email`), one
+/// lead read a key however many carry it; then those persons.
+async fn stored_keys<'a, C: Conn>(
     conn: &mut C,
-    candidates: &[Candidate<'_>],
-) -> Result<(KeyMap, HashMap<i64, State>), DbError> {
-    let phones: Vec<&str> = candidates
-        .iter()
-        .filter_map(|candidate| candidate.identity.phone.as_deref())
-        .collect();
-    let mut digits: Vec<String> = phones.iter().map(|phone| phone_digits(phone)).collect();
-    let mut emails: Vec<&str> = candidates
-        .iter()
-        .filter_map(|candidate| candidate.identity.email.as_deref())
-        .collect();
-    let (mut keys, mut persons) = (KeyMap::new(), HashMap::new());
-    if digits.is_empty() && emails.is_empty() {
-        return Ok((keys, persons));
+    candidates: &[Candidate<'a>],
+) -> Result<(KeyMap<'a>, HashMap<i64, State<'a>>), DbError> {
+    let mut wanted: Vec<Key<'a>> = candidates.iter().flat_map(own_keys).collect();
+    if wanted.is_empty() {
+        return Ok((KeyMap::new(), HashMap::new()));
     }
-    padded(&mut digits);
-    let wanted_emails = emails.clone();
-    padded(&mut emails);
+    // Phones first (the padding repeats the last key: the kinds stay in order).
+    wanted.sort_unstable_by_key(|key| (!key.phone, key.integration, key.value));
+    wanted.dedup();
+    padded(&mut wanted);
+    let phones = wanted.iter().filter(|key| key.phone).count();
+    let (mut keys, mut persons) = (KeyMap::new(), HashMap::new());
     let mark = C::PLACEHOLDER;
-    let (phone_count, email_count) = (digits.len(), emails.len());
-    let sql = built_once(
-        "persons by key",
-        mark,
-        phone_count << 16 | email_count,
-        || {
-            let list = |from: usize, count: usize| {
-                let marks: Vec<String> =
-                    (from..from + count).map(|n| format!("{mark}{n}")).collect();
-                marks.join(", ")
-            };
-            let part = |tag: &str, indexed: &str, column: &str, list: String| {
+    let sql = built_once("persons by key", mark, wanted.len(), || {
+        // A key is a row: its place in `wanted`, the indexed value, the full one,
+        // its integration.
+        let rows: Vec<String> = (0..wanted.len())
+            .map(|n| {
+                let first = 3 * n + 1;
                 format!(
-                    "SELECT DISTINCT '{tag}', l.integration, l.{column}, l.person_id, \
-                   p.integration, p.first_seen, p.split_from \
-                 FROM leads l JOIN persons p ON p.person_id = l.person_id \
-                 WHERE l.{indexed} IN ({list}) AND l.{indexed} <> ''"
+                    "(CAST({n} AS BIGINT), {mark}{first}, {mark}{}, {mark}{})",
+                    first + 1,
+                    first + 2
                 )
-            };
-            let mut parts = Vec::new();
-            if phone_count > 0 {
-                parts.push(part(
-                    "p",
-                    "phone_digits",
-                    "phone_e164",
-                    list(1, phone_count),
-                ));
-            }
-            if email_count > 0 {
-                let first = phone_count + 1;
-                parts.push(part(
-                    "e",
-                    "email_folded",
-                    "email_folded",
-                    list(first, email_count),
-                ));
-            }
-            parts.join(" UNION ALL ")
-        },
-    );
-    let args: Vec<Arg> = digits
+            })
+            .collect();
+        let latest = |indexed: &str, column: &str| {
+            format!(
+                "SELECT l.person_id FROM leads l \
+                 WHERE l.{indexed} = k.column2 AND l.{indexed} <> '' \
+                   AND l.{column} = k.column3 AND l.integration = k.column4 \
+                   AND l.person_id IS NOT NULL ORDER BY l.sequence DESC LIMIT 1"
+            )
+        };
+        format!(
+            "SELECT k.column1, CASE WHEN k.column1 < {mark}{} THEN ({}) ELSE ({}) END \
+             FROM (VALUES {}) k",
+            3 * wanted.len() + 1,
+            latest("phone_digits", "phone_e164"),
+            latest("email_folded", "email_folded"),
+            rows.join(", ")
+        )
+    });
+    let digits: Vec<String> = wanted
         .iter()
-        .map(|digits| Arg::from(digits.as_str()))
-        .chain(emails.iter().map(|email| Arg::from(*email)))
+        .map(|key| {
+            if key.phone {
+                phone_digits(key.value)
+            } else {
+                key.value.to_owned()
+            }
+        })
         .collect();
-    let rows = conn
-        .query(sql, &args, |row| {
-            let person = State {
-                integration: row.text(4)?.to_owned(),
-                first_seen: row.int(5)?,
-                split_from: row.opt_int(6)?,
+    let mut args: Vec<Arg> = Vec::with_capacity(3 * wanted.len() + 1);
+    for (key, indexed) in wanted.iter().zip(&digits) {
+        args.extend([Arg::from(indexed), key.value.into(), key.integration.into()]);
+    }
+    args.push((phones as i64).into());
+    let found = conn
+        .query(sql, &args, |row| Ok((row.int(0)?, row.opt_int(1)?)))
+        .await?;
+    for (n, person_id) in found {
+        if let (Some(key), Some(person_id)) = (wanted.get(n as usize), person_id) {
+            keys.insert(*key, person_id);
+            persons.entry(person_id).or_insert(key.integration);
+        }
+    }
+    let states = stored_persons(conn, persons.keys().copied().collect()).await?;
+    let persons: HashMap<i64, State<'a>> = states
+        .into_iter()
+        .filter_map(|(id, first_seen, split_from)| {
+            let integration = *persons.get(&id)?;
+            let state = State {
+                integration,
+                first_seen,
+                split_from,
                 merged_into: None,
                 new: false,
                 changed: false,
             };
-            Ok((
-                row.text(0)? == "p",
-                row.text(1)?.to_owned(),
-                row.text(2)?.to_owned(),
-                row.int(3)?,
-                person,
-            ))
+            Some((id, state))
         })
-        .await?;
-    for (phone, integration, value, person_id, person) in rows {
-        let wanted = if phone {
-            phones.contains(&value.as_str())
-        } else {
-            wanted_emails.contains(&value.as_str())
-        };
-        if wanted {
-            let prefix = if phone { "p:" } else { "e:" };
-            keys.insert((integration, format!("{prefix}{value}")), person_id);
-            persons.insert(person_id, person);
-        }
-    }
+        .collect();
+    keys.retain(|_, id| persons.contains_key(id));
     Ok((keys, persons))
+}
+
+/// The first seen time and split origin of stored persons.
+async fn stored_persons<C: Conn>(
+    conn: &mut C,
+    mut ids: Vec<i64>,
+) -> Result<Vec<(i64, i64, Option<i64>)>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    padded(&mut ids);
+    let mark = C::PLACEHOLDER;
+    let sql = built_once("persons by id", mark, ids.len(), || {
+        let marks: Vec<String> = (1..=ids.len()).map(|n| format!("{mark}{n}")).collect();
+        format!(
+            "SELECT person_id, first_seen, split_from FROM persons WHERE person_id IN ({})",
+            marks.join(", ")
+        )
+    });
+    let args: Vec<Arg> = ids.iter().map(|id| Arg::from(*id)).collect();
+    conn.query(sql, &args, |row| {
+        Ok((row.int(0)?, row.int(1)?, row.opt_int(2)?))
+    })
+    .await
 }
 
 /// Inserts the new persons and updates the changed ones.
 async fn write_persons<C: Conn>(
     conn: &mut C,
-    persons: &HashMap<i64, State>,
+    persons: &HashMap<i64, State<'_>>,
 ) -> Result<(), DbError> {
     let new: Vec<(&i64, &State)> = persons.iter().filter(|(_, state)| state.new).collect();
     if !new.is_empty() {
@@ -318,7 +338,7 @@ async fn write_persons<C: Conn>(
             .flat_map(|(id, state)| {
                 [
                     Arg::from(**id),
-                    Arg::from(state.integration.as_str()),
+                    Arg::from(state.integration),
                     state.first_seen.into(),
                     state.merged_into.into(),
                 ]
