@@ -23,13 +23,51 @@ pub enum PersonKey {
 }
 
 impl PersonKey {
-    /// The leads' column that holds it, and its value.
-    pub(super) fn column(&self) -> (&'static str, &str) {
+    /// Whether it is a phone, and its value.
+    fn parts(&self) -> (bool, &str) {
         match self {
-            PersonKey::Phone(phone) => ("phone_e164", phone),
-            PersonKey::Email(email) => ("email_folded", email),
+            PersonKey::Phone(phone) => (true, phone),
+            PersonKey::Email(email) => (false, email),
         }
     }
+
+    /// The leads' column that holds it, and its value.
+    pub(super) fn column(&self) -> (&'static str, &str) {
+        let (phone, value) = self.parts();
+        (key_columns(phone).1, value)
+    }
+}
+
+/// The leads' columns a key is found by: the indexed one, and the one that holds
+/// the whole value (a phone is indexed by its E.164 form's last ten digits).
+fn key_columns(phone: bool) -> (&'static str, &'static str) {
+    if phone {
+        ("phone_digits", "phone_e164")
+    } else {
+        ("email_folded", "email_folded")
+    }
+}
+
+/// The value a key is looked up by in its indexed column.
+pub(super) fn key_probe(phone: bool, value: &str) -> String {
+    if phone {
+        phone_digits(value)
+    } else {
+        value.to_owned()
+    }
+}
+
+/// A statement for the person of the newest matched lead that carries a key;
+/// `probe`, `value` and `integration` are SQL expressions (placeholders, or an
+/// outer query's columns).
+pub(super) fn newest_carrier(phone: bool, probe: &str, value: &str, integration: &str) -> String {
+    let (indexed, column) = key_columns(phone);
+    format!(
+        "SELECT l.person_id FROM leads l \
+         WHERE l.{indexed} = {probe} AND l.{indexed} <> '' AND l.{column} = {value} \
+           AND l.integration = {integration} AND l.person_id IS NOT NULL \
+         ORDER BY l.sequence DESC LIMIT 1"
+    )
 }
 
 /// Moves the leads of `person_id` that carry `key` to a new person, split from
@@ -200,17 +238,9 @@ async fn find_person<C: Conn>(
     integration: &str,
     key: &PersonKey,
 ) -> Result<Option<u64>, DbError> {
-    // Through `leads_by_phone` (the E.164 form's last ten digits) or `leads_by_email`.
-    let (indexed, probe) = match key {
-        PersonKey::Phone(phone) => ("phone_digits", phone_digits(phone)),
-        PersonKey::Email(email) => ("email_folded", email.clone()),
-    };
-    let (column, value) = key.column();
-    let sql = format!(
-        "SELECT person_id FROM leads WHERE {indexed} = $3 AND {indexed} <> '' \
-         AND {column} = $1 AND integration = $2 AND person_id IS NOT NULL \
-         ORDER BY sequence DESC LIMIT 1"
-    );
+    let (phone, value) = key.parts();
+    let probe = key_probe(phone, value);
+    let sql = newest_carrier(phone, "$3", "$1", "$2");
     let args = [value.into(), integration.into(), probe.as_str().into()];
     let found = query_opt(conn, &sql, &args, |row| row.int(0)).await?;
     Ok(found.map(|id| id as u64))

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use super::events::append_event;
+use super::person_store::{key_probe, newest_carrier};
 use super::writes::Tx;
 use super::{from_micros, now_micros};
 use crate::codec;
@@ -234,35 +235,22 @@ async fn stored_keys<'a, C: Conn>(
                 )
             })
             .collect();
-        let latest = |indexed: &str, column: &str| {
-            format!(
-                "SELECT l.person_id FROM leads l \
-                 WHERE l.{indexed} = k.column2 AND l.{indexed} <> '' \
-                   AND l.{column} = k.column3 AND l.integration = k.column4 \
-                   AND l.person_id IS NOT NULL ORDER BY l.sequence DESC LIMIT 1"
-            )
-        };
+        let latest = |phone| newest_carrier(phone, "k.column2", "k.column3", "k.column4");
         format!(
             "SELECT k.column1, CASE WHEN k.column1 < {mark}{} THEN ({}) ELSE ({}) END \
              FROM (VALUES {}) k",
             3 * wanted.len() + 1,
-            latest("phone_digits", "phone_e164"),
-            latest("email_folded", "email_folded"),
+            latest(true),
+            latest(false),
             rows.join(", ")
         )
     });
-    let digits: Vec<String> = wanted
+    let probes: Vec<String> = wanted
         .iter()
-        .map(|key| {
-            if key.phone {
-                phone_digits(key.value)
-            } else {
-                key.value.to_owned()
-            }
-        })
+        .map(|key| key_probe(key.phone, key.value))
         .collect();
     let mut args: Vec<Arg> = Vec::with_capacity(3 * wanted.len() + 1);
-    for (key, indexed) in wanted.iter().zip(&digits) {
+    for (key, indexed) in wanted.iter().zip(&probes) {
         args.extend([Arg::from(indexed), key.value.into(), key.integration.into()]);
     }
     args.push((phones as i64).into());
