@@ -111,7 +111,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<PostgresStor
     };
     let (done, writer_done) = oneshot::channel();
     tokio::spawn(async move {
-        writer::run(SqlTransactor(side), queue).await;
+        writer::run(SqlTransactor::new(side), queue).await;
         let _ = done.send(());
     });
     let publisher = tokio::spawn(publish(
@@ -201,6 +201,8 @@ impl WriteSide for PgWriteSide {
     /// role's default, and whatever a pooler in between does with a session's
     /// settings: the transaction sets it itself (in the same round trip).
     const BEGIN: &'static str = "BEGIN; SET LOCAL synchronous_commit = on";
+    /// Other replicas write to the same database.
+    const SOLE_WRITER: bool = false;
 
     async fn connection(&mut self) -> Result<&mut PgConn<Box<PgConnection>>, DbError> {
         if self.conn.is_none() {

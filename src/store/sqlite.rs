@@ -24,9 +24,8 @@ use super::{DEAL_REPORTS_CAPACITY, OpenError};
 use crate::domain::{EncodedEvent, LeadKey};
 
 const READ_CONNECTIONS: usize = 4;
-/// How much of the database file a read connection maps into memory rather than
-/// copying each page it reads (`SQLITE_MAX_MMAP_SIZE`, set where SQLite is built,
-/// allows as much).
+/// How much of the database file a read connection maps rather than copying each
+/// page it reads (`SQLITE_MAX_MMAP_SIZE`, set where SQLite is built, allows it).
 const READ_MMAP_BYTES: i64 = 1 << 40;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (multi-row inserts vary in size).
@@ -82,7 +81,7 @@ pub(super) async fn open(url: &str, feed_capacity: usize) -> Result<SqliteStore,
                 .enable_time()
                 .build();
             if let Ok(runtime) = runtime {
-                runtime.block_on(writer::run(SqlTransactor(side), queue));
+                runtime.block_on(writer::run(SqlTransactor::new(side), queue));
             }
             let _ = done.send(());
         })
@@ -210,6 +209,8 @@ impl WriteSide for SqliteWriteSide {
     const NAME: &'static str = "sqlite";
     /// Takes the write lock at once, so a busy database is waited for up front.
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    /// The file is locked to this process: its writer is the only one.
+    const SOLE_WRITER: bool = true;
 
     fn connection(&mut self) -> impl Future<Output = Result<&mut SqliteConn, DbError>> + Send {
         std::future::ready(Ok(&mut self.conn))

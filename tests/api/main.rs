@@ -17,6 +17,7 @@ mod namespace;
 mod never_refused;
 mod operability;
 mod persons;
+mod persons_restart;
 mod protected;
 mod replicas;
 mod stream;

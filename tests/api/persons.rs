@@ -21,7 +21,7 @@ backend_tests!(
 );
 
 /// Sends a lead with a phone and an e-mail.
-async fn lead(app: &TestApp, id: &str, phone: &str, email: &str) {
+pub(crate) async fn lead(app: &TestApp, id: &str, phone: &str, email: &str) {
     let (status, _) = app
         .webhook(&[
             ("action", "lead"),
@@ -35,7 +35,7 @@ async fn lead(app: &TestApp, id: &str, phone: &str, email: &str) {
     assert_eq!(status, 200, "lead {id}");
 }
 
-async fn get_lead(app: &TestApp, id: &str) -> Lead {
+pub(crate) async fn get_lead(app: &TestApp, id: &str) -> Lead {
     app.grpc()
         .await
         .get_lead(GetLeadRequest {
@@ -47,7 +47,7 @@ async fn get_lead(app: &TestApp, id: &str) -> Lead {
         .into_inner()
 }
 
-async fn person(app: &TestApp, person_id: u64) -> roistat_leads::proto::Person {
+pub(crate) async fn person(app: &TestApp, person_id: u64) -> roistat_leads::proto::Person {
     app.grpc()
         .await
         .get_person(GetPersonRequest {
@@ -59,7 +59,7 @@ async fn person(app: &TestApp, person_id: u64) -> roistat_leads::proto::Person {
         .into_inner()
 }
 
-fn lead_ids(person: &roistat_leads::proto::Person) -> Vec<&str> {
+pub(crate) fn lead_ids(person: &roistat_leads::proto::Person) -> Vec<&str> {
     person
         .leads
         .iter()

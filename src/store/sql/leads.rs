@@ -327,7 +327,7 @@ async fn match_persons<C: Conn>(
     if candidates.is_empty() {
         return Ok(vec![None; new_leads.len()]);
     }
-    let mut matched = persons::match_leads(conn, &candidates, tx)
+    let mut matched = persons::match_leads(conn, &candidates, true, tx)
         .await?
         .into_iter();
     Ok(new_leads

@@ -17,6 +17,8 @@ mod crm;
 mod events;
 mod inspect;
 mod leads;
+mod person_cache;
+mod person_keys;
 mod person_store;
 mod persons;
 mod reads;
@@ -33,7 +35,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 
 use super::db::{Conn, DbError};
-use super::writer::{self, Command, Committed, Reply, Transactor, Write};
+use super::writer::{self, Command, Committed, Reply, Write};
 use super::{
     ConsumerStore, CrmStore, EventLog, EventReceipt, ExportKind, ExportWindow, Inspection,
     LeadReceipt, LeadWrites, Lifecycle, NewEvent, NewLead, StoreError,
@@ -46,10 +48,11 @@ use crate::domain::{
 #[cfg(test)]
 pub(super) use backfill::UNCONVERTED;
 pub(super) use backfill::convert_stored;
+pub use person_store::Backfilled;
 pub use person_store::PersonKey;
-pub use persons::Backfilled;
 #[cfg(feature = "postgres")]
 pub(super) use reads::{events_after, latest_sequence};
+pub(super) use writes::SqlTransactor;
 
 /// A backend's read side.
 pub(super) trait Backend: Send + Sync + 'static {
@@ -76,6 +79,10 @@ pub(super) trait WriteSide: Send + 'static {
     /// Starts a write transaction.
     const BEGIN: &'static str;
 
+    /// Whether this writer is the store's only one, so it may keep what it
+    /// committed of persons in memory.
+    const SOLE_WRITER: bool;
+
     /// The writer's connection, connected again if it was lost.
     fn connection(&mut self) -> impl Future<Output = Result<&mut Self::Conn, DbError>> + Send;
 
@@ -101,27 +108,6 @@ pub(super) trait WriteSide: Send + 'static {
     /// After each batch: upkeep, which should wait for `idle` (no write waiting)
     /// unless it is overdue.
     fn upkeep(&mut self, _idle: bool) {}
-}
-
-/// The writer's transactor for any backend.
-pub(super) struct SqlTransactor<W>(pub W);
-
-impl<W: WriteSide> Transactor for SqlTransactor<W> {
-    const BACKEND: &'static str = W::NAME;
-    fn apply_batch(
-        &mut self,
-        batch: &mut [Write],
-    ) -> impl Future<Output = Result<Committed, DbError>> + Send {
-        writes::apply_batch(&mut self.0, batch)
-    }
-
-    fn announce(&mut self, committed: Committed) {
-        self.0.announce(committed);
-    }
-
-    fn upkeep(&mut self, idle: bool) {
-        self.0.upkeep(idle);
-    }
 }
 
 /// A store: reads through the backend, writes through the writer.

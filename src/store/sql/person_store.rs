@@ -3,12 +3,13 @@
 
 use async_trait::async_trait;
 
-use super::persons::{Backfilled, append_person_event, resolve_stored};
+use super::person_keys::{relearn, relearn_leads_of, relearn_persons};
+use super::persons::{Candidate, append_person_event, match_leads, own_keys, resolve_stored};
 use super::reads::{EVENT, EventReader};
 use super::writes::Tx;
-use super::{Backend, SqlStore, from_micros, to_db_sequence};
+use super::{Backend, SqlStore, from_micros, to_db_sequence, to_micros};
 use crate::domain::{
-    EncodedEvent, EventBody, LeadSource, Person, PersonCursor, PersonLead, PersonSplit,
+    EncodedEvent, EventBody, Identity, LeadSource, Person, PersonCursor, PersonLead, PersonSplit,
     phone_digits,
 };
 use crate::store::db::{Conn, DbError, Row, query_opt};
@@ -133,6 +134,11 @@ pub(super) async fn split<C: Conn>(
         &[new_id.into(), person.into(), value.into()],
     )
     .await?;
+    if tx.persons.is_some() {
+        // Keys the moved leads carry may stand for either person now.
+        relearn_leads_of(conn, &integration, new_id, tx.learnt).await?;
+        relearn_persons(conn, vec![person, new_id], tx.learnt).await?;
+    }
     let body = EventBody::PersonSplit(PersonSplit {
         integration,
         person_id: person as u64,
@@ -143,6 +149,91 @@ pub(super) async fn split<C: Conn>(
     let sequence = append_person_event(conn, body, value, tx).await?;
     debug_assert_eq!(sequence as i64, new_id);
     Ok(Ok((new_id as u64, sequence)))
+}
+
+/// A lead stored before persons, to match now.
+#[derive(Debug, Clone)]
+pub struct Backfilled {
+    pub integration: String,
+    pub lead_id: String,
+    pub sequence: u64,
+    pub receive_time: time::OffsetDateTime,
+    pub identity: Identity,
+    /// Its body with the phone and e-mail fields it lacked.
+    pub body: bytes::Bytes,
+}
+
+/// Matches leads stored before persons, in sequence order, and writes their
+/// person, phone and body. Leads matched meanwhile are left as they are.
+pub(super) async fn match_stored<C: Conn>(
+    conn: &mut C,
+    leads: &[Backfilled],
+    tx: &mut Tx<'_>,
+) -> Result<u64, DbError> {
+    let mut pending = Vec::with_capacity(leads.len());
+    for lead in leads {
+        let unmatched = query_opt(
+            conn,
+            "SELECT 1 FROM leads WHERE integration = $1 AND lead_id = $2 AND person_id IS NULL",
+            &[(&lead.integration).into(), (&lead.lead_id).into()],
+            |_| Ok(()),
+        )
+        .await?;
+        if unmatched.is_some() {
+            pending.push(lead);
+        }
+    }
+    let candidates: Vec<Candidate> = pending
+        .iter()
+        .map(|lead| Candidate {
+            integration: &lead.integration,
+            lead_id: &lead.lead_id,
+            sequence: lead.sequence as i64,
+            seen_at: to_micros(lead.receive_time),
+            identity: &lead.identity,
+        })
+        .collect();
+    let matched = match_leads(conn, &candidates, false, tx).await?;
+    for (lead, matched) in pending.iter().zip(&matched) {
+        let phone = lead.identity.phone.as_deref().unwrap_or_default();
+        conn.execute(
+            "UPDATE leads SET person_id = $1, phone_e164 = $2, \
+             phone_digits = CASE WHEN $2 = '' THEN phone_digits ELSE $5 END \
+             WHERE integration = $3 AND lead_id = $4",
+            &[
+                matched.person_id.into(),
+                phone.into(),
+                (&lead.integration).into(),
+                (&lead.lead_id).into(),
+                phone_digits(phone).as_str().into(),
+            ],
+        )
+        .await?;
+        conn.execute(
+            "UPDATE events SET body = $1, person_id = $2, person_returning = $3, \
+             person_first_seen = $4 WHERE sequence = $5",
+            &[
+                lead.body.as_ref().into(),
+                (matched.link.person_id as i64).into(),
+                i64::from(matched.link.returning).into(),
+                to_micros(matched.link.first_seen).into(),
+                (lead.sequence as i64).into(),
+            ],
+        )
+        .await?;
+    }
+    if tx.persons.is_some() {
+        // Where persons split apart meet, the store knows which one each key of
+        // these leads stands for (whichever lead is newest).
+        let keys = candidates
+            .iter()
+            .zip(&matched)
+            .filter(|(_, matched)| matched.kept_apart)
+            .flat_map(|(candidate, _)| own_keys(candidate))
+            .collect();
+        relearn(conn, keys, tx.learnt).await?;
+    }
+    Ok(pending.len() as u64)
 }
 
 /// A person's row, its latest lead's receive time, its leads' count and its latest

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 
 use super::events::append_event;
-use super::person_store::{key_probe, newest_carrier};
+use super::person_cache::{Known, Learnt, Lookup, PersonCache};
+use super::person_keys::{Key, read_keys, stored_persons};
 use super::writes::Tx;
 use super::{from_micros, now_micros};
 use crate::codec;
-use crate::domain::{EncodedEvent, EventBody, Identity, PersonLink, PersonsMerged, phone_digits};
+use crate::domain::{EncodedEvent, EventBody, Identity, PersonLink, PersonsMerged};
 use crate::store::db::{Arg, Conn, DbError, built_once, query_opt};
 
 /// A lead to find the person of.
@@ -30,6 +31,9 @@ pub(super) struct Candidate<'a> {
 pub(super) struct Matched {
     pub link: PersonLink,
     pub person_id: i64,
+    /// It carries keys of persons an operator split apart: which of them its keys
+    /// stand for now, when it is a stored lead, is for the store to say.
+    pub kept_apart: bool,
 }
 
 /// A person as matching sees it.
@@ -45,27 +49,21 @@ struct State<'a> {
     changed: bool,
 }
 
-/// What links leads: an integration's phone (E.164) or e-mail (folded), borrowed
-/// from the batch's leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key<'a> {
-    integration: &'a str,
-    phone: bool,
-    value: &'a str,
-}
-
 /// Where each key belongs.
 type KeyMap<'a> = HashMap<Key<'a>, i64>;
 
 /// Finds (or starts) each candidate's person, in order, merging persons a
 /// candidate links; writes the persons and the merge events. The leads' own rows
-/// are the caller's to write.
+/// are the caller's to write. `newest`: the candidates are newer than every
+/// stored lead (new leads, not the background match of stored ones), so each is
+/// the newest carrier of its keys.
 pub(super) async fn match_leads<'a, C: Conn>(
     conn: &mut C,
     candidates: &[Candidate<'a>],
+    newest: bool,
     tx: &mut Tx<'_>,
 ) -> Result<Vec<Matched>, DbError> {
-    let (mut keys, mut persons) = stored_keys(conn, candidates).await?;
+    let (mut keys, mut persons) = stored_keys(conn, candidates, tx.persons).await?;
     // Merged ids and where they went, within this batch.
     let mut merged_into: HashMap<i64, i64> = HashMap::new();
     let mut merges = Vec::new();
@@ -80,6 +78,9 @@ pub(super) async fn match_leads<'a, C: Conn>(
                 found.push(id);
             }
         }
+        let kept_apart = found
+            .iter()
+            .any(|a| found.iter().any(|b| apart(&persons, *a, *b)));
         let (person_id, returning) = match found.first() {
             None => {
                 let id = candidate.sequence;
@@ -98,13 +99,7 @@ pub(super) async fn match_leads<'a, C: Conn>(
             }
             // Persons an operator split apart stay apart: the lead joins the person
             // of its first key (its phone's) and nothing merges.
-            Some(&first)
-                if found
-                    .iter()
-                    .any(|a| found.iter().any(|b| apart(&persons, *a, *b))) =>
-            {
-                (first, persons[&first].first_seen < candidate.seen_at)
-            }
+            Some(&first) if kept_apart => (first, persons[&first].first_seen < candidate.seen_at),
             Some(_) => {
                 // The oldest person is kept.
                 found.sort_by_key(|id| (persons[id].first_seen, *id));
@@ -139,7 +134,12 @@ pub(super) async fn match_leads<'a, C: Conn>(
             }
         };
         for key in own {
-            keys.entry(key).or_insert(person_id);
+            // A key stands for the person of the newest lead carrying it.
+            if newest {
+                keys.insert(key, person_id);
+            } else {
+                keys.entry(key).or_insert(person_id);
+            }
         }
         let person = persons.get_mut(&person_id).expect("the person is loaded");
         if candidate.seen_at < person.first_seen {
@@ -154,6 +154,7 @@ pub(super) async fn match_leads<'a, C: Conn>(
                 first_seen: from_micros(person.first_seen),
             },
             person_id,
+            kept_apart,
         });
     }
     for entry in &mut matched {
@@ -163,14 +164,36 @@ pub(super) async fn match_leads<'a, C: Conn>(
     for merge in merges {
         record_merge(conn, merge, tx).await?;
     }
+    if tx.persons.is_some() {
+        learn(tx.learnt, &keys, &persons, &merged_into);
+    }
     Ok(matched)
 }
 
-/// A list of values to look up, repeated up to a power of two: a few statement
-/// shapes, kept prepared, whatever the batch's size.
-fn padded<T: Clone>(values: &mut Vec<T>) {
-    if let Some(last) = values.last().cloned() {
-        values.resize(values.len().next_power_of_two(), last);
+/// Tells the writer's cache what the batch wrote: the persons, and each key's
+/// person (for a stored lead `kept_apart`, the background match then asks the
+/// store, which knows which lead is newest).
+fn learn(
+    learnt: &mut Learnt,
+    keys: &KeyMap<'_>,
+    persons: &HashMap<i64, State<'_>>,
+    merged_into: &HashMap<i64, i64>,
+) {
+    for (key, id) in keys {
+        let id = resolve(merged_into, *id);
+        learnt.key(key.integration, key.phone, key.value, id);
+    }
+    for (id, state) in persons {
+        match state.merged_into {
+            Some(into) => learnt.merged(*id, into),
+            None => learnt.person(
+                *id,
+                Known {
+                    first_seen: state.first_seen,
+                    split_from: state.split_from,
+                },
+            ),
+        }
     }
 }
 
@@ -188,7 +211,9 @@ fn apart(persons: &HashMap<i64, State<'_>>, a: i64, b: i64) -> bool {
 }
 
 /// A candidate's keys, phone first.
-fn own_keys<'a>(candidate: &Candidate<'a>) -> impl Iterator<Item = Key<'a>> + Clone + use<'a> {
+pub(super) fn own_keys<'a>(
+    candidate: &Candidate<'a>,
+) -> impl Iterator<Item = Key<'a>> + Clone + use<'a> {
     let integration = candidate.integration;
     let identity = candidate.identity;
     let key = move |phone, value: Option<&'a String>| {
@@ -204,107 +229,60 @@ fn own_keys<'a>(candidate: &Candidate<'a>) -> impl Iterator<Item = Key<'a>> + Cl
 }
 
 /// The persons of the candidates' keys as stored: for each distinct key, the
-/// person of the latest lead that carries it (phones through `leads_by_phone`, on
-/// their E.164 form's last ten digits, e-mails through `leads_by_email`), one
-/// lead read a key however many carry it; then those persons.
+/// person of the latest lead that carries it, then those persons. The writer's
+/// cache answers what it holds; the rest is read.
 async fn stored_keys<'a, C: Conn>(
     conn: &mut C,
     candidates: &[Candidate<'a>],
+    cache: Option<&PersonCache>,
 ) -> Result<(KeyMap<'a>, HashMap<i64, State<'a>>), DbError> {
     let mut wanted: Vec<Key<'a>> = candidates.iter().flat_map(own_keys).collect();
-    if wanted.is_empty() {
-        return Ok((KeyMap::new(), HashMap::new()));
-    }
-    // Phones first (the padding repeats the last key: the kinds stay in order).
     wanted.sort_unstable_by_key(|key| (!key.phone, key.integration, key.value));
     wanted.dedup();
-    padded(&mut wanted);
-    let phones = wanted.iter().filter(|key| key.phone).count();
-    let (mut keys, mut persons) = (KeyMap::new(), HashMap::new());
-    let mark = C::PLACEHOLDER;
-    let sql = built_once("persons by key", mark, wanted.len(), || {
-        // A key is a row: its place in `wanted`, the indexed value, the full one,
-        // its integration.
-        let rows: Vec<String> = (0..wanted.len())
-            .map(|n| {
-                let first = 3 * n + 1;
-                format!(
-                    "(CAST({n} AS BIGINT), {mark}{first}, {mark}{}, {mark}{})",
-                    first + 1,
-                    first + 2
-                )
-            })
-            .collect();
-        let latest = |phone| newest_carrier(phone, "k.column2", "k.column3", "k.column4");
-        format!(
-            "SELECT k.column1, CASE WHEN k.column1 < {mark}{} THEN ({}) ELSE ({}) END \
-             FROM (VALUES {}) k",
-            3 * wanted.len() + 1,
-            latest(true),
-            latest(false),
-            rows.join(", ")
-        )
-    });
-    let probes: Vec<String> = wanted
-        .iter()
-        .map(|key| key_probe(key.phone, key.value))
-        .collect();
-    let mut args: Vec<Arg> = Vec::with_capacity(3 * wanted.len() + 1);
-    for (key, indexed) in wanted.iter().zip(&probes) {
-        args.extend([Arg::from(indexed), key.value.into(), key.integration.into()]);
+    let mut keys = KeyMap::new();
+    if let Some(cache) = cache {
+        wanted.retain(
+            |key| match cache.key(key.integration, key.phone, key.value) {
+                Lookup::Person(person_id) => {
+                    keys.insert(*key, person_id);
+                    false
+                }
+                Lookup::Nobody => false,
+                Lookup::Unknown => true,
+            },
+        );
     }
-    args.push((phones as i64).into());
-    let found = conn
-        .query(sql, &args, |row| Ok((row.int(0)?, row.opt_int(1)?)))
-        .await?;
-    for (n, person_id) in found {
-        if let (Some(key), Some(person_id)) = (wanted.get(n as usize), person_id) {
-            keys.insert(*key, person_id);
-            persons.entry(person_id).or_insert(key.integration);
+    keys.extend(read_keys(conn, wanted).await?);
+    // Each person found, with the integration of a key that found it.
+    let mut found: HashMap<i64, &'a str> = HashMap::new();
+    for (key, person_id) in &keys {
+        found.entry(*person_id).or_insert(key.integration);
+    }
+    let state = |integration, known: Known| State {
+        integration,
+        first_seen: known.first_seen,
+        split_from: known.split_from,
+        merged_into: None,
+        new: false,
+        changed: false,
+    };
+    let mut persons = HashMap::with_capacity(found.len());
+    let mut unknown = Vec::new();
+    for (&id, &integration) in &found {
+        match cache.and_then(|cache| cache.person(id)) {
+            Some(known) => {
+                persons.insert(id, state(integration, known));
+            }
+            None => unknown.push(id),
         }
     }
-    let states = stored_persons(conn, persons.keys().copied().collect()).await?;
-    let persons: HashMap<i64, State<'a>> = states
-        .into_iter()
-        .filter_map(|(id, first_seen, split_from)| {
-            let integration = *persons.get(&id)?;
-            let state = State {
-                integration,
-                first_seen,
-                split_from,
-                merged_into: None,
-                new: false,
-                changed: false,
-            };
-            Some((id, state))
-        })
-        .collect();
+    for (id, known) in stored_persons(conn, unknown).await? {
+        if let Some(integration) = found.get(&id) {
+            persons.insert(id, state(integration, known));
+        }
+    }
     keys.retain(|_, id| persons.contains_key(id));
     Ok((keys, persons))
-}
-
-/// The first seen time and split origin of stored persons.
-async fn stored_persons<C: Conn>(
-    conn: &mut C,
-    mut ids: Vec<i64>,
-) -> Result<Vec<(i64, i64, Option<i64>)>, DbError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    padded(&mut ids);
-    let mark = C::PLACEHOLDER;
-    let sql = built_once("persons by id", mark, ids.len(), || {
-        let marks: Vec<String> = (1..=ids.len()).map(|n| format!("{mark}{n}")).collect();
-        format!(
-            "SELECT person_id, first_seen, split_from FROM persons WHERE person_id IN ({})",
-            marks.join(", ")
-        )
-    });
-    let args: Vec<Arg> = ids.iter().map(|id| Arg::from(*id)).collect();
-    conn.query(sql, &args, |row| {
-        Ok((row.int(0)?, row.int(1)?, row.opt_int(2)?))
-    })
-    .await
 }
 
 /// Inserts the new persons and updates the changed ones.
@@ -396,80 +374,6 @@ pub(super) async fn append_person_event<C: Conn>(
     let sequence = event.sequence;
     tx.committed.events.push(event);
     Ok(sequence)
-}
-
-/// A lead stored before persons, to match now.
-#[derive(Debug, Clone)]
-pub struct Backfilled {
-    pub integration: String,
-    pub lead_id: String,
-    pub sequence: u64,
-    pub receive_time: time::OffsetDateTime,
-    pub identity: Identity,
-    /// Its body with the phone and e-mail fields it lacked.
-    pub body: bytes::Bytes,
-}
-
-/// Matches leads stored before persons, in sequence order, and writes their
-/// person, phone and body. Leads matched meanwhile are left as they are.
-pub(super) async fn match_stored<C: Conn>(
-    conn: &mut C,
-    leads: &[Backfilled],
-    tx: &mut Tx<'_>,
-) -> Result<u64, DbError> {
-    let mut pending = Vec::with_capacity(leads.len());
-    for lead in leads {
-        let unmatched = query_opt(
-            conn,
-            "SELECT 1 FROM leads WHERE integration = $1 AND lead_id = $2 AND person_id IS NULL",
-            &[(&lead.integration).into(), (&lead.lead_id).into()],
-            |_| Ok(()),
-        )
-        .await?;
-        if unmatched.is_some() {
-            pending.push(lead);
-        }
-    }
-    let candidates: Vec<Candidate> = pending
-        .iter()
-        .map(|lead| Candidate {
-            integration: &lead.integration,
-            lead_id: &lead.lead_id,
-            sequence: lead.sequence as i64,
-            seen_at: super::to_micros(lead.receive_time),
-            identity: &lead.identity,
-        })
-        .collect();
-    let matched = match_leads(conn, &candidates, tx).await?;
-    for (lead, matched) in pending.iter().zip(&matched) {
-        let phone = lead.identity.phone.as_deref().unwrap_or_default();
-        conn.execute(
-            "UPDATE leads SET person_id = $1, phone_e164 = $2, \
-             phone_digits = CASE WHEN $2 = '' THEN phone_digits ELSE $5 END \
-             WHERE integration = $3 AND lead_id = $4",
-            &[
-                matched.person_id.into(),
-                phone.into(),
-                (&lead.integration).into(),
-                (&lead.lead_id).into(),
-                phone_digits(phone).as_str().into(),
-            ],
-        )
-        .await?;
-        conn.execute(
-            "UPDATE events SET body = $1, person_id = $2, person_returning = $3, \
-             person_first_seen = $4 WHERE sequence = $5",
-            &[
-                lead.body.as_ref().into(),
-                (matched.link.person_id as i64).into(),
-                i64::from(matched.link.returning).into(),
-                super::to_micros(matched.link.first_seen).into(),
-                (lead.sequence as i64).into(),
-            ],
-        )
-        .await?;
-    }
-    Ok(pending.len() as u64)
 }
 
 /// The person an id stands for now (itself, or the one it was merged into).

@@ -1,10 +1,11 @@
 //! The writer's transactions: a batch of writes applied in one transaction, with
 //! the counters it hands sequences and versions from.
 
-use super::{WriteSide, consumers, crm, events, leads, person_store, persons, rejected};
+use super::person_cache::{Learnt, PersonCache};
+use super::{WriteSide, consumers, crm, events, leads, person_store, rejected};
 use crate::store::StoreError;
 use crate::store::db::{Conn, DbError, query_one};
-use crate::store::writer::{Committed, Write};
+use crate::store::writer::{Committed, Transactor, Write};
 
 /// Numbers a write transaction hands out from a one-row counter table: read once
 /// when the transaction first needs one, written back before it commits.
@@ -61,29 +62,80 @@ pub(super) struct Counters {
 pub(super) struct Tx<'a> {
     pub counters: &'a mut Counters,
     pub committed: &'a mut Committed,
+    /// What the writer knows of persons, when it is the store's only writer.
+    pub persons: Option<&'a PersonCache>,
+    /// What the cache learns if the transaction commits.
+    pub learnt: &'a mut Learnt,
+}
+
+/// The writer's transactor for any backend.
+pub(in crate::store) struct SqlTransactor<W> {
+    side: W,
+    /// Kept by a store's only writer.
+    persons: Option<PersonCache>,
+}
+
+impl<W: WriteSide> SqlTransactor<W> {
+    pub fn new(side: W) -> Self {
+        let persons = W::SOLE_WRITER.then(PersonCache::default);
+        Self { side, persons }
+    }
+}
+
+impl<W: WriteSide> Transactor for SqlTransactor<W> {
+    const BACKEND: &'static str = W::NAME;
+    fn apply_batch(
+        &mut self,
+        batch: &mut [Write],
+    ) -> impl Future<Output = Result<Committed, DbError>> + Send {
+        apply_batch(&mut self.side, self.persons.as_mut(), batch)
+    }
+
+    fn announce(&mut self, committed: Committed) {
+        self.side.announce(committed);
+    }
+
+    fn upkeep(&mut self, idle: bool) {
+        self.side.upkeep(idle);
+    }
 }
 
 /// Applies a batch in one transaction on the writer's connection and commits it,
-/// setting each write's reply.
+/// setting each write's reply; `persons` learns what committed.
 pub(super) async fn apply_batch<W: WriteSide>(
     side: &mut W,
+    mut persons: Option<&mut PersonCache>,
     batch: &mut [Write],
 ) -> Result<Committed, DbError> {
     let conn = side.connection().await?;
-    let result = transaction::<W>(conn, batch).await;
-    if let Err(DbError::Unavailable(_)) = &result {
+    if let Some(persons) = persons.as_mut()
+        && !persons.loaded()
+    {
+        super::person_keys::load(conn, persons).await;
+    }
+    let mut learnt = Learnt::default();
+    let result = transaction::<W>(conn, persons.as_deref(), &mut learnt, batch).await;
+    match &result {
+        Ok(_) => {
+            if let Some(persons) = persons.as_mut() {
+                persons.learn(learnt);
+            }
+        }
         // The connection may be what failed: the next batch connects afresh.
-        side.discard();
+        Err(DbError::Unavailable(_)) => side.discard(),
+        Err(_) => {}
     }
     result
 }
 
 async fn transaction<W: WriteSide>(
     conn: &mut W::Conn,
+    persons: Option<&PersonCache>,
+    learnt: &mut Learnt,
     batch: &mut [Write],
 ) -> Result<Committed, DbError> {
     conn.execute(W::BEGIN, &[]).await?;
-    let applied = match writes::<W>(conn, batch).await {
+    let applied = match writes::<W>(conn, persons, learnt, batch).await {
         Ok(applied) => conn.execute("COMMIT", &[]).await.map(|_| applied),
         Err(error) => Err(error),
     };
@@ -96,6 +148,8 @@ async fn transaction<W: WriteSide>(
 
 async fn writes<W: WriteSide>(
     conn: &mut W::Conn,
+    persons: Option<&PersonCache>,
+    learnt: &mut Learnt,
     batch: &mut [Write],
 ) -> Result<Committed, DbError> {
     let locked = W::begin_writes(conn, batch).await?;
@@ -116,6 +170,8 @@ async fn writes<W: WriteSide>(
     let mut tx = Tx {
         counters: &mut counters,
         committed: &mut committed,
+        persons,
+        learnt,
     };
     let mut rest = batch;
     while !rest.is_empty() {
@@ -211,7 +267,7 @@ async fn apply<C: Conn>(conn: &mut C, write: &mut Write, tx: &mut Tx<'_>) -> Res
             reply,
         } => reply.set(Ok(rejected::record(conn, request, *keep).await?)),
         Write::MatchStored { leads, reply } => {
-            reply.set(Ok(persons::match_stored(conn, leads, tx).await?));
+            reply.set(Ok(person_store::match_stored(conn, leads, tx).await?));
         }
         Write::SplitPerson {
             person_id,
