@@ -135,21 +135,16 @@ impl PersonCache {
 
     /// What a key stands for.
     pub fn key(&self, integration: &str, phone: bool, value: &str) -> Lookup {
-        let Some(key) = phone.then(|| phone_number(value)) else {
-            return self.found(
-                self.keys
-                    .get(integration)
-                    .and_then(|keys| keys.emails.get(value)),
-            );
+        let keys = self.keys.get(integration);
+        let person_id = if phone {
+            let Some(number) = phone_number(value) else {
+                return Lookup::Unknown;
+            };
+            keys.and_then(|keys| keys.phones.get(&number))
+        } else {
+            keys.and_then(|keys| keys.emails.get(value))
         };
-        match key {
-            Some(number) => self.found(
-                self.keys
-                    .get(integration)
-                    .and_then(|keys| keys.phones.get(&number)),
-            ),
-            None => Lookup::Unknown,
-        }
+        self.found(person_id)
     }
 
     fn found(&self, person_id: Option<&i64>) -> Lookup {
@@ -236,10 +231,12 @@ impl PersonCache {
     }
 }
 
-/// A phone in E.164 (`+` and up to fifteen digits) as a number.
+/// A phone in E.164 (`+`, a country code, which never starts with 0, and up to
+/// fifteen digits in all) as a number: one number for one text.
 fn phone_number(e164: &str) -> Option<u64> {
     let digits = e164.strip_prefix('+')?;
-    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let usable = digits.len() <= 15 && !digits.starts_with('0');
+    if !usable || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
@@ -304,6 +301,7 @@ mod tests {
         assert_eq!(cache.key("shop", false, "a@b.c"), Lookup::Nobody);
         // A phone it cannot hold is for the store to answer.
         assert_eq!(cache.key("shop", true, "89990001133"), Lookup::Unknown);
+        assert_eq!(cache.key("shop", true, "+079990001133"), Lookup::Unknown);
 
         let mut learnt = Learnt::default();
         for n in 0..=PersonCache::CAPACITY {

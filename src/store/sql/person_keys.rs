@@ -17,6 +17,9 @@ pub(super) struct Key<'a> {
     pub value: &'a str,
 }
 
+/// A lead's phone as the store finds it by (through its indexed digits), else ''.
+const LINKING_PHONE: &str = "CASE WHEN phone_digits <> '' THEN phone_e164 ELSE '' END";
+
 /// A list of values to look up, repeated up to a power of two: a few statement
 /// shapes, kept prepared, whatever the batch's size.
 pub(super) fn padded<T: Clone>(values: &mut Vec<T>) {
@@ -136,10 +139,10 @@ pub(super) async fn relearn_leads_of<C: Conn>(
     person_id: i64,
     learnt: &mut Learnt,
 ) -> Result<(), DbError> {
-    let sql = "SELECT DISTINCT CASE WHEN phone_digits <> '' THEN phone_e164 ELSE '' END, \
-         email_folded FROM leads WHERE person_id = $1";
+    let sql =
+        format!("SELECT DISTINCT {LINKING_PHONE}, email_folded FROM leads WHERE person_id = $1");
     let carried = conn
-        .query(sql, &[person_id.into()], |row| {
+        .query(&sql, &[person_id.into()], |row| {
             Ok((row.text(0)?.to_owned(), row.text(1)?.to_owned()))
         })
         .await?;
@@ -203,9 +206,11 @@ async fn read_all<C: Conn>(conn: &mut C) -> Result<PersonCache, DbError> {
     .await?;
     // Oldest first: a key stands for the person of the newest lead carrying it.
     // A phone is found through its indexed digits, an e-mail through its text.
-    let sql = "SELECT integration, CASE WHEN phone_digits <> '' THEN phone_e164 ELSE '' END, \
-         email_folded, person_id FROM leads WHERE person_id IS NOT NULL ORDER BY sequence";
-    conn.query(sql, &[], |row| {
+    let sql = format!(
+        "SELECT integration, {LINKING_PHONE}, email_folded, person_id FROM leads \
+         WHERE person_id IS NOT NULL ORDER BY sequence"
+    );
+    conn.query(&sql, &[], |row| {
         let (integration, person_id) = (row.text(0)?, row.int(3)?);
         for (phone, value) in [(true, row.text(1)?), (false, row.text(2)?)] {
             if !value.is_empty() {
